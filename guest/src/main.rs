@@ -1,0 +1,15 @@
+//! `bottle-guest` entry point: parse the command line and call the library.
+
+use clap::Parser;
+
+fn main() {
+    let cli = bottle_guest::cli::Cli::parse();
+    bottle_guest::logging::init(cli.log_format);
+    match bottle_guest::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("bottle-guest: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

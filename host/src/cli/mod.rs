@@ -1,0 +1,122 @@
+//! The `bottle-host` command line. `main.rs` parses it and calls [`run`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+mod check;
+
+/// bot-bottle host: run an AI agent in a microVM whose only ways out are an
+/// allowlisting DNS resolver and an inspecting egress proxy.
+#[derive(Debug, Parser)]
+#[command(name = "bottle-host", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a bottle and run its agent; exits with the agent's exit code.
+    Launch {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Validate a manifest and print the effective policy.
+    Check {
+        /// Manifests to check.
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
+    /// Serve the DNS channel (port 6002 protocol) alone, or query a verdict.
+    Dns(DnsArgs),
+    /// Run the egress proxy alone.
+    Proxy {
+        /// Listen address (tcp://IP:PORT or unix:///path).
+        #[arg(long)]
+        listen: String,
+        /// The manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Extra CA (PEM) trusted for upstream servers.
+        #[arg(long)]
+        upstream_ca: Option<PathBuf>,
+    },
+    /// Manage the egress CA.
+    Ca {
+        /// Write the CA certificate (PEM) to this path.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `bottle-host dns`
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DnsArgs {
+    /// Listen address (unix:///path, hvsock:///path:PORT or vsock://CID:PORT).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The manifest.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Upstream server instead of the manifest's or the host's.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Query a verdict instead of serving.
+    #[command(subcommand)]
+    pub query: Option<DnsQuery>,
+}
+
+/// `bottle-host dns query`
+#[derive(Debug, Subcommand)]
+pub enum DnsQuery {
+    /// Print the verdict a name would get, without sending anything.
+    Query {
+        /// The name.
+        name: String,
+        /// Record type.
+        #[arg(default_value = "A")]
+        rtype: String,
+        /// The manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+    },
+}
+
+/// Run a parsed command line; the return value is the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Check { manifests } => check::run(&manifests),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bottle-host",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Launch { .. } => not_yet("launch", 6),
+        Command::Dns(_) => not_yet("dns", 3),
+        Command::Proxy { .. } => not_yet("proxy", 4),
+        Command::Ca { .. } => not_yet("ca", 4),
+    }
+}
+
+fn not_yet(what: &str, issue: u32) -> Result<i32> {
+    anyhow::bail!("`bottle-host {what}` is not available yet (tracked in issue #{issue})")
+}

@@ -1,0 +1,9 @@
+//! `bottle-host`: the supervisor outside the VM.
+//!
+//! - [`manifest`]: `bottle.toml`, read and checked.
+//! - [`cli`]: the command line, parsed by `main.rs` and run here.
+//! - [`logging`]: tracing setup shared by every subcommand.
+
+pub mod cli;
+pub mod logging;
+pub mod manifest;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian/Ubuntu machine. Idempotent:
+# installs only what is missing. Uses sudo when not root.
+set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# Debian packages: real DNS clients and servers for end-to-end tests and
+# benchmarks, musl-tools for the static guest, QEMU and a kernel for the
+# real-VM tests, busybox for minimal guest images.
+PKGS=(dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 iproute2 util-linux)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust with rustup first (https://rustup.rs)" >&2
+  exit 1
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+if ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
+  echo "setup: adding the x86_64-unknown-linux-musl target"
+  rustup target add x86_64-unknown-linux-musl
+fi
