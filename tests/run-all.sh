@@ -17,5 +17,8 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "static guest build"
 bash guest/build-static.sh
 
+step "cargo build (binaries used by end-to-end tests)"
+cargo build --workspace --all-targets
+
 step "cargo test"
 cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
