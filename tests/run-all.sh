@@ -18,7 +18,7 @@ step "static guest build"
 bash guest/build-static.sh
 
 step "cargo build (binaries used by end-to-end tests)"
-cargo build --workspace --all-targets
+cargo build --workspace --all-features
 
 step "cargo test"
 cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
