@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() {
     let cli = bottle_guest::cli::Cli::parse();
+    bottle_guest::init::early_log_env(&bottle_guest::sys::real::RealSys);
     bottle_guest::logging::init(cli.log_format);
     match bottle_guest::cli::run(cli) {
         Ok(code) => std::process::exit(code),
