@@ -71,7 +71,7 @@ impl Sys for RealSys {
         // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags of a
         // properly sized ifreq we own.
         check(op, unsafe {
-            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req)
         })?;
         // SAFETY: the kernel just filled ifru_flags, the union member read here.
         unsafe {
@@ -79,7 +79,7 @@ impl Sys for RealSys {
         }
         // SAFETY: SIOCSIFFLAGS reads a properly sized ifreq we own.
         check(op, unsafe {
-            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req)
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req)
         })
     }
 
@@ -121,7 +121,7 @@ impl Sys for RealSys {
                 if libc::isatty(0) == 1 {
                     // Best effort: a console that cannot become our
                     // controlling terminal still works for plain I/O.
-                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                    libc::ioctl(0, libc::TIOCSCTTY as _, 0);
                 }
                 if let Some(c) = &creds {
                     if libc::setgroups(groups.len(), groups.as_ptr()) < 0
