@@ -152,6 +152,11 @@ pub fn boot(
 ) -> BootReport {
     let mut report = BootReport::default();
     mount_missing(sys, mountinfo, &mut report);
+    match sys.attach_console() {
+        Ok(true) => tracing::info!("standard streams attached to /dev/console"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "no console"),
+    }
     let hostname = params
         .hostname
         .as_deref()
@@ -228,10 +233,11 @@ mod tests {
             ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run", "/tmp"]
         );
         assert_eq!(calls[0], Call::Mkdir("/proc".into()), "mkdir before mount");
-        let tail = &calls[calls.len() - 3..];
+        let tail = &calls[calls.len() - 4..];
         assert_eq!(
             tail,
             [
+                Call::Console,
                 Call::Hostname("box".into()),
                 Call::LoopbackUp,
                 Call::LoadModule("/lib/modules/bottle/vsock.ko".into()),

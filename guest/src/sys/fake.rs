@@ -14,6 +14,8 @@ pub enum Call {
     Mount(String),
     /// `mkdir -p`.
     Mkdir(String),
+    /// Console check.
+    Console,
     /// `sethostname`.
     Hostname(String),
     /// Loopback up.
@@ -107,6 +109,10 @@ impl Sys for FakeSys {
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
         self.record(Call::Mkdir(path.display().to_string()));
         Ok(())
+    }
+    fn attach_console(&self) -> Result<bool, SysError> {
+        self.record(Call::Console);
+        Ok(false)
     }
     fn sethostname(&self, name: &str) -> Result<(), SysError> {
         self.record(Call::Hostname(name.to_string()));

@@ -85,6 +85,9 @@ pub trait Sys: Send + Sync {
     fn mount(&self, m: &MountSpec) -> Result<(), SysError>;
     /// Create a directory (and parents); existing is fine.
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError>;
+    /// If standard error is closed (the kernel found no console), open
+    /// `/dev/console` as fds 0, 1 and 2. Returns whether it did.
+    fn attach_console(&self) -> Result<bool, SysError>;
     /// Set the hostname.
     fn sethostname(&self, name: &str) -> Result<(), SysError>;
     /// Bring the loopback interface up.

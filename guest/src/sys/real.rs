@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +50,34 @@ impl Sys for RealSys {
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
         std::fs::create_dir_all(path)
             .map_err(|e| SysError::new(format!("mkdir {}", path.display()), e))
+    }
+
+    fn attach_console(&self) -> Result<bool, SysError> {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+            return Ok(false);
+        }
+        let console = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/console")
+            .map_err(|e| SysError::new("open /dev/console", e))?;
+        let fd = console.as_raw_fd();
+        for target in 0..3 {
+            if fd != target {
+                // SAFETY: dup2 onto the standard descriptors, which are
+                // closed (or ours to replace); `console` stays valid.
+                check(|| format!("dup2 console to {target}"), unsafe {
+                    libc::dup2(fd, target)
+                })?;
+            }
+        }
+        if fd <= 2 {
+            // The console landed on a standard descriptor: keep it open.
+            std::mem::forget(console);
+        }
+        Ok(true)
     }
 
     fn sethostname(&self, name: &str) -> Result<(), SysError> {

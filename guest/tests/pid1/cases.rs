@@ -231,3 +231,45 @@ async fn a_refused_hello_stops_the_init_with_its_own_code() {
     write_message(&mut s, &refuse, MAX).await.unwrap();
     assert_eq!(exit_status(child).await, 201, "HELLO_REFUSED");
 }
+
+#[tokio::test]
+async fn the_agent_runs_unprivileged_in_its_own_session() {
+    skip_unless_able!();
+    let sb = Sandbox::new();
+    let listener = sb.listen().await;
+    let child = sb.start_init();
+    // Each check exits with its own code, so a failure says which one.
+    let script = r#"
+        test "$(id -u)" = 65534 || exit 10
+        test "$(id -g)" = 65534 || exit 11
+        test "$(id -G)" = "65534 4242" || exit 12
+        grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/self/status || exit 13
+        grep -q '^CapEff:[[:space:]]*0*$' /proc/self/status || exit 14
+        set -- $(cut -d' ' -f5,6 /proc/$$/stat)
+        test "$1" = $$ && test "$2" = $$ || exit 15
+        test "$HOME" = /nonexistent -a "$PWD" = / || exit 16
+        test "$FOO" = bar -a "$USER" = nobody || exit 17
+        exit 42
+    "#;
+    std::fs::write(
+        sb.path("root/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sb.path("root/etc/group"),
+        "nogroup:x:65534:\nextra:x:4242:nobody\n",
+    )
+    .unwrap();
+    let mut cfg = config(script, no_restart(), 1000);
+    cfg.agent.user = "nobody".into();
+    cfg.agent.env = vec![("FOO".into(), "bar".into())];
+    let mut s = handshake(&listener, cfg).await;
+    let msgs = events(&until_exit(&mut s, Duration::from_secs(10)).await);
+    assert_eq!(
+        msgs.last(),
+        Some(&GuestMessage::Exit { code: 42 }),
+        "{msgs:?}"
+    );
+    assert_eq!(exit_status(child).await, 42);
+}
