@@ -22,6 +22,24 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parse `argv`. As PID 1 a bad command line (the kernel passes unknown
+    /// boot words to init as arguments) must not stop the machine: it is
+    /// logged and the init runs with its defaults.
+    pub fn parse_for_pid() -> Cli {
+        if std::process::id() != 1 {
+            return Cli::parse();
+        }
+        Cli::try_parse().unwrap_or_else(|e| {
+            eprintln!("bottle-guest: ignoring the command line as PID 1: {e}");
+            Cli {
+                log_format: LogFormat::default(),
+                command: None,
+            }
+        })
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -169,7 +169,7 @@ async fn serve(
     services: Arc<dyn Services>,
 ) -> i32 {
     // Before anything is spawned, so no SIGCHLD is missed.
-    let sigs = match Signals::install() {
+    let mut sigs = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
@@ -210,7 +210,14 @@ async fn serve(
         init_ms: started.elapsed().as_millis() as u64,
         kernel: kernel_release(),
     };
-    let ctl = match control::establish(&base, boot, opts.connect_budget).await {
+    let connected = tokio::select! {
+        r = control::establish(&base, boot, opts.connect_budget) => r,
+        _ = sigs.terminated() => {
+            tracing::warn!("SIGTERM before the host answered; stopping");
+            return 128 + libc::SIGTERM;
+        }
+    };
+    let ctl = match connected {
         Ok(c) => c,
         Err(e) => {
             let code = match e {

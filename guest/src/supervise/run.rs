@@ -39,6 +39,11 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
         })
     }
+
+    /// Wait for SIGTERM (used before supervision starts).
+    pub async fn terminated(&mut self) {
+        self.term.recv().await;
+    }
 }
 
 /// Callbacks of the loop: events for the host and state for `status`.

@@ -273,3 +273,21 @@ async fn the_agent_runs_unprivileged_in_its_own_session() {
     );
     assert_eq!(exit_status(child).await, 42);
 }
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_the_host_stops_at_once() {
+    skip_unless_able!();
+    let sb = Sandbox::new();
+    let child = sb.start_init();
+    let init = init_pid(child.id().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    // SAFETY: kill(2) on the init we started.
+    assert_eq!(unsafe { libc::kill(init as i32, libc::SIGTERM) }, 0);
+    assert_eq!(exit_status(child).await, 143);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+}
