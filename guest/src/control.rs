@@ -28,7 +28,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(1000);
 pub enum ControlError {
     /// The address has no control-port form.
     #[error("bad host address: {0}")]
-    Address(#[from] bottle_shared::AddressError),
+    Address(bottle_shared::AddressError),
     /// Nobody answered within the budget.
     #[error("host unreachable at {addr} after {attempts} attempts: {last}")]
     Unreachable {
@@ -60,7 +60,7 @@ pub struct Control {
 
 /// The control address for a base address (`Address::for_port(6001)`).
 pub fn control_address(base: &Address) -> Result<Address, ControlError> {
-    Ok(base.for_port(CONTROL_PORT)?)
+    base.for_port(CONTROL_PORT).map_err(ControlError::Address)
 }
 
 /// Dial with retries for up to `budget`, exchange hellos and get the config.

@@ -42,13 +42,12 @@ pub enum CaError {
     #[error("the host's CA is not a PEM certificate")]
     NotPem,
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {io}")]
     Write {
         /// The file.
         path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The error (shown in the message, so not a `source`).
+        io: std::io::Error,
     },
 }
 
@@ -74,9 +73,9 @@ impl CaInstall {
 }
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Write {
+    move |io| CaError::Write {
         path: path.to_path_buf(),
-        source,
+        io,
     }
 }
 

@@ -13,7 +13,7 @@ use super::Snapshot;
 #[non_exhaustive]
 pub enum StatusError {
     /// Nobody listens on the socket.
-    #[error("the bottle-guest init is not running (no status socket at {path}): {source}")]
+    #[error("the bottle-guest init is not running (no status socket at {path})")]
     NotRunning {
         /// The socket path.
         path: String,

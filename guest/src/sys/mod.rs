@@ -14,27 +14,23 @@ use std::path::{Path, PathBuf};
 
 /// A system call failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{op}: {source}")]
+#[error("{op}: {io}")]
 pub struct SysError {
     /// What was attempted, e.g. `mount /proc`.
     pub op: String,
-    /// The OS error.
-    #[source]
-    pub source: std::io::Error,
+    /// The OS error (shown in the message, so not a `source`).
+    pub io: std::io::Error,
 }
 
 impl SysError {
     /// Wrap an OS error with what was attempted.
-    pub fn new(op: impl Into<String>, source: std::io::Error) -> Self {
-        SysError {
-            op: op.into(),
-            source,
-        }
+    pub fn new(op: impl Into<String>, io: std::io::Error) -> Self {
+        SysError { op: op.into(), io }
     }
 
     /// The raw errno, if any.
     pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
+        self.io.raw_os_error()
     }
 }
 
