@@ -249,6 +249,8 @@ async fn the_agent_runs_unprivileged_in_its_own_session() {
         test "$1" = $$ && test "$2" = $$ || exit 15
         test "$HOME" = /nonexistent -a "$PWD" = / || exit 16
         test "$FOO" = bar -a "$USER" = nobody || exit 17
+        test "$(cat /proc/sys/kernel/hostname)" = bottled || exit 18
+        ip -o link show lo | grep -q ',UP' || exit 19
         exit 42
     "#;
     std::fs::write(
