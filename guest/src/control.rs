@@ -181,3 +181,112 @@ impl Control {
         ControlTasks { tx, writer }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bottle_shared::io::accept_hello;
+    use bottle_shared::transport::Listener;
+
+    use super::*;
+
+    #[test]
+    fn control_address_is_derived_from_the_base() {
+        let table = [
+            ("vsock://2", Some("vsock://2:6001")),
+            ("unix:///d/host.sock", Some("unix:///d/host.sock_6001")),
+            ("hvsock:///run/v.sock:0", Some("hvsock:///run/v.sock:6001")),
+            ("tcp://127.0.0.1:1", None),
+        ];
+        for (base, want) in table {
+            let got = control_address(&Address::parse(base).unwrap())
+                .ok()
+                .map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{base}");
+        }
+    }
+
+    async fn host(dir: &std::path::Path) -> (Address, Listener) {
+        let base = Address::parse(&format!("unix://{}/h.sock", dir.display())).unwrap();
+        let l = Listener::bind(&base.for_port(CONTROL_PORT).unwrap())
+            .await
+            .unwrap();
+        (base, l)
+    }
+
+    #[tokio::test]
+    async fn boot_then_config_then_messages_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, listener) = host(dir.path()).await;
+        let h = tokio::spawn(async move {
+            let mut s = listener.accept().await.unwrap();
+            accept_hello(&mut s, Role::Host, Channel::Control, "h")
+                .await
+                .unwrap();
+            let max = Channel::Control.max_frame();
+            let boot: GuestMessage = read_message(&mut s, max).await.unwrap().unwrap();
+            let cfg = GuestConfig {
+                hostname: "x".into(),
+                ..Default::default()
+            };
+            write_message(&mut s, &HostMessage::Config(Box::new(cfg)), max)
+                .await
+                .unwrap();
+            write_message(&mut s, &HostMessage::Shutdown { grace_ms: 7 }, max)
+                .await
+                .unwrap();
+            let exit: GuestMessage = read_message(&mut s, max).await.unwrap().unwrap();
+            (boot, exit)
+        });
+        let boot = BootInfo {
+            software: "g".into(),
+            ..Default::default()
+        };
+        let ctl = establish(&base, boot.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            (ctl.peer.software.as_str(), ctl.config.hostname.as_str()),
+            ("h", "x")
+        );
+        let (req_tx, mut req_rx) = mpsc::unbounded_channel();
+        let tasks = ctl.spawn(req_tx, Board::new(std::time::Instant::now()));
+        assert_eq!(
+            req_rx.recv().await,
+            Some(HostRequest::Shutdown(Duration::from_millis(7)))
+        );
+        tasks.tx.send(GuestMessage::Exit { code: 3 }).unwrap();
+        tasks.close(Duration::from_secs(2)).await;
+        assert_eq!(
+            h.await.unwrap(),
+            (GuestMessage::Boot(boot), GuestMessage::Exit { code: 3 })
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Address::parse(&format!("unix://{}/none.sock", dir.path().display())).unwrap();
+        let t = std::time::Instant::now();
+        let err = establish(&base, BootInfo::default(), Duration::from_millis(300))
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(ControlError::Unreachable { attempts, .. }) if attempts >= 3),
+            "{err:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+
+        // A host that accepts the hello and hangs up before the config.
+        let (base, listener) = host(dir.path()).await;
+        tokio::spawn(async move {
+            let mut s = listener.accept().await.unwrap();
+            accept_hello(&mut s, Role::Host, Channel::Control, "h")
+                .await
+                .unwrap();
+        });
+        let err = establish(&base, BootInfo::default(), Duration::from_secs(2))
+            .await
+            .err();
+        assert!(matches!(err, Some(ControlError::NoConfig(_))), "{err:?}");
+    }
+}

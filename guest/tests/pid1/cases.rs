@@ -293,3 +293,38 @@ async fn sigterm_while_waiting_for_the_host_stops_at_once() {
         t.elapsed()
     );
 }
+
+/// Needs neither root nor namespaces: outside PID 1 the init only becomes a
+/// subreaper and touches no mounts, hostname or network.
+#[tokio::test]
+async fn outside_pid1_the_init_is_a_subreaper_and_exits_with_the_code() {
+    let sb = Sandbox::new();
+    let listener = sb.listen().await;
+    let child = Command::new(bin())
+        .arg("init")
+        .arg("--host")
+        .arg(sb.base())
+        .arg("--root")
+        .arg(sb.path("root"))
+        .arg("--status-socket")
+        .arg(sb.path("status.sock"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let init = child.id().unwrap();
+    let mut s = handshake(
+        &listener,
+        config("(sleep 0.1 &); sleep 0.4; exit 5", no_restart(), 1000),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        zombies_of(init).is_empty(),
+        "zombies: {:?}",
+        zombies_of(init)
+    );
+    assert_eq!(status_json(&sb.path("status.sock"))["orphans_reaped"], 1);
+    let msgs = events(&until_exit(&mut s, Duration::from_secs(10)).await);
+    assert_eq!(msgs.last(), Some(&GuestMessage::Exit { code: 5 }));
+    assert_eq!(exit_status(child).await, 5);
+}
