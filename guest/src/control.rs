@@ -9,7 +9,7 @@ use bottle_shared::channel::{Channel, CONTROL_PORT};
 use bottle_shared::io::{dial_hello, read_message, write_message, HandshakeError};
 use bottle_shared::message::{BootInfo, GuestConfig, GuestMessage, HostMessage};
 use bottle_shared::transport::{connect, BoxStream};
-use bottle_shared::{Address, Hello, Role};
+use bottle_shared::{Address, FrameError, Hello, Role};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -166,6 +166,11 @@ impl Control {
                             requests.send(HostRequest::Shutdown(Duration::from_millis(grace_ms)));
                     }
                     Ok(Some(other)) => tracing::warn!(?other, "unexpected control message ignored"),
+                    // A newer host may send a variant we do not know: skip
+                    // that one frame (the framing itself is intact).
+                    Err(FrameError::Codec(e)) => {
+                        tracing::warn!(error = %e, "undecodable control message ignored");
+                    }
                     Ok(None) => {
                         tracing::warn!("host closed the control channel");
                         break;
@@ -229,6 +234,10 @@ mod tests {
                 ..Default::default()
             };
             write_message(&mut s, &HostMessage::Config(Box::new(cfg)), max)
+                .await
+                .unwrap();
+            // An unknown variant (tag 99) is skipped, not fatal.
+            tokio::io::AsyncWriteExt::write_all(&mut s, &[0, 0, 0, 1, 99])
                 .await
                 .unwrap();
             write_message(&mut s, &HostMessage::Shutdown { grace_ms: 7 }, max)
