@@ -2,6 +2,21 @@
 //!
 //! - [`cli`]: the command line (`init`, `status`, `dns-stub`).
 //! - [`logging`]: tracing to the console from the first instant.
+//! - [`init`]: the init sequence (boot, config, CA, services, agent, power off).
+//! - [`control`]: the control-channel client.
+//! - [`supervise`]: agent supervision (reaping, restarts, signals).
+//! - [`status`]: the status socket and `bottle-guest status`.
+//! - [`sys`]: side-effecting system calls behind a trait, with a fake.
 
 pub mod cli;
+pub mod control;
+pub mod init;
 pub mod logging;
+pub mod status;
+pub mod supervise;
+pub mod sys;
+
+/// `bottle-guest <version>`, as sent in hellos and shown by `status`.
+pub fn software() -> String {
+    format!("bottle-guest {}", env!("CARGO_PKG_VERSION"))
+}

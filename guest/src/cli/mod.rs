@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+pub mod init;
+pub mod status;
+
 /// bot-bottle guest init: runs the agent inside the VM behind the host's
 /// DNS filter and egress proxy.
 #[derive(Debug, Parser)]
@@ -19,22 +22,31 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parse `argv`. As PID 1 a bad command line (the kernel passes unknown
+    /// boot words to init as arguments) must not stop the machine: it is
+    /// logged and the init runs with its defaults.
+    pub fn parse_for_pid() -> Cli {
+        if std::process::id() != 1 {
+            return Cli::parse();
+        }
+        Cli::try_parse().unwrap_or_else(|e| {
+            eprintln!("bottle-guest: ignoring the command line as PID 1: {e}");
+            Cli {
+                log_format: LogFormat::default(),
+                command: None,
+            }
+        })
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run as the init (PID 1): the default.
-    Init {
-        /// Host base address, overriding the kernel command line
-        /// (e.g. unix:///run/bottle/host.sock; default vsock://2).
-        #[arg(long)]
-        host: Option<String>,
-    },
+    Init(init::InitArgs),
     /// Ask the running init for its state.
-    Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(status::StatusArgs),
     /// Run the DNS stub alone (tests, benchmarks).
     DnsStub {
         /// Host DNS channel address (e.g. unix:///tmp/h.sock_6002).
@@ -49,8 +61,9 @@ pub enum Command {
 /// Run a parsed command line; the return value is the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        None | Some(Command::Init { .. }) => not_yet("init", 5),
-        Some(Command::Status { .. }) => not_yet("status", 5),
+        None => Ok(init::run(init::InitArgs::default_args())),
+        Some(Command::Init(args)) => Ok(init::run(args)),
+        Some(Command::Status(args)) => Ok(status::run(args)?),
         Some(Command::DnsStub { .. }) => not_yet("dns-stub", 3),
     }
 }
