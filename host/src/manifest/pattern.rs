@@ -99,11 +99,17 @@ impl HostPattern {
         if is_ip_literal(s) {
             return Err(NameError::IpLiteral(s.to_string()));
         }
-        match s.strip_prefix("*.") {
-            Some(rest) if !rest.contains('*') => Ok(HostPattern::Suffix(normalize_name(rest)?)),
-            None if !s.contains('*') => Ok(HostPattern::Exact(normalize_name(s)?)),
-            _ => Err(NameError::BadWildcard(s.to_string())),
+        let pattern = match s.strip_prefix("*.") {
+            Some(rest) if !rest.contains('*') => HostPattern::Suffix(normalize_name(rest)?),
+            None if !s.contains('*') => HostPattern::Exact(normalize_name(s)?),
+            _ => return Err(NameError::BadWildcard(s.to_string())),
+        };
+        // Normalising can turn a non-literal into one: "1.2.3.4." loses its
+        // dot, IDNA maps fullwidth "１.２.３.４" to ASCII digits.
+        if is_ip_literal(pattern.base()) {
+            return Err(NameError::IpLiteral(s.to_string()));
         }
+        Ok(pattern)
     }
 
     /// Does this pattern match `name`, which must already be normalised
@@ -226,6 +232,26 @@ mod tests {
             HostPattern::parse("*.*.com"),
             Err(NameError::BadWildcard(_))
         ));
+    }
+
+    /// Regression (found writing the `manifest` fuzz target's allowlist check):
+    /// names that only become IP literals once normalised were accepted.
+    #[test]
+    fn ip_literals_after_normalisation_are_refused() {
+        for s in [
+            "1.2.3.4.",
+            "*.10.0.0.1",
+            "*.10.0.0.1.",
+            "\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}",
+            "1\u{3002}2\u{3002}3\u{3002}4",
+        ] {
+            assert_eq!(
+                HostPattern::parse(s),
+                Err(NameError::IpLiteral(s.to_string())),
+                "{s}"
+            );
+        }
+        assert!(HostPattern::parse("1.2.3.example").is_ok());
     }
 
     #[test]

@@ -167,6 +167,27 @@ fn table_of_invalid_manifests() {
     }
 }
 
+/// Regression: a `cache_min_ttl` above the default ceiling left the cache
+/// with a floor above its ceiling.
+#[test]
+fn default_cache_ceiling_never_undercuts_the_floor() {
+    let cases: &[(&str, u32, u32)] = &[
+        ("", 5, 3600),
+        ("cache_min_ttl = 60\n", 60, 3600),
+        ("cache_min_ttl = 7200\n", 7200, 7200),
+        ("cache_min_ttl = 7200\ncache_max_ttl = 9000\n", 7200, 9000),
+    ];
+    for (dns, min, max) in cases {
+        let src = format!("{MINIMAL}[dns]\n{dns}");
+        let m = parse(&src, Path::new("b.toml")).unwrap();
+        assert_eq!(
+            (m.dns.cache_min_ttl, m.dns.cache_max_ttl),
+            (*min, *max),
+            "{dns}"
+        );
+    }
+}
+
 #[test]
 fn secrets_load_from_env_and_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -474,7 +474,8 @@ fn dns(cx: &Ctx<'_>, raw: RawDns) -> Result<DnsConfig, ManifestError> {
     }
     let cache_min_ttl = raw.cache_min_ttl.unwrap_or(5);
     let cache_max_ttl = match raw.cache_max_ttl {
-        None => 3600,
+        // The default ceiling never undercuts a floor set above it.
+        None => cache_min_ttl.max(3600),
         Some(t) if *t.get_ref() >= cache_min_ttl => t.into_inner(),
         Some(t) => {
             return cx.err(
