@@ -7,5 +7,6 @@ mod exfil;
 mod handler;
 mod policy;
 mod rebind;
+mod server;
 
 mod support;
