@@ -77,7 +77,13 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!("dns: serving on {}", listener.local_addr());
-        crate::dns::server::serve(listener, handler).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // On SIGINT/SIGTERM the listener is dropped, removing its socket file.
+        tokio::select! {
+            r = crate::dns::server::serve(listener, handler) => r?,
+            _ = tokio::signal::ctrl_c() => tracing::info!("dns: interrupted, stopping"),
+            _ = term.recv() => tracing::info!("dns: terminated, stopping"),
+        }
         Ok(0)
     })
 }

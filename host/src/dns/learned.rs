@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+/// Past this many names, expired ones are swept on the next insert.
+const MAX_NAMES: usize = 10_000;
+
 /// Name → addresses with expiry. Cheap to clone; clones share the table.
 #[derive(Clone, Debug, Default)]
 pub struct LearnedAddrs {
@@ -27,6 +30,12 @@ impl LearnedAddrs {
         }
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
+        if map.len() >= MAX_NAMES && !map.contains_key(host) {
+            map.retain(|_, ips| {
+                ips.retain(|_, e| *e > now);
+                !ips.is_empty()
+            });
+        }
         let entry = map.entry(host.to_string()).or_default();
         entry.retain(|_, e| *e > now);
         for ip in ips {

@@ -5,6 +5,7 @@
 mod cache;
 mod exfil;
 mod handler;
+mod learned;
 mod policy;
 mod rebind;
 mod server;
