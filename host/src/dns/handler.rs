@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::manifest::Manifest;
 
@@ -17,6 +17,18 @@ use super::policy::{Policy, Rule, Verdict};
 use super::rebind;
 use super::upstream::Upstream;
 use super::wire::{self, Reject};
+
+/// DNS class IN.
+const CLASS_IN: u16 = 1;
+
+/// A query allowed by the policy and not in the cache.
+#[derive(Debug)]
+pub struct NeedsUpstream {
+    /// The normalised name.
+    name: String,
+    /// When the query arrived.
+    start: Instant,
+}
 
 /// Answers DNS queries under one bottle's policy.
 pub struct Handler {
@@ -76,6 +88,16 @@ impl Handler {
 
     /// The answer to `query` (wire format). Always returns a DNS message.
     pub async fn handle(&self, query: &[u8]) -> Vec<u8> {
+        match self.try_local(query) {
+            Ok(answer) => answer,
+            Err(miss) => self.resolve_miss(query, miss).await,
+        }
+    }
+
+    /// Answer `query` without the upstream if possible: malformed, denied
+    /// or cached. `Err` means it must go upstream via [`Self::resolve_miss`].
+    /// Synchronous and cheap, so the server runs it inline.
+    pub fn try_local(&self, query: &[u8]) -> Result<Vec<u8>, NeedsUpstream> {
         let start = Instant::now();
         let q = match wire::parse(query) {
             Ok(q) => q,
@@ -85,12 +107,12 @@ impl Handler {
                     Reject::NotImp => (ResponseCode::NotImp, Rule::Opcode, "notimp"),
                 };
                 self.log("", None, verdict, Some(rule), &[], false, start);
-                return wire::bare_answer(query, rcode);
+                return Ok(wire::bare_answer(query, rcode));
             }
         };
-        let raw = q.name.to_ascii();
-        let verdict = if q.class == DNSClass::IN {
-            self.policy.check(&raw, q.rtype, start)
+        let raw = q.name.as_str();
+        let verdict = if q.class == CLASS_IN {
+            self.policy.check(raw, q.rtype, start)
         } else {
             Verdict::Deny(Rule::RecordType)
         };
@@ -102,24 +124,35 @@ impl Handler {
                 } else {
                     (ResponseCode::NXDomain, "nxdomain")
                 };
-                self.log(&raw, Some(q.rtype), verdict, Some(rule), &[], false, start);
-                return wire::local_answer(&q, rcode);
+                self.log(raw, Some(q.rtype), verdict, Some(rule), &[], false, start);
+                return Ok(wire::local_answer(&q, rcode));
             }
         };
         if let Some(hit) = self.cache.get(&name, q.rtype, start) {
             let out = hit.render(&q, start);
-            self.log_answer(&raw, q.rtype, &hit, true, start);
-            return out;
+            self.log_answer(raw, q.rtype, &hit, true, start);
+            return Ok(out);
         }
+        Err(NeedsUpstream { name, start })
+    }
+
+    /// Finish a query [`Self::try_local`] could not answer: resolve it
+    /// upstream (SERVFAIL on failure), cache and answer.
+    pub async fn resolve_miss(&self, query: &[u8], miss: NeedsUpstream) -> Vec<u8> {
+        let NeedsUpstream { name, start } = miss;
+        let Ok(q) = wire::parse(query) else {
+            return wire::bare_answer(query, ResponseCode::FormErr);
+        };
+        let raw = q.name.as_str();
         match self.resolve(&name, q.rtype, start).await {
             Some(answer) => {
                 let out = answer.render(&q, Instant::now());
-                self.log_answer(&raw, q.rtype, &answer, false, start);
+                self.log_answer(raw, q.rtype, &answer, false, start);
                 out
             }
             None => {
                 let rule = Some(Rule::Upstream);
-                self.log(&raw, Some(q.rtype), "servfail", rule, &[], false, start);
+                self.log(raw, Some(q.rtype), "servfail", rule, &[], false, start);
                 wire::local_answer(&q, ResponseCode::ServFail)
             }
         }

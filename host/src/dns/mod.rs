@@ -22,7 +22,7 @@ pub mod wire;
 mod tests;
 
 pub use audit::Audit;
-pub use handler::Handler;
+pub use handler::{Handler, NeedsUpstream};
 pub use learned::LearnedAddrs;
 pub use policy::{Policy, Rule, Verdict};
 pub use upstream::{HickoryUpstream, Upstream, UpstreamAnswer, UpstreamError};

@@ -1,8 +1,9 @@
 //! The port-6002 server: many connections, each carrying many queries in
 //! flight at once, answered out of order by request id.
 //!
-//! Per connection: the hello, then a reader that spawns one task per
-//! `DnsRequest::Query`, and a single writer task fed by a channel. A bad
+//! Per connection: the hello, then a reader that answers denials and cache
+//! hits inline and spawns one task per cache miss, and a single writer task
+//! fed by a channel. A bad
 //! frame closes that connection (logged); the server keeps serving others.
 
 use std::sync::Arc;
@@ -62,24 +63,35 @@ pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<
             Ok(None) => break Ok(()),
             Err(e) => break Err(ConnError::Frame(e)),
         };
+        #[allow(unreachable_patterns)]
+        let (id, wire) = match msg {
+            DnsRequest::Query { id, wire, .. } => (id, wire),
+            _ => {
+                tracing::debug!("dns: ignoring an unknown request");
+                continue;
+            }
+        };
+        // Denials and cache hits are answered inline; only misses wait on
+        // the upstream, each in its own task.
+        let miss = match handler.try_local(&wire) {
+            Ok(answer) => {
+                let _ = tx.send(DnsResponse::Answer { id, wire: answer });
+                continue;
+            }
+            Err(miss) => miss,
+        };
         // Wait for a slot: a client cannot make us hold unbounded work.
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break Ok(());
         };
-        #[allow(unreachable_patterns)]
-        match msg {
-            DnsRequest::Query { id, wire, .. } => {
-                let handler = Arc::clone(&handler);
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let wire = handler.handle(&wire).await;
-                    // The writer is gone only if the connection is.
-                    let _ = tx.send(DnsResponse::Answer { id, wire });
-                    drop(permit);
-                });
-            }
-            _ => tracing::debug!("dns: ignoring an unknown request"),
-        }
+        let handler = Arc::clone(&handler);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let answer = handler.resolve_miss(&wire, miss).await;
+            // The writer is gone only if the connection is.
+            let _ = tx.send(DnsResponse::Answer { id, wire: answer });
+            drop(permit);
+        });
     };
     drop(tx);
     if result.is_err() {

@@ -2,8 +2,8 @@
 //! copying the client's header and question, and patching a cached answer
 //! template (id, flags, question case, TTLs, OPT) without re-encoding.
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 /// Length of the DNS header.
 pub const HEADER_LEN: usize = 12;
@@ -11,6 +11,12 @@ pub const HEADER_LEN: usize = 12;
 /// The OPT record we add to answers of EDNS queries: root name, type 41,
 /// UDP payload 4096, no extended rcode, version 0, no flags, no options.
 pub const OPT_RR: [u8; 11] = [0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0];
+
+/// Longest name on the wire, bytes (RFC 1035).
+const MAX_WIRE_NAME: usize = 255;
+
+/// Record type of the EDNS OPT pseudo-record.
+const TYPE_OPT: u16 = 41;
 
 /// A query that parsed and has exactly one question.
 #[derive(Debug)]
@@ -21,12 +27,14 @@ pub struct Query<'a> {
     pub qname_end: usize,
     /// Offset just past the question.
     pub question_end: usize,
-    /// The question name, case as sent.
-    pub name: Name,
+    /// The question name in presentation form, case as sent, with a
+    /// trailing dot. Bytes other than letters, digits, `-` and `_` appear as
+    /// `?`, so such names never pass the allowlist.
+    pub name: String,
     /// The question type.
     pub rtype: RecordType,
-    /// The question class.
-    pub class: DNSClass,
+    /// The question class (1 is IN).
+    pub class: u16,
     /// Did the query carry an OPT record?
     pub edns: bool,
 }
@@ -40,39 +48,85 @@ pub enum Reject {
     NotImp,
 }
 
-/// Parse `wire` as a single-question query.
-pub fn parse(wire: &[u8]) -> Result<Query<'_>, Reject> {
-    if wire.len() < HEADER_LEN {
-        return Err(Reject::FormErr);
+fn u16_at(buf: &[u8], pos: usize) -> Result<u16, Reject> {
+    match buf.get(pos..pos + 2) {
+        Some(b) => Ok(u16::from_be_bytes([b[0], b[1]])),
+        None => Err(Reject::FormErr),
     }
-    if wire[2] & 0x80 != 0 {
-        // A response, not a query.
+}
+
+/// Parse `wire` as a single-question query. Hand-written (no allocation
+/// but the name): this runs for every query, cached or not.
+pub fn parse(wire: &[u8]) -> Result<Query<'_>, Reject> {
+    if wire.len() < HEADER_LEN || wire[2] & 0x80 != 0 {
+        // Too short, or a response rather than a query.
         return Err(Reject::FormErr);
     }
     if (wire[2] >> 3) & 0x0f != 0 {
         return Err(Reject::NotImp);
     }
-    let msg = Message::from_vec(wire).map_err(|_| Reject::FormErr)?;
-    if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query {
+    if u16_at(wire, 4)? != 1 {
         return Err(Reject::FormErr);
     }
-    let [q] = msg.queries() else {
-        return Err(Reject::FormErr);
-    };
-    let qname_end = skip_name(wire, HEADER_LEN).ok_or(Reject::FormErr)?;
+    let (name, qname_end) = read_qname(wire)?;
+    let rtype = RecordType::from(u16_at(wire, qname_end)?);
+    let class = u16_at(wire, qname_end + 2)?;
     let question_end = qname_end + 4;
-    if question_end > wire.len() {
-        return Err(Reject::FormErr);
+    // Walk the other sections, looking for OPT in the additional one.
+    let an_ns = usize::from(u16_at(wire, 6)?) + usize::from(u16_at(wire, 8)?);
+    let ar = usize::from(u16_at(wire, 10)?);
+    let mut pos = question_end;
+    let mut edns = false;
+    for i in 0..an_ns + ar {
+        pos = skip_name(wire, pos).ok_or(Reject::FormErr)?;
+        let rrtype = u16_at(wire, pos)?;
+        let rdlen = usize::from(u16_at(wire, pos + 8)?);
+        pos += 10 + rdlen;
+        if pos > wire.len() {
+            return Err(Reject::FormErr);
+        }
+        edns |= i >= an_ns && rrtype == TYPE_OPT;
     }
     Ok(Query {
         wire,
         qname_end,
         question_end,
-        name: q.name().clone(),
-        rtype: q.query_type(),
-        class: q.query_class(),
-        edns: msg.extensions().is_some(),
+        name,
+        rtype,
+        class,
+        edns,
     })
+}
+
+/// The question name at offset 12 (no compression allowed there), as text,
+/// and the offset just past it.
+fn read_qname(wire: &[u8]) -> Result<(String, usize), Reject> {
+    let mut name = String::with_capacity(64);
+    let mut pos = HEADER_LEN;
+    loop {
+        let len = usize::from(*wire.get(pos).ok_or(Reject::FormErr)?);
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return Err(Reject::FormErr);
+        }
+        let label = wire.get(pos + 1..pos + 1 + len).ok_or(Reject::FormErr)?;
+        for &b in label {
+            let ok = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            name.push(if ok { char::from(b) } else { '?' });
+        }
+        name.push('.');
+        pos += 1 + len;
+        if pos - HEADER_LEN > MAX_WIRE_NAME {
+            return Err(Reject::FormErr);
+        }
+    }
+    if name.is_empty() {
+        name.push('.');
+    }
+    Ok((name, pos))
 }
 
 /// Offset just past the (possibly compressed) name at `pos`.

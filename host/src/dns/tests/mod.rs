@@ -11,3 +11,4 @@ mod rebind;
 mod server;
 
 mod support;
+mod wire;
