@@ -1,8 +1,9 @@
 //! The handler: query wire bytes in, answer wire bytes out. Never panics,
 //! whatever the bytes.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::op::ResponseCode;
@@ -21,6 +22,9 @@ use super::wire::{self, Reject};
 /// DNS class IN.
 const CLASS_IN: u16 = 1;
 
+/// One upstream query that concurrent misses wait on together.
+type InFlight = tokio::sync::OnceCell<Option<Arc<CachedAnswer>>>;
+
 /// A query allowed by the policy and not in the cache.
 #[derive(Debug)]
 pub struct NeedsUpstream {
@@ -35,6 +39,7 @@ pub struct Handler {
     policy: Policy,
     upstream: Arc<dyn Upstream>,
     cache: Cache,
+    inflight: Mutex<HashMap<(String, RecordType), Arc<InFlight>>>,
     learned: LearnedAddrs,
     audit: Audit,
     allow_private_answers: bool,
@@ -72,6 +77,7 @@ impl Handler {
             policy,
             upstream,
             cache: Cache::new(),
+            inflight: Mutex::new(HashMap::new()),
             learned: LearnedAddrs::new(),
             audit,
             allow_private_answers: dns.allow_private_answers,
@@ -159,7 +165,31 @@ impl Handler {
     }
 
     /// Resolve upstream, filter, cache and learn. `None` means SERVFAIL.
+    /// Concurrent misses for the same (name, type) share one upstream query.
     async fn resolve(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        now: Instant,
+    ) -> Option<Arc<CachedAnswer>> {
+        let key = (name.to_string(), rtype);
+        let cell = {
+            let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(key.clone()).or_default())
+        };
+        let result = cell
+            .get_or_init(|| self.resolve_once(name, rtype, now))
+            .await
+            .clone();
+        let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&key);
+        }
+        result
+    }
+
+    /// One upstream query for [`Self::resolve`].
+    async fn resolve_once(
         &self,
         name: &str,
         rtype: RecordType,

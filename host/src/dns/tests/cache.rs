@@ -120,3 +120,36 @@ fn entries_count_down_and_expire() {
     assert!(cache.get("www.example.com", T::AAAA, t0).is_none());
     assert!(cache.get("other.example.com", T::A, t0).is_none());
 }
+
+#[test]
+fn concurrent_misses_share_one_upstream_query() {
+    let mut up = super::support::FakeUpstream::default();
+    up.delay = Duration::from_millis(200);
+    up.answers.lock().unwrap().insert(
+        ("slow.example.com".into(), T::A),
+        addrs("slow.example.com", 300, &["93.184.216.34"]),
+    );
+    let up = std::sync::Arc::new(up);
+    let h = std::sync::Arc::new(handler(&manifest(""), up.clone()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..20u16)
+            .map(|id| {
+                let h = std::sync::Arc::clone(&h);
+                tokio::spawn(async move {
+                    parse(&h.handle(&query(id, "slow.example.com.", T::A, false)).await)
+                })
+            })
+            .collect();
+        for (id, t) in tasks.into_iter().enumerate() {
+            let m = t.await.unwrap();
+            assert_eq!(m.id(), id as u16);
+            assert_eq!(m.answers().len(), 1);
+        }
+    });
+    assert_eq!(up.calls(), 1);
+}

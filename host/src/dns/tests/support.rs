@@ -47,6 +47,7 @@ extra_names = ["registry.npmjs.org", "files.pythonhosted.org", {more_names}]
 pub struct FakeUpstream {
     pub answers: Mutex<HashMap<(String, RecordType), Result<UpstreamAnswer, String>>>,
     pub calls: AtomicUsize,
+    pub delay: std::time::Duration,
 }
 
 impl FakeUpstream {
@@ -75,7 +76,9 @@ impl Upstream for FakeUpstream {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let key = (name.to_ascii().trim_end_matches('.').to_string(), rtype);
         let ans = self.answers.lock().unwrap().get(&key).cloned();
+        let delay = self.delay;
         Box::pin(async move {
+            tokio::time::sleep(delay).await;
             match ans {
                 Some(Ok(a)) => Ok(a),
                 Some(Err(e)) => Err(UpstreamError(e)),
