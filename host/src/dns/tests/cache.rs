@@ -123,8 +123,10 @@ fn entries_count_down_and_expire() {
 
 #[test]
 fn concurrent_misses_share_one_upstream_query() {
-    let mut up = super::support::FakeUpstream::default();
-    up.delay = Duration::from_millis(200);
+    let up = super::support::FakeUpstream {
+        delay: Duration::from_millis(200),
+        ..Default::default()
+    };
     up.answers.lock().unwrap().insert(
         ("slow.example.com".into(), T::A),
         addrs("slow.example.com", 300, &["93.184.216.34"]),
