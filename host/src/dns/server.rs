@@ -24,10 +24,18 @@ pub const MAX_IN_FLIGHT: usize = 512;
 /// Our software string in the hello.
 pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 
-/// Serve `listener` until accepting fails.
+/// Serve `listener` forever. Accept errors (e.g. out of file descriptors)
+/// are logged and retried after a short pause.
 pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result<()> {
     loop {
-        let stream = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("dns: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             if let Err(e) = connection(stream, handler).await {
