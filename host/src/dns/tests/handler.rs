@@ -331,3 +331,15 @@ proptest! {
         prop_assert!(out.len() >= 12);
     }
 }
+
+#[test]
+fn non_in_class_is_refused() {
+    let up = FakeUpstream::with(vec![]);
+    let h = handler(&manifest(""), up.clone());
+    let mut q = query(31, "www.example.com.", T::A, false);
+    let n = q.len();
+    q[n - 1] = 3; // CHAOS
+    let a = parse(&rt().block_on(h.handle(&q)));
+    assert_eq!((a.id(), a.response_code()), (31, R::Refused));
+    assert_eq!(up.calls(), 0);
+}
