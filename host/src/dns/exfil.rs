@@ -139,6 +139,9 @@ pub fn budget_domain<'a>(name: &'a str, base: &'a str) -> &'a str {
     }
 }
 
+/// Past this many budget domains, idle ones are swept on the next new one.
+const MAX_BUDGET_DOMAINS: usize = 10_000;
+
 /// Unique names asked per budget domain within a sliding window.
 #[derive(Debug, Default)]
 pub struct NameBudget {
@@ -157,6 +160,12 @@ impl NameBudget {
         window: Duration,
         limit: u32,
     ) -> bool {
+        if self.domains.len() >= MAX_BUDGET_DOMAINS && !self.domains.contains_key(domain) {
+            self.domains.retain(|_, names| {
+                names.retain(|_, t| now.saturating_duration_since(*t) < window);
+                !names.is_empty()
+            });
+        }
         let seen = match self.domains.get_mut(domain) {
             Some(s) => s,
             None => self.domains.entry(domain.to_string()).or_default(),
