@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bottle_shared::frame::encode_message;
-use bottle_shared::io::{accept_hello, read_message};
+use bottle_shared::io::{accept_hello, read_message, HandshakeError};
 use bottle_shared::message::{DnsRequest, DnsResponse};
 use bottle_shared::transport::{BoxStream, Listener};
 use bottle_shared::{Channel, Role};
@@ -38,8 +38,13 @@ pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result
         };
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, handler).await {
-                tracing::warn!("dns: connection closed: {e}");
+            match connection(stream, handler).await {
+                Ok(()) => {}
+                // A probe (e.g. a stale-socket check) that never said hello.
+                Err(ConnError::Hello(HandshakeError::Closed)) => {
+                    tracing::debug!("dns: peer left before its hello");
+                }
+                Err(e) => tracing::warn!("dns: connection closed: {e}"),
             }
         });
     }
@@ -51,7 +56,7 @@ pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result
 pub enum ConnError {
     /// The hello failed.
     #[error("hello: {0}")]
-    Hello(#[from] bottle_shared::io::HandshakeError),
+    Hello(#[from] HandshakeError),
     /// A bad frame.
     #[error("bad frame: {0}")]
     Frame(#[from] bottle_shared::FrameError),
