@@ -1,9 +1,11 @@
 //! `bottle-host`: the supervisor outside the VM.
 //!
 //! - [`manifest`]: `bottle.toml`, read and checked.
+//! - [`dns`]: the allowlisting DNS resolver served to the guest.
 //! - [`cli`]: the command line, parsed by `main.rs` and run here.
 //! - [`logging`]: tracing setup shared by every subcommand.
 
 pub mod cli;
+pub mod dns;
 pub mod logging;
 pub mod manifest;

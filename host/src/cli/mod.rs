@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::logging::LogFormat;
 
 mod check;
+mod dns;
 
 /// bot-bottle host: run an AI agent in a microVM whose only ways out are an
 /// allowlisting DNS resolver and an inspecting egress proxy.
@@ -76,6 +77,9 @@ pub struct DnsArgs {
     /// Upstream server instead of the manifest's or the host's.
     #[arg(long)]
     pub upstream: Option<String>,
+    /// Append one JSON line per decision to this file.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
     /// Query a verdict instead of serving.
     #[command(subcommand)]
     pub query: Option<DnsQuery>,
@@ -111,7 +115,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Launch { .. } => not_yet("launch", 6),
-        Command::Dns(_) => not_yet("dns", 3),
+        Command::Dns(args) => dns::run(args),
         Command::Proxy { .. } => not_yet("proxy", 4),
         Command::Ca { .. } => not_yet("ca", 4),
     }

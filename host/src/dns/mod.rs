@@ -1,0 +1,28 @@
+//! The host's allowlisting DNS resolver, served to the guest on the DNS
+//! channel (vsock port 6002).
+//!
+//! A query travels: [`server`] (frames, one task per query) →
+//! [`handler`] (parse, [`policy`] with [`exfil`] limits, [`cache`],
+//! [`upstream`], [`rebind`] floor, [`learned`] addresses, [`audit`]) →
+//! back as wire bytes. Byte-level helpers live in [`wire`]. See
+//! `docs/dns.md`.
+
+pub mod audit;
+pub mod cache;
+pub mod exfil;
+pub mod handler;
+pub mod learned;
+pub mod policy;
+pub mod rebind;
+pub mod server;
+pub mod upstream;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use audit::Audit;
+pub use handler::{Handler, NeedsUpstream};
+pub use learned::LearnedAddrs;
+pub use policy::{Policy, Rule, Verdict};
+pub use upstream::{HickoryUpstream, Upstream, UpstreamAnswer, UpstreamError};

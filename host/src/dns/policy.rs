@@ -1,0 +1,162 @@
+//! The allowlist policy: which names and record types get an answer.
+//!
+//! Order of checks: the name must normalise and match the allowlist
+//! (else `not-allowlisted`, answered NXDOMAIN), the type must be allowed
+//! (else `record-type`, REFUSED), then the exfiltration limits of
+//! [`super::exfil`] (NXDOMAIN), the unique-name budget last.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::manifest::{normalize_name, DnsConfig, ExfilLimits, HostPattern, Manifest};
+
+use super::exfil::{self, NameBudget};
+
+/// The rule that decided a query's fate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Name not in the allowlist, or not a valid host name.
+    NotAllowlisted,
+    /// Record type not in `[dns] record_types`.
+    RecordType,
+    /// A label longer than `max_label_len`.
+    LabelLength,
+    /// Name longer than `max_name_len`.
+    NameLength,
+    /// Too many labels below the allowed suffix.
+    LabelCount,
+    /// A label that looks hex/base32/base64.
+    EncodedLabel,
+    /// A label of too high entropy.
+    Entropy,
+    /// Too many unique names under one registered domain in the window.
+    UniqueNameBudget,
+    /// A/AAAA answers in private ranges were dropped.
+    PrivateAnswer,
+    /// The query could not be parsed or had not exactly one question.
+    Malformed,
+    /// Opcode other than QUERY.
+    Opcode,
+    /// Upstream failed or timed out.
+    Upstream,
+}
+
+impl Rule {
+    /// The rule's name in logs and the audit trail.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::NotAllowlisted => "not-allowlisted",
+            Rule::RecordType => "record-type",
+            Rule::LabelLength => "label-length",
+            Rule::NameLength => "name-length",
+            Rule::LabelCount => "label-count",
+            Rule::EncodedLabel => "encoded-label",
+            Rule::Entropy => "entropy",
+            Rule::UniqueNameBudget => "unique-name-budget",
+            Rule::PrivateAnswer => "private-answer",
+            Rule::Malformed => "malformed",
+            Rule::Opcode => "opcode",
+            Rule::Upstream => "upstream",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The policy's answer for one (name, type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Resolve upstream. `name` is the normalised name.
+    Allow {
+        /// Normalised name.
+        name: String,
+    },
+    /// Answer locally, with this rule.
+    Deny(Rule),
+}
+
+/// The DNS policy of one bottle. Shared by all connections.
+#[derive(Debug)]
+pub struct Policy {
+    allow: Vec<HostPattern>,
+    record_types: Vec<RecordType>,
+    limits: ExfilLimits,
+    budget: Mutex<NameBudget>,
+}
+
+impl Policy {
+    /// The policy of `manifest`.
+    pub fn from_manifest(manifest: &Manifest) -> Policy {
+        Policy::new(manifest.dns_allowlist(), &manifest.dns)
+    }
+
+    /// A policy allowing `allow` under the settings of `dns`.
+    pub fn new(allow: Vec<HostPattern>, dns: &DnsConfig) -> Policy {
+        Policy {
+            allow,
+            record_types: dns.record_types.clone(),
+            limits: dns.limits.clone(),
+            budget: Mutex::new(NameBudget::default()),
+        }
+    }
+
+    /// Decide `qname` (as sent, any case, trailing dot or not) and `rtype`
+    /// at `now`. Allowed names count against the unique-name budget.
+    pub fn check(&self, qname: &str, rtype: RecordType, now: Instant) -> Verdict {
+        match self.check_with_base(qname, rtype) {
+            Ok((name, base)) => {
+                let domain = exfil::budget_domain(&name, base);
+                let window = Duration::from_secs(self.limits.window_secs);
+                let admitted = self
+                    .budget
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .admit(
+                        domain,
+                        &name,
+                        now,
+                        window,
+                        self.limits.unique_names_per_window,
+                    );
+                if admitted {
+                    Verdict::Allow { name }
+                } else {
+                    Verdict::Deny(Rule::UniqueNameBudget)
+                }
+            }
+            Err(rule) => Verdict::Deny(rule),
+        }
+    }
+
+    /// Every check but the budget: the normalised name, or the rule that
+    /// refuses it. Has no side effects (used by `bottle-host dns query`).
+    pub fn check_static(&self, qname: &str, rtype: RecordType) -> Result<String, Rule> {
+        self.check_with_base(qname, rtype).map(|(name, _)| name)
+    }
+
+    /// [`Self::check_static`], also returning the matched pattern's base.
+    fn check_with_base(&self, qname: &str, rtype: RecordType) -> Result<(String, &str), Rule> {
+        let name = normalize_name(qname).map_err(|_| Rule::NotAllowlisted)?;
+        // The most specific pattern decides how many labels are "below".
+        let (labels_below, base) = self
+            .allow
+            .iter()
+            .filter(|p| p.matches(&name))
+            .map(|p| (p.labels_below(&name), p.base()))
+            .min()
+            .ok_or(Rule::NotAllowlisted)?;
+        if !self.record_types.contains(&rtype) {
+            return Err(Rule::RecordType);
+        }
+        exfil::check_shape(&name, qname, labels_below, &self.limits)?;
+        Ok((name, base))
+    }
+}

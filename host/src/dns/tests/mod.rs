@@ -1,0 +1,14 @@
+//! Tests of the DNS resolver: policy and exfiltration tables, the
+//! rebinding floor, the handler's answers, the cache, and the server over a
+//! Unix socket against a real local upstream.
+
+mod cache;
+mod exfil;
+mod handler;
+mod learned;
+mod policy;
+mod rebind;
+mod server;
+
+mod support;
+mod wire;
