@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+mod dns_stub;
+
 /// bot-bottle guest init: runs the agent inside the VM behind the host's
 /// DNS filter and egress proxy.
 #[derive(Debug, Parser)]
@@ -43,6 +45,9 @@ pub enum Command {
         /// Listen address for UDP and TCP.
         #[arg(long, default_value = "127.0.0.1:53")]
         listen: String,
+        /// Write this resolv.conf (nameserver 127.0.0.1) and keep it so.
+        #[arg(long)]
+        resolv_conf: Option<std::path::PathBuf>,
     },
 }
 
@@ -51,7 +56,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         None | Some(Command::Init { .. }) => not_yet("init", 5),
         Some(Command::Status { .. }) => not_yet("status", 5),
-        Some(Command::DnsStub { .. }) => not_yet("dns-stub", 3),
+        Some(Command::DnsStub {
+            host,
+            listen,
+            resolv_conf,
+        }) => dns_stub::run(&host, &listen, resolv_conf),
     }
 }
 
