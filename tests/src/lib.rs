@@ -20,6 +20,14 @@ pub mod netns;
 pub mod proc;
 pub mod upstream;
 
+/// Namespace tests take this lock so they run one at a time: their
+/// "fast" deadlines are about the DNS path, not about CPU contention
+/// between tests.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Why this machine cannot run the namespace tests, if it cannot.
 pub fn netns_unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.

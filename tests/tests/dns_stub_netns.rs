@@ -58,6 +58,7 @@ async fn guest_stub_serves_real_clients_in_a_namespace() {
         println!("skipped: {why}");
         return;
     }
+    let _serial = bottle_e2e::serial().await;
     let dir = tempfile::tempdir().unwrap();
     let addr = Address::Unix(dir.path().join("host.sock_6002"));
     let up = Arc::new(Upstream::start().await);
