@@ -47,14 +47,52 @@ pub fn rcode(packet: &[u8]) -> u8 {
 
 /// The largest UDP answer the client of `query` accepts: 512, or its EDNS
 /// payload size clamped to 512..=4096. A query that does not parse gets 512.
+///
+/// This is on every UDP query's path, so it walks the wire format to the
+/// OPT record instead of decoding the whole message.
 pub fn udp_limit(query: &[u8]) -> usize {
-    match Message::from_vec(query) {
-        Ok(m) => m
-            .extensions()
-            .as_ref()
-            .map_or(MIN_UDP, |e| usize::from(e.max_payload()))
-            .clamp(MIN_UDP, MAX_UDP),
-        Err(_) => MIN_UDP,
+    edns_payload(query).map_or(MIN_UDP, |p| usize::from(p).clamp(MIN_UDP, MAX_UDP))
+}
+
+/// The payload size of the first OPT record in the additional section.
+fn edns_payload(m: &[u8]) -> Option<u16> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *m.get(at)?,
+            *m.get(at + 1)?,
+        ])))
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut at = HEADER_LEN;
+    for _ in 0..qd {
+        at = skip_name(m, at)? + 4;
+    }
+    for i in 0..an + ns + ar {
+        at = skip_name(m, at)?;
+        let rtype = count(at)?;
+        let class = count(at + 2)?;
+        let rdlen = count(at + 8)?;
+        if i >= an + ns && rtype == OPT_TYPE {
+            return u16::try_from(class).ok();
+        }
+        at += 10 + rdlen;
+    }
+    None
+}
+
+/// Record type of OPT.
+const OPT_TYPE: usize = 41;
+
+/// The offset just past the (possibly compressed) name at `at`.
+fn skip_name(m: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *m.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return m.get(at + 1).map(|_| at + 2),
+            l if l & 0xc0 == 0 => at += 1 + usize::from(l),
+            _ => return None,
+        }
     }
 }
 
@@ -178,6 +216,22 @@ mod tests {
         }
         assert_eq!(udp_limit(&[0; 12][..]), 512, "header only, no question");
         assert_eq!(udp_limit(&[0xff; 40][..]), 512, "garbage");
+        let mut cut = query(7, "a.test.", Some(1232));
+        cut.truncate(cut.len() - 3);
+        assert_eq!(udp_limit(&cut), 512, "OPT record cut short");
+        // The same as hickory's full decode, for assorted queries.
+        for (name, size) in [
+            ("x.", 600u16),
+            ("a.b.c.d.e.test.", 1400),
+            ("xn--bcher-kva.test.", 3000),
+        ] {
+            let q = query(1, name, Some(size));
+            let full = Message::from_vec(&q).unwrap();
+            assert_eq!(
+                udp_limit(&q),
+                usize::from(full.extensions().as_ref().unwrap().max_payload())
+            );
+        }
     }
 
     #[test]
