@@ -1,6 +1,7 @@
 //! `bottle-guest`: PID 1 inside the VM.
 //!
 //! - [`cli`]: the command line (`init`, `status`, `dns-stub`).
+//! - [`dns`]: the DNS stub relaying to the host's resolver.
 //! - [`logging`]: tracing to the console from the first instant.
 //! - [`init`]: the init sequence (boot, config, CA, services, agent, power off).
 //! - [`control`]: the control-channel client.
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod dns;
 pub mod init;
 pub mod logging;
 pub mod status;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+mod dns_stub;
 pub mod init;
 pub mod status;
 
@@ -55,6 +56,9 @@ pub enum Command {
         /// Listen address for UDP and TCP.
         #[arg(long, default_value = "127.0.0.1:53")]
         listen: String,
+        /// Write this resolv.conf (nameserver 127.0.0.1) and keep it so.
+        #[arg(long)]
+        resolv_conf: Option<std::path::PathBuf>,
     },
 }
 
@@ -64,10 +68,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         None => Ok(init::run(init::InitArgs::default_args())),
         Some(Command::Init(args)) => Ok(init::run(args)),
         Some(Command::Status(args)) => Ok(status::run(args)?),
-        Some(Command::DnsStub { .. }) => not_yet("dns-stub", 3),
+        Some(Command::DnsStub {
+            host,
+            listen,
+            resolv_conf,
+        }) => dns_stub::run(&host, &listen, resolv_conf),
     }
-}
-
-fn not_yet(what: &str, issue: u32) -> Result<i32> {
-    anyhow::bail!("`bottle-guest {what}` is not available yet (tracked in issue #{issue})")
 }

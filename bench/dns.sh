@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# DNS benchmark: dnsperf against
+#   (a) dnsmasq answering allowed.test from its config (the baseline), and
+#   (b) our path: dnsperf -> bottle-guest dns-stub (loopback port) -> Unix
+#       socket -> bottle-host dns (warm cache; its upstream is the dnsmasq
+#       of (a)).
+# If `bottle-host dns` is not available in this build, (b) uses
+# fake-dns-host (bottle-e2e) instead, which answers from a static zone:
+# that measures the guest half only, and the output says so.
+#
+# Each run: one dnsperf for allowed names (allowed.test A -> NOERROR), one
+# for denied names (denied.example A -> NXDOMAIN), DURATION seconds each
+# (default 10), 100 queries outstanding. Loopback only.
+#
+# Usage: bench/dns.sh [DURATION_SECONDS]
+# Needs: dnsperf, dnsmasq (dnsmasq-base), python3, cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${1:-10}
+PROFILE=${PROFILE:-release}
+OUT=target/$PROFILE
+[ "$PROFILE" = dev ] && OUT=target/debug
+
+for tool in dnsperf dnsmasq python3; do
+    command -v "$tool" >/dev/null || { echo "bench/dns.sh: $tool is not installed" >&2; exit 1; }
+done
+
+echo "==> building ($PROFILE)"
+cargo build --profile "$PROFILE" -p bottle-guest -p bottle-host -p bottle-e2e --bins
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A port free for both UDP and TCP on 127.0.0.1.
+free_port() {
+    python3 - <<'PY'
+import socket
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        t.close(); u.close()
+PY
+}
+
+# Wait until FILE contains PATTERN (at most 10 s).
+wait_for() {
+    local file=$1 pattern=$2
+    for _ in $(seq 100); do
+        grep -q "$pattern" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench/dns.sh: no '$pattern' in $file:" >&2
+    cat "$file" >&2
+    return 1
+}
+
+printf 'allowed.test A\n' >"$WORK/allowed.txt"
+printf 'denied.example A\n' >"$WORK/denied.txt"
+
+# run_dnsperf PORT QUERYFILE -> "qps avg_ms p99_ms rcodes"
+run_dnsperf() {
+    local port=$1 file=$2 log="$WORK/dnsperf.$RANDOM"
+    dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$DURATION" -q 100 -v >"$log" 2>&1 || true
+    local qps avg p99 codes
+    qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$log")
+    avg=$(awk '/Average Latency \(s\):/ {printf "%.3f", $4 * 1000}' "$log")
+    p99=$(grep '^> ' "$log" | awk '{print $NF}' | sort -n |
+        awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]*1000}')
+    codes=$(awk -F'Response codes: *' '/Response codes:/ {print $2}' "$log" | tr -d ' ')
+    echo "${qps:-0} ${avg:-nan} ${p99:-nan} ${codes:-none}"
+    rm -f "$log"
+}
+
+# --- (a) dnsmasq
+DM_PORT=$(free_port)
+dnsmasq --no-daemon --port "$DM_PORT" --address=/allowed.test/203.0.113.7 \
+    --address=/denied.example/ --no-resolv --no-hosts \
+    --listen-address=127.0.0.1 --bind-interfaces >"$WORK/dnsmasq.log" 2>&1 &
+PIDS+=($!)
+wait_for "$WORK/dnsmasq.log" "started"
+
+# --- (b) our path
+SOCK="$WORK/host.sock_6002"
+cat >"$WORK/bottle.toml" <<TOML
+[agent]
+command = ["/bin/true"]
+
+[dns]
+upstreams = ["127.0.0.1:$DM_PORT"]
+extra_names = ["allowed.test"]
+TOML
+HOST_KIND="bottle-host dns (real host, warm cache)"
+"$OUT/bottle-host" dns --listen "unix://$SOCK" --manifest "$WORK/bottle.toml" \
+    --upstream "127.0.0.1:$DM_PORT" >"$WORK/host.log" 2>&1 &
+PIDS+=($!)
+if ! wait_for "$WORK/host.log" "dns: serving on" 2>/dev/null; then
+    echo "note: bottle-host dns is not available in this build:"
+    sed 's/^/  /' "$WORK/host.log"
+    echo "      measuring the guest half with fake-dns-host instead"
+    HOST_KIND="fake-dns-host (static zone; guest half only, NOT the real host)"
+    "$OUT/fake-dns-host" "unix://$SOCK" >"$WORK/host.log" 2>&1 &
+    PIDS+=($!)
+    wait_for "$WORK/host.log" "serving on"
+fi
+STUB_PORT=$(free_port)
+"$OUT/bottle-guest" dns-stub --host "unix://$SOCK" --listen "127.0.0.1:$STUB_PORT" \
+    >"$WORK/stub.log" 2>&1 &
+PIDS+=($!)
+wait_for "$WORK/stub.log" "dns-stub: listening on"
+
+# Warm both caches.
+for port in "$DM_PORT" "$STUB_PORT"; do
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/allowed.txt" -l 1 >/dev/null 2>&1 || true
+    dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/denied.txt" -l 1 >/dev/null 2>&1 || true
+done
+
+echo "==> $(nproc) cores, ${DURATION}s per run, 100 outstanding, UDP"
+echo "    ours = dnsperf -> bottle-guest dns-stub -> unix socket -> $HOST_KIND"
+printf '%-8s %-10s %10s %10s %10s  %s\n' names server QPS avg_ms p99_ms rcodes
+declare -A R
+for names in allowed denied; do
+    for server in dnsmasq ours; do
+        port=$DM_PORT
+        [ "$server" = ours ] && port=$STUB_PORT
+        res=$(run_dnsperf "$port" "$WORK/$names.txt")
+        R[$names.$server]=$res
+        read -r qps avg p99 codes <<<"$res"
+        printf '%-8s %-10s %10s %10s %10s  %s\n' "$names" "$server" "$qps" "$avg" "$p99" "$codes"
+    done
+done
+echo "==> ratios (ours / dnsmasq): QPS (want >= 1.0), avg and p99 latency (want <= 1.0)"
+for names in allowed denied; do
+    read -r q1 a1 p1 _ <<<"${R[$names.dnsmasq]}"
+    read -r q2 a2 p2 _ <<<"${R[$names.ours]}"
+    python3 -c "
+q1,q2,a1,a2,p1,p2=map(float,'$q1 $q2 $a1 $a2 $p1 $p2'.split())
+r=lambda a,b: f'{b/a:.2f}x' if a else 'n/a'
+print(f'$names: QPS {r(q1,q2)}  avg {r(a1,a2)}  p99 {r(p1,p2)}')"
+done

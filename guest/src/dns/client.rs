@@ -1,0 +1,349 @@
+//! The host client: one persistent, multiplexed connection to the host's
+//! DNS channel.
+//!
+//! Each query gets a fresh `u32` request id and a oneshot; a reader task
+//! hands every [`DnsResponse::Answer`] to the oneshot with the same id, so
+//! any number of queries are in flight at once and answers may come back in
+//! any order. A connection task dials, says hello, and on any failure (the
+//! host closing, an oversize or corrupt frame) drops every pending oneshot,
+//! so each waiting query fails at once, then redials with exponential
+//! backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bottle_shared::frame::{encode_message, FrameError};
+use bottle_shared::io::{dial_hello, read_message};
+use bottle_shared::message::{DnsRequest, DnsResponse, DnsTransport, Role};
+use bottle_shared::transport::{connect, BoxStream};
+use bottle_shared::{Address, Channel};
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::stats::Stats;
+
+/// Timings of the host client.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimings {
+    /// How long one query may wait for the host's answer.
+    pub query_timeout: Duration,
+    /// How long a query arriving while disconnected waits for a reconnect.
+    pub reconnect_wait: Duration,
+    /// First redial delay; doubles on each failure.
+    pub backoff_initial: Duration,
+    /// Redial delay ceiling.
+    pub backoff_max: Duration,
+    /// Limit on dialing plus the hello.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientTimings {
+    fn default() -> Self {
+        ClientTimings {
+            query_timeout: Duration::from_secs(3),
+            reconnect_wait: Duration::from_millis(200),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a query got no answer from the host.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// Not connected, and no reconnect within the wait.
+    #[error("host DNS channel is down")]
+    Disconnected,
+    /// The connection broke while the query was in flight.
+    #[error("host DNS connection lost")]
+    ConnectionLost,
+    /// No answer in time.
+    #[error("no answer from host within {0:?}")]
+    Timeout(Duration),
+    /// The query could not be framed (too large).
+    #[error("query too large for the DNS channel")]
+    TooLarge,
+}
+
+/// Frames queued for the writer task of the current connection.
+type FrameTx = mpsc::UnboundedSender<Vec<u8>>;
+
+#[derive(Default)]
+struct State {
+    /// The current connection's writer queue, `None` while disconnected.
+    conn: Option<FrameTx>,
+    /// Waiting queries by request id.
+    pending: HashMap<u32, oneshot::Sender<Vec<u8>>>,
+}
+
+/// A handle to the host client; cheap to clone.
+#[derive(Clone)]
+pub struct HostClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    next_id: AtomicU32,
+    connected: watch::Sender<bool>,
+    timings: ClientTimings,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for HostClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostClient")
+            .field("connected", &*self.inner.connected.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostClient {
+    /// Start the connection task for `addr`; returns the client and the
+    /// task (abort it to stop redialing). Must be called inside a tokio
+    /// runtime.
+    pub fn start(
+        addr: Address,
+        timings: ClientTimings,
+        stats: Arc<Stats>,
+    ) -> (HostClient, tokio::task::JoinHandle<()>) {
+        let client = HostClient {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                next_id: AtomicU32::new(1),
+                connected: watch::Sender::new(false),
+                timings,
+                stats,
+            }),
+        };
+        let task = tokio::spawn(connection_loop(client.clone(), addr));
+        (client, task)
+    }
+
+    /// True while a connection to the host is up.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Wait until connected, at most `limit`.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.connected.subscribe();
+        let res = tokio::time::timeout(limit, rx.wait_for(|c| *c)).await;
+        matches!(res, Ok(Ok(_)))
+    }
+
+    /// Send one DNS query (wire format) and wait for the host's answer.
+    pub async fn query(
+        &self,
+        transport: DnsTransport,
+        wire: Vec<u8>,
+    ) -> Result<Vec<u8>, QueryError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_message(
+            &DnsRequest::Query {
+                id,
+                transport,
+                wire,
+            },
+            max_frame(),
+        )
+        .map_err(|_| QueryError::TooLarge)?;
+        let (rx, tx) = match self.register(id) {
+            Some(pair) => pair,
+            None => {
+                if !self.wait_connected(self.inner.timings.reconnect_wait).await {
+                    return Err(QueryError::Disconnected);
+                }
+                self.register(id).ok_or(QueryError::Disconnected)?
+            }
+        };
+        let _guard = PendingGuard { client: self, id };
+        let _counted = self.inner.stats.in_flight();
+        let started = Instant::now();
+        // If the connection current at `register` is gone, its pending
+        // entries were dropped with it and `rx` fails below.
+        let _ = tx.send(frame);
+        let limit = self.inner.timings.query_timeout;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(answer)) => {
+                self.inner.stats.latency(started.elapsed());
+                Ok(answer)
+            }
+            Ok(Err(_)) => Err(QueryError::ConnectionLost),
+            Err(_) => Err(QueryError::Timeout(limit)),
+        }
+    }
+
+    /// Register a pending query if connected; returns its oneshot and the
+    /// current connection's writer queue.
+    fn register(&self, id: u32) -> Option<(oneshot::Receiver<Vec<u8>>, FrameTx)> {
+        let mut st = self.lock();
+        let conn = st.conn.clone()?;
+        let (tx, rx) = oneshot::channel();
+        st.pending.insert(id, tx);
+        Some((rx, conn))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the map consistent (every
+        // operation on it is a single insert, remove or drain).
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Connection established: publish the writer queue.
+    fn up(&self, tx: FrameTx) {
+        self.lock().conn = Some(tx);
+        self.inner.connected.send_replace(true);
+    }
+
+    /// Connection lost: fail every pending query at once.
+    fn down(&self) {
+        let pending = {
+            let mut st = self.lock();
+            st.conn = None;
+            std::mem::take(&mut st.pending)
+        };
+        self.inner.connected.send_replace(false);
+        if !pending.is_empty() {
+            tracing::warn!(
+                failed = pending.len(),
+                "dns-stub: host connection lost with queries in flight"
+            );
+        }
+        drop(pending);
+    }
+
+    /// Deliver an answer to its waiting query, if it still waits.
+    fn deliver(&self, id: u32, wire: Vec<u8>) {
+        let waiter = self.lock().pending.remove(&id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(wire);
+            }
+            None => tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)"),
+        }
+    }
+}
+
+/// Removes a query's pending entry when it completes or is cancelled.
+struct PendingGuard<'a> {
+    client: &'a HostClient,
+    id: u32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.client.lock().pending.remove(&self.id);
+    }
+}
+
+fn max_frame() -> usize {
+    Channel::Dns.max_frame()
+}
+
+/// Dial, serve, and redial forever.
+async fn connection_loop(client: HostClient, addr: Address) {
+    let t = client.inner.timings;
+    let mut backoff = t.backoff_initial;
+    let mut ever_connected = false;
+    loop {
+        match tokio::time::timeout(t.connect_timeout, dial(&addr)).await {
+            Ok(Ok(stream)) => {
+                if ever_connected {
+                    client.inner.stats.reconnected();
+                    tracing::info!(%addr, "dns-stub: reconnected to host");
+                } else {
+                    tracing::info!(%addr, "dns-stub: connected to host");
+                }
+                ever_connected = true;
+                backoff = t.backoff_initial;
+                serve(&client, stream).await;
+                client.down();
+            }
+            Ok(Err(e)) => tracing::debug!(%addr, "dns-stub: cannot reach host: {e}"),
+            Err(_) => tracing::debug!(%addr, "dns-stub: dialing host timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(t.backoff_max);
+    }
+}
+
+/// Dial and say hello.
+async fn dial(addr: &Address) -> Result<BoxStream, DialError> {
+    let mut s = connect(addr).await?;
+    let software = concat!("bottle-guest ", env!("CARGO_PKG_VERSION"));
+    dial_hello(&mut s, Role::Guest, Channel::Dns, software).await?;
+    Ok(s)
+}
+
+/// Dialing the host failed.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("connect: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("hello: {0}")]
+    Hello(#[from] bottle_shared::io::HandshakeError),
+}
+
+/// Run one connection until it breaks.
+async fn serve(client: &HostClient, stream: BoxStream) {
+    let (r, w) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    client.up(tx);
+    let mut writer = tokio::spawn(write_loop(w, rx));
+    tokio::select! {
+        res = read_loop(client, BufReader::new(r)) => match res {
+            Ok(()) => tracing::warn!("dns-stub: host closed the DNS channel"),
+            Err(e) => tracing::warn!("dns-stub: closing host DNS channel: {e}"),
+        },
+        res = &mut writer => {
+            if let Ok(Err(e)) = res {
+                tracing::warn!("dns-stub: writing to host failed: {e}");
+            }
+        }
+    }
+    writer.abort();
+}
+
+async fn read_loop(
+    client: &HostClient,
+    mut r: BufReader<ReadHalf<BoxStream>>,
+) -> Result<(), FrameError> {
+    while let Some(msg) = read_message::<_, DnsResponse>(&mut r, max_frame()).await? {
+        match msg {
+            DnsResponse::Answer { id, wire } => client.deliver(id, wire),
+            other => tracing::debug!("dns-stub: ignoring unknown message {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Write queued frames, coalescing whatever is already queued into one
+/// write.
+async fn write_loop(
+    mut w: WriteHalf<BoxStream>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    const COALESCE: usize = 64 * 1024;
+    let mut buf = Vec::with_capacity(COALESCE);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < COALESCE {
+            match rx.try_recv() {
+                Ok(f) => buf.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        w.write_all(&buf).await?;
+        w.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The stub's listeners: UDP and TCP on the same address.
+//!
+//! Every query goes through [`answer`]: drop what is not a query, forward
+//! the rest to the host, answer SERVFAIL built from the query when the host
+//! fails, and truncate UDP answers to the client's limit.
+//! TCP carries 2-byte length-prefixed messages, several per connection,
+//! pipelined: answers go back as they come, possibly out of order (RFC 7766).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bottle_shared::message::DnsTransport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::client::HostClient;
+use super::stats::Stats;
+use super::wire;
+
+/// Limits of the listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenLimits {
+    /// UDP queries handled at once; more are dropped (the client retries).
+    pub udp_in_flight: usize,
+    /// TCP connections open at once; more wait in the accept queue.
+    pub tcp_connections: usize,
+    /// Queries in flight on one TCP connection; reading pauses beyond it.
+    pub tcp_pipeline: usize,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle: Duration,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            udp_in_flight: 4096,
+            tcp_connections: 256,
+            tcp_pipeline: 64,
+            tcp_idle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the listeners share.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The host client.
+    pub client: HostClient,
+    /// The counters.
+    pub stats: Arc<Stats>,
+    /// The limits.
+    pub limits: ListenLimits,
+}
+
+/// Answer one client packet; `None` means send nothing.
+pub async fn answer(ctx: &Ctx, packet: Vec<u8>, transport: DnsTransport) -> Option<Vec<u8>> {
+    let udp = transport == DnsTransport::Udp;
+    if wire::classify(&packet) != wire::Verdict::Query {
+        ctx.stats.dropped();
+        return None;
+    }
+    ctx.stats.query(udp);
+    let limit = if udp {
+        wire::udp_limit(&packet)
+    } else {
+        usize::MAX
+    };
+    let client_id = wire::id(&packet);
+    let fallback = packet.clone();
+    match ctx.client.query(transport, packet).await {
+        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
+            ctx.stats.answered(&ans);
+            wire::set_id(&mut ans, client_id);
+            if !udp {
+                return Some(ans);
+            }
+            let (ans, truncated) = wire::fit_udp(ans, limit);
+            if truncated {
+                ctx.stats.truncated();
+            }
+            Some(ans)
+        }
+        Ok(short) => {
+            tracing::warn!(len = short.len(), "dns-stub: host sent a runt answer");
+            ctx.stats.servfail();
+            Some(wire::servfail(&fallback))
+        }
+        Err(e) => {
+            tracing::debug!("dns-stub: SERVFAIL: {e}");
+            ctx.stats.servfail();
+            Some(wire::servfail(&fallback))
+        }
+    }
+}
+
+/// Serve UDP on `sock` forever.
+pub async fn serve_udp(ctx: Ctx, sock: UdpSocket) -> std::io::Result<()> {
+    let sock = Arc::new(sock);
+    let slots = Arc::new(Semaphore::new(ctx.limits.udp_in_flight));
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors from earlier sends surface here; keep serving.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            ctx.stats.dropped();
+            continue;
+        };
+        let packet = buf[..n].to_vec();
+        let (ctx, sock) = (ctx.clone(), sock.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = answer(&ctx, packet, DnsTransport::Udp).await {
+                if let Err(e) = sock.send_to(&reply, peer).await {
+                    tracing::debug!(%peer, "dns-stub: udp send failed: {e}");
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Serve TCP on `listener` forever.
+pub async fn serve_tcp(ctx: Ctx, listener: TcpListener) -> std::io::Result<()> {
+    let conns = Arc::new(Semaphore::new(ctx.limits.tcp_connections));
+    loop {
+        let Ok(permit) = conns.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (stream, peer) = listener.accept().await?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tcp_conn(ctx, stream).await {
+                tracing::debug!(%peer, "dns-stub: tcp connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_conn(ctx: Ctx, stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(ctx.limits.tcp_pipeline);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let Ok(len) = u16::try_from(msg.len()) else {
+                continue;
+            };
+            let mut out = Vec::with_capacity(2 + msg.len());
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&msg);
+            w.write_all(&out).await?;
+        }
+        w.shutdown().await
+    });
+    let pipeline = Arc::new(Semaphore::new(ctx.limits.tcp_pipeline));
+    loop {
+        let msg = match tokio::time::timeout(ctx.limits.tcp_idle, read_tcp_msg(&mut r)).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(e)) => {
+                tracing::debug!("dns-stub: tcp read: {e}");
+                break;
+            }
+        };
+        let Ok(permit) = pipeline.clone().acquire_owned().await else {
+            break;
+        };
+        let (ctx, tx) = (ctx.clone(), tx.clone());
+        tokio::spawn(async move {
+            if let Some(reply) = answer(&ctx, msg, DnsTransport::Tcp).await {
+                let _ = tx.send(reply).await;
+            }
+            drop(permit);
+        });
+    }
+    // Let the queries still in flight finish, then the writer closes.
+    drop(tx);
+    writer
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Read one length-prefixed message; `None` on a clean close between
+/// messages.
+async fn read_tcp_msg<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    r.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+/// Bind UDP and TCP on `addr` (port 0 picks one free port for both).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    if addr.port() != 0 {
+        return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
+    }
+    // Port 0: take the UDP socket's port for TCP too; retry if it is taken.
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}

@@ -1,0 +1,43 @@
+//! `bottle-e2e`: end-to-end tests of bot-bottle. They run the real
+//! `bottle-host` and `bottle-guest` binaries, real DNS clients (`dig`,
+//! `getent`, Python's `getaddrinfo`), and a guest-like network namespace.
+//!
+//! - [`bins`]: where the built binaries are.
+//! - [`upstream`]: a tiny authoritative DNS server on 127.0.0.1 standing in
+//!   for the internet.
+//! - [`netns`]: a fresh network + mount namespace running the guest DNS
+//!   stub on 127.0.0.1:53 with its own `/etc/resolv.conf`.
+//! - [`proc`]: child processes that log a ready line.
+//! - [`dig`]: running `dig` and reading its answer.
+//! - [`load`]: `dig` loops running while a test breaks something.
+//!
+//! Tests that need root or `unshare` print `skipped: <why>` and return.
+
+pub mod bins;
+pub mod dig;
+pub mod load;
+pub mod netns;
+pub mod proc;
+pub mod upstream;
+
+/// Namespace tests take this lock so they run one at a time: their
+/// "fast" deadlines are about the DNS path, not about CPU contention
+/// between tests.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Why this machine cannot run the namespace tests, if it cannot.
+pub fn netns_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root (network namespaces need it)".into());
+    }
+    for tool in ["unshare", "nsenter", "ip", "mount"] {
+        if !bins::on_path(tool) {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
