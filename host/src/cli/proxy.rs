@@ -53,6 +53,7 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
         audit_log,
         ca,
         addr_filter: None,
+        static_hosts: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -118,10 +118,39 @@ impl Decoder {
     }
 }
 
-/// Read, bound and scan `body`; `encoding` is its `Content-Encoding`.
+/// Percent-decodes a form body chunk by chunk into its own scanner; an
+/// escape split across chunks is carried over.
+struct FormScan {
+    scanner: StreamScanner,
+    carry: Vec<u8>,
+}
+
+impl FormScan {
+    fn push(&mut self, data: &[u8], last: bool) -> Option<Hit> {
+        self.carry.extend_from_slice(data);
+        let n = self.carry.len();
+        let keep = if last {
+            0
+        } else if n >= 1 && self.carry[n - 1] == b'%' {
+            1
+        } else if n >= 2 && self.carry[n - 2] == b'%' {
+            2
+        } else {
+            0
+        };
+        let decoded = super::dlp::percent_decode(&self.carry[..n - keep]);
+        self.carry.drain(..n - keep);
+        self.scanner.push(&decoded)
+    }
+}
+
+/// Read, bound and scan `body`; `encoding` is its `Content-Encoding`;
+/// `form` says it is `application/x-www-form-urlencoded`, so it is also
+/// scanned percent-decoded.
 pub async fn read_scanned<B>(
     mut body: B,
     encoding: Option<&str>,
+    form: bool,
     dlp: Arc<Dlp>,
     limit: u64,
 ) -> Result<Bytes, BodyRefusal>
@@ -133,6 +162,10 @@ where
         Some(e) => Decoder::new(e, dlp.clone(), limit)?,
         None => None,
     };
+    let mut form = form.then(|| FormScan {
+        scanner: StreamScanner::new(dlp.clone()),
+        carry: Vec::new(),
+    });
     let mut raw = StreamScanner::new(dlp);
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -148,8 +181,13 @@ where
         }
         if let Some(d) = decoder.as_mut() {
             d.feed(Some(&data))?;
+        } else if let Some(hit) = form.as_mut().and_then(|f| f.push(&data, false)) {
+            return Err(BodyRefusal::Dlp(hit));
         }
         buf.extend_from_slice(&data);
+    }
+    if let Some(hit) = form.as_mut().and_then(|f| f.push(&[], true)) {
+        return Err(BodyRefusal::Dlp(hit));
     }
     if let Some(d) = decoder.as_mut() {
         d.feed(None)?;
@@ -190,11 +228,13 @@ mod tests {
         enc: Option<&str>,
         limit: u64,
     ) -> Result<Bytes, BodyRefusal> {
+        let form = enc == Some("form");
+        let enc = enc.filter(|e| *e != "form");
         let frames = chunks
             .into_iter()
             .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c))));
         let body = StreamBody::new(futures_util_stream(frames));
-        read_scanned(body, enc, dlp(), limit).await
+        read_scanned(body, enc, form, dlp(), limit).await
     }
 
     fn futures_util_stream<I: Iterator + Unpin>(
@@ -211,8 +251,16 @@ mod tests {
         let clean = vec![b'b'; 100_000];
         let (head, tail) = with_secret.split_at(10_010);
         // (name, chunks, encoding, limit, expected rule or None)
-        let table: Vec<(&str, Vec<Vec<u8>>, Option<&str>, u64, Option<&str>)> = vec![
+        type Case<'a> = (&'a str, Vec<Vec<u8>>, Option<&'a str>, u64, Option<&'a str>);
+        let table: Vec<Case<'_>> = vec![
             ("clean", vec![clean.clone()], None, 1 << 20, None),
+            (
+                "form, escape split",
+                vec![b"a=correct%2Dhorse%2".to_vec(), b"Dbattery-staple".to_vec()],
+                Some("form"),
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
             (
                 "secret",
                 vec![with_secret.clone()],
@@ -286,7 +334,7 @@ mod tests {
                 (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
             }
         }
-        let full = read_scanned(Full::new(Bytes::from_static(b"ok")), None, dlp(), 10).await;
+        let full = read_scanned(Full::new(Bytes::from_static(b"ok")), None, false, dlp(), 10).await;
         assert_eq!(full.unwrap(), Bytes::from_static(b"ok"));
     }
 }

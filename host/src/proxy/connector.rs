@@ -2,6 +2,7 @@
 //! TCP_NODELAY, and rustls (ring) with the system roots plus an optional
 //! extra CA, offering HTTP/2 and HTTP/1.1 by ALPN.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -109,6 +110,7 @@ pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
 pub struct CheckedResolver {
     allow_private: bool,
     filter: Option<AddrFilter>,
+    hosts: Arc<HashMap<String, Vec<IpAddr>>>,
 }
 
 impl std::fmt::Debug for CheckedResolver {
@@ -116,6 +118,7 @@ impl std::fmt::Debug for CheckedResolver {
         f.debug_struct("CheckedResolver")
             .field("allow_private", &self.allow_private)
             .field("filter", &self.filter.is_some())
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -126,7 +129,15 @@ impl CheckedResolver {
         CheckedResolver {
             allow_private,
             filter,
+            hosts: Arc::default(),
         }
+    }
+
+    /// Answer these names from the table instead of the system resolver
+    /// (pinning, and tests). The address check still applies.
+    pub fn with_hosts(mut self, hosts: HashMap<String, Vec<IpAddr>>) -> CheckedResolver {
+        self.hosts = Arc::new(hosts);
+        self
     }
 
     /// Keep the addresses this host may be dialled at.
@@ -165,13 +176,17 @@ impl tower_service::Service<Name> for CheckedResolver {
         let this = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let found = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|source| ConnectError::Resolve {
-                    host: host.clone(),
-                    source,
-                })?;
-            let ips = found.map(|sa| sa.ip()).collect();
+            let ips = match this.hosts.get(&host) {
+                Some(ips) => ips.clone(),
+                None => tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map_err(|source| ConnectError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?
+                    .map(|sa| sa.ip())
+                    .collect(),
+            };
             let ok = this.check(&host, ips)?;
             Ok(ok
                 .into_iter()

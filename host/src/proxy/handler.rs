@@ -312,7 +312,11 @@ impl Handler {
                 if inject.is_some_and(|i| i.header == name.as_str()) {
                     return None; // replaced below
                 }
-                shared.dlp.scan(value.as_bytes(), &format!("header {name}"))
+                let place = format!("header {name}");
+                shared.dlp.scan(value.as_bytes(), &place).or_else(|| {
+                    let decoded = super::dlp::percent_decode(value.as_bytes());
+                    shared.dlp.scan(&decoded, &place)
+                })
             });
         }
         if let Some(h) = hit {
@@ -329,9 +333,18 @@ impl Handler {
             Some(Err(_)) => Some("(not text)".to_string()),
             None => None,
         };
+        let form = parts
+            .headers
+            .get(hudsucker::hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
         let body = match read_scanned(
             body,
             encoding.as_deref(),
+            form,
             shared.dlp.clone(),
             shared.max_body,
         )

@@ -78,6 +78,8 @@ pub struct ProxyConfig {
     pub ca: Ca,
     /// Only dial addresses the DNS filter returned (`None`: not active).
     pub addr_filter: Option<AddrFilter>,
+    /// Names answered from this table instead of the system resolver.
+    pub static_hosts: HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -127,7 +129,8 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
         );
     }
     let resolver =
-        connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter);
+        connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter)
+            .with_hosts(cfg.static_hosts);
     let connector = connector::build(resolver, cfg.upstream_ca.as_deref())?;
     let shared = Arc::new(handler::Shared {
         routes: cfg.manifest.egress.routes.clone(),
