@@ -393,3 +393,51 @@ async fn audit_log_failure_refuses_requests() {
         Some("audit-log-unwritable")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guest_egress_channel_is_bridged_after_the_hello() {
+    use bottle_shared::addr::Address;
+    use bottle_shared::channel::Channel;
+    use bottle_shared::io::dial_hello;
+    use bottle_shared::message::Role;
+    use bottle_shared::transport::{connect, Listener};
+
+    let env = setup(true).await;
+    let addr = Address::Unix(env.dir.path().join("egress.sock"));
+    let listener = Listener::bind(&addr).await.unwrap();
+    tokio::spawn(bottle_host::proxy::bridge::serve(listener, env.proxy.addr));
+
+    let mut s = connect(&addr).await.unwrap();
+    dial_hello(&mut s, Role::Guest, Channel::Egress, "test-guest")
+        .await
+        .unwrap();
+    let port = env.plain_port;
+    s.write_all(
+        format!(
+            "GET http://plain.test:{port}/via-vsock HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-seen-path: /via-vsock"),
+        "{head}"
+    );
+
+    // A peer that skips the hello is dropped without reaching the proxy.
+    let mut raw = connect(&addr).await.unwrap();
+    raw.write_all(b"GET http://plain.test/ HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/"));
+    env.proxy.stop().await;
+}
