@@ -30,6 +30,7 @@ pub struct Hit {
 #[derive(Clone, Debug)]
 pub struct Dlp {
     set: RegexSet,
+    prefixes: aho_corasick::AhoCorasick,
     secrets: secrets::SecretMatcher,
     overlap: usize,
 }
@@ -41,6 +42,7 @@ impl Dlp {
         let overlap = rules::MAX_MATCH.max(secrets.longest());
         Ok(Arc::new(Dlp {
             set: rules::compile(),
+            prefixes: aho_corasick::AhoCorasick::new(rules::PREFIXES)?,
             secrets,
             overlap,
         }))
@@ -59,11 +61,35 @@ impl Dlp {
                 place: place.to_string(),
             });
         }
-        let i = self.set.matches(hay).iter().next()?;
+        let i = self.rules_match(hay)?;
         Some(Hit {
             rule: rules::RULES[i].0.to_string(),
             place: place.to_string(),
         })
+    }
+
+    /// The first built-in rule matching `hay`. The `RegexSet` runs only on
+    /// windows around the rules' literal prefixes (merged, so the work
+    /// stays linear); every match starts at such a prefix and is at most
+    /// [`rules::MAX_MATCH`] long, so this equals a scan of all of `hay`.
+    fn rules_match(&self, hay: &[u8]) -> Option<usize> {
+        let check = |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next();
+        let mut win: Option<(usize, usize)> = None;
+        for m in self.prefixes.find_iter(hay) {
+            let s = m.start().saturating_sub(1);
+            let e = (m.start() + rules::MAX_MATCH).min(hay.len());
+            win = match win {
+                Some((ws, we)) if s <= we => Some((ws, e.max(we))),
+                Some(w) => {
+                    if let Some(i) = check(w) {
+                        return Some(i);
+                    }
+                    Some((s, e))
+                }
+                None => Some((s, e)),
+            };
+        }
+        win.and_then(check)
     }
 
     /// Scan the request target: as sent, and percent-decoded (twice, to

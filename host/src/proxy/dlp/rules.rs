@@ -41,6 +41,28 @@ pub const RULES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Every rule's match starts with one of these literals (after an
+/// optional `\b`): the prefilter only runs the `RegexSet` near them.
+pub const PREFIXES: &[&str] = &[
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "gho_",
+    "ghp_",
+    "ghs_",
+    "ghu_",
+    "ghr_",
+    "github_pat_",
+    "sk-",
+    "sk_",
+    "rk_",
+    "xox",
+    "AIza",
+    "-----BEGIN",
+    "eyJ",
+];
+
 /// Compile the rules (ASCII mode, no Unicode classes).
 pub fn compile() -> RegexSet {
     let ascii: Vec<String> = RULES.iter().map(|(_, p)| format!("(?-u:{p})")).collect();

@@ -39,6 +39,38 @@ fn secret_split_at_every_seam_is_found() {
 }
 
 #[test]
+fn prefiltered_rules_equal_a_full_scan() {
+    let d = dlp();
+    let set = rules::compile();
+    let filler = "lorem ipsum sk- AKIA eyJ xox -----BEGIN ".repeat(40);
+    for (i, (name, _)) in rules::RULES.iter().enumerate() {
+        let sample = match *name {
+            "aws-access-key-id" => "AKIAIOSFODNN7EXAMPLE",
+            "github-token" => "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github-fine-grained-pat" => "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCD",
+            "anthropic-api-key" => "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123",
+            "openai-api-key" => "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH",
+            "slack-token" => "xoxb-123456789012-abcdefABCDEF",
+            "stripe-key" => "sk_live_abcdefghijklmnopqrstuvwx",
+            "google-api-key" => "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "private-key" => "-----BEGIN EC PRIVATE KEY-----",
+            "jwt" => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            other => panic!("no sample for {other}"),
+        };
+        for hay in [
+            sample.to_string(),
+            format!("{filler} {sample} {filler}"),
+            format!("{filler}{sample}"),
+        ] {
+            let full = set.matches(hay.as_bytes()).iter().next();
+            assert_eq!(full, Some(i), "{name}");
+            assert_eq!(d.rules_match(hay.as_bytes()), full, "{name}");
+        }
+    }
+    assert_eq!(d.rules_match(filler.as_bytes()), None);
+}
+
+#[test]
 fn targets_are_scanned_decoded() {
     let d = dlp();
     let table: &[(&str, Option<&str>)] = &[
