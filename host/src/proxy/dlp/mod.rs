@@ -26,11 +26,22 @@ pub struct Hit {
     pub place: String,
 }
 
+/// What [`Dlp::first_hit`] found.
+enum Found {
+    /// Index into the secret forms.
+    Secret(usize),
+    /// Index into [`rules::RULES`].
+    Rule(usize),
+}
+
 /// The compiled rules; cheap to share.
 #[derive(Clone, Debug)]
 pub struct Dlp {
     set: RegexSet,
-    prefixes: aho_corasick::AhoCorasick,
+    /// One automaton: every secret form (ids `0..n_forms`), then the
+    /// rules' literal prefixes.
+    combined: aho_corasick::AhoCorasick,
+    n_forms: usize,
     secrets: secrets::SecretMatcher,
     overlap: usize,
 }
@@ -40,9 +51,18 @@ impl Dlp {
     pub fn new(secrets: &[Secret]) -> Result<Arc<Dlp>, BuildError> {
         let secrets = secrets::SecretMatcher::new(secrets)?;
         let overlap = rules::MAX_MATCH.max(secrets.longest());
+        let n_forms = secrets.forms().len();
+        let patterns: Vec<&[u8]> = secrets
+            .forms()
+            .iter()
+            .map(|f| f.pattern.as_slice())
+            .chain(rules::PREFIXES.iter().map(|p| p.as_bytes()))
+            .collect();
+        let combined = aho_corasick::AhoCorasick::new(patterns)?;
         Ok(Arc::new(Dlp {
             set: rules::compile(),
-            prefixes: aho_corasick::AhoCorasick::new(rules::PREFIXES)?,
+            combined,
+            n_forms,
             secrets,
             overlap,
         }))
@@ -55,34 +75,49 @@ impl Dlp {
 
     /// Scan one complete piece of text.
     pub fn scan(&self, hay: &[u8], place: &str) -> Option<Hit> {
-        if let Some(f) = self.secrets.find(hay) {
-            return Some(Hit {
-                rule: format!("secret:{}:{}", f.secret, f.encoding),
-                place: place.to_string(),
-            });
-        }
-        let i = self.rules_match(hay)?;
+        let rule = match self.first_hit(hay)? {
+            Found::Secret(i) => {
+                let f = &self.secrets.forms()[i];
+                format!("secret:{}:{}", f.secret, f.encoding)
+            }
+            Found::Rule(i) => rules::RULES[i].0.to_string(),
+        };
         Some(Hit {
-            rule: rules::RULES[i].0.to_string(),
+            rule,
             place: place.to_string(),
         })
     }
 
-    /// The first built-in rule matching `hay`. The `RegexSet` runs only on
-    /// windows around the rules' literal prefixes (merged, so the work
-    /// stays linear); every match starts at such a prefix and is at most
-    /// [`rules::MAX_MATCH`] long, so this equals a scan of all of `hay`.
+    /// The first built-in rule matching `hay`, ignoring secrets (tests).
+    #[cfg(test)]
     fn rules_match(&self, hay: &[u8]) -> Option<usize> {
-        let check = |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next();
+        match self.first_hit(hay)? {
+            Found::Rule(i) => Some(i),
+            Found::Secret(_) => None,
+        }
+    }
+
+    /// One pass of the combined automaton. A secret form is a hit at once.
+    /// The `RegexSet` runs only on windows around the rules' literal
+    /// prefixes (merged, so the work stays linear); every rule match
+    /// starts at such a prefix and is at most [`rules::MAX_MATCH`] long,
+    /// so this equals a `RegexSet` scan of all of `hay`.
+    fn first_hit(&self, hay: &[u8]) -> Option<Found> {
+        let check =
+            |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next().map(Found::Rule);
         let mut win: Option<(usize, usize)> = None;
-        for m in self.prefixes.find_iter(hay) {
+        for m in self.combined.find_overlapping_iter(hay) {
+            let id = m.pattern().as_usize();
+            if id < self.n_forms {
+                return Some(Found::Secret(id));
+            }
             let s = m.start().saturating_sub(1);
             let e = (m.start() + rules::MAX_MATCH).min(hay.len());
             win = match win {
                 Some((ws, we)) if s <= we => Some((ws, e.max(we))),
                 Some(w) => {
-                    if let Some(i) = check(w) {
-                        return Some(i);
+                    if let Some(f) = check(w) {
+                        return Some(f);
                     }
                     Some((s, e))
                 }

@@ -122,6 +122,11 @@ impl SecretMatcher {
         self.forms.get(m.pattern().as_usize())
     }
 
+    /// Every form, in pattern-id order.
+    pub fn forms(&self) -> &[Form] {
+        &self.forms
+    }
+
     /// Longest pattern, bytes (0 when there are no secrets).
     pub fn longest(&self) -> usize {
         self.forms
