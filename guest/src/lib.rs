@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the command line (`init`, `status`, `dns-stub`).
 //! - [`dns`]: the DNS stub relaying to the host's resolver.
+//! - [`egress`]: the agent's proxy listener, forwarded to the host.
 //! - [`logging`]: tracing to the console from the first instant.
 //! - [`init`]: the init sequence (boot, config, CA, services, agent, power off).
 //! - [`control`]: the control-channel client.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod control;
 pub mod dns;
 pub mod init;
+pub mod egress;
 pub mod logging;
 pub mod status;
 pub mod supervise;

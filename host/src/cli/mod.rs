@@ -7,8 +7,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+mod ca;
 mod check;
 mod dns;
+mod proxy;
 
 /// bot-bottle host: run an AI agent in a microVM whose only ways out are an
 /// allowlisting DNS resolver and an inspecting egress proxy.
@@ -50,12 +52,21 @@ pub enum Command {
         /// Extra CA (PEM) trusted for upstream servers.
         #[arg(long)]
         upstream_ca: Option<PathBuf>,
+        /// Audit log (JSON lines); default: the manifest's, else the state directory's.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// State directory (CA, audit log); default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Manage the egress CA.
     Ca {
-        /// Write the CA certificate (PEM) to this path.
+        /// Write the CA certificate (PEM) to this path (default: print it).
         #[arg(long)]
         export: Option<PathBuf>,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Print shell completions.
     Completions {
@@ -116,8 +127,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Launch { .. } => not_yet("launch", 6),
         Command::Dns(args) => dns::run(args),
-        Command::Proxy { .. } => not_yet("proxy", 4),
-        Command::Ca { .. } => not_yet("ca", 4),
+        Command::Proxy {
+            listen,
+            manifest,
+            upstream_ca,
+            audit_log,
+            state_dir,
+        } => proxy::run(proxy::ProxyArgs {
+            listen: &listen,
+            manifest: &manifest,
+            upstream_ca: upstream_ca.as_deref(),
+            audit_log: audit_log.as_deref(),
+            state_dir: state_dir.as_deref(),
+        }),
+        Command::Ca { export, state_dir } => ca::ca(export.as_deref(), state_dir.as_deref()),
     }
 }
 

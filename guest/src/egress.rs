@@ -1,0 +1,231 @@
+//! The guest's egress forwarder: the agent's `HTTP(S)_PROXY` points at a
+//! TCP listener on 127.0.0.1 (port 3128 by default); each connection is
+//! carried over the host's egress channel (vsock port 6003), after the
+//! versioned hello, to the host's inspecting proxy. Nothing is inspected
+//! here: the host decides everything.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bottle_shared::addr::Address;
+use bottle_shared::channel::Channel;
+use bottle_shared::io::dial_hello;
+use bottle_shared::message::Role;
+use bottle_shared::transport::connect;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Default listen port of the forwarder.
+pub const DEFAULT_PORT: u16 = 3128;
+
+/// Software string sent in the hello.
+const SOFTWARE: &str = concat!("bottle-guest/", env!("CARGO_PKG_VERSION"));
+
+/// Live counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    connections: AtomicU64,
+    active: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A copy of the counters for `bottle-guest status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Bytes from the agent to the host.
+    pub bytes_up: u64,
+    /// Bytes from the host to the agent.
+    pub bytes_down: u64,
+    /// Connections that failed (dial, hello or copy).
+    pub errors: u64,
+}
+
+impl Counters {
+    /// Read every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The forwarder's listener and where it forwards to.
+#[derive(Debug)]
+pub struct Forwarder {
+    listener: TcpListener,
+    host: Address,
+    counters: Arc<Counters>,
+}
+
+impl Forwarder {
+    /// Listen on `listen` and forward to the host's egress channel at `host`.
+    pub async fn bind(listen: SocketAddr, host: Address) -> io::Result<Forwarder> {
+        Ok(Forwarder {
+            listener: TcpListener::bind(listen).await?,
+            host,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The counters (shared with the running forwarder).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Accept and forward until the listener fails.
+    pub async fn serve(self) -> io::Result<()> {
+        loop {
+            let (client, _) = self.listener.accept().await?;
+            let _ = client.set_nodelay(true);
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+            let host = self.host.clone();
+            let counters = self.counters.clone();
+            tokio::spawn(async move {
+                counters.active.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = forward(client, &host, &counters).await {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("egress: {e}");
+                }
+                counters.active.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+/// Carry one agent connection to the host.
+async fn forward(mut client: TcpStream, host: &Address, counters: &Counters) -> io::Result<()> {
+    let mut upstream = connect(host)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot reach {host}: {e}")))?;
+    dial_hello(&mut upstream, Role::Guest, Channel::Egress, SOFTWARE)
+        .await
+        .map_err(|e| io::Error::other(format!("egress hello with {host}: {e}")))?;
+    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    if let Ok((up, down)) = result {
+        counters.bytes_up.fetch_add(up, Ordering::Relaxed);
+        counters.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
+    result.map(|_| ())
+}
+
+/// The agent's proxy environment for a forwarder on `port`.
+pub fn proxy_env(port: u16) -> Vec<(String, String)> {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+        .iter()
+        .map(|k| (k.to_string(), url.clone()))
+        .collect();
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.push((k.to_string(), "localhost,127.0.0.1".to_string()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_shared::io::accept_hello;
+    use bottle_shared::transport::Listener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A host side that does the hello and echoes.
+    async fn echo_host(path: &std::path::Path) -> Address {
+        let addr = Address::Unix(path.to_path_buf());
+        let l = Listener::bind(&addr).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                let mut s = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    accept_hello(&mut s, Role::Host, Channel::Egress, "test-host")
+                        .await
+                        .unwrap();
+                    let (mut r, mut w) = tokio::io::split(s);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn forwards_after_hello_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = echo_host(&dir.path().join("egress.sock")).await;
+        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
+            .await
+            .unwrap();
+        let addr = f.local_addr().unwrap();
+        let counters = f.counters();
+        tokio::spawn(f.serve());
+
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 31];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"CONNECT a.test:443 HTTP/1.1\r\n\r\n");
+        drop(c);
+        for _ in 0..100 {
+            if counters.snapshot().active == 0 && counters.snapshot().bytes_up > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let s = counters.snapshot();
+        assert_eq!((s.connections, s.active, s.errors), (1, 0, 0), "{s:?}");
+        assert_eq!((s.bytes_up, s.bytes_down), (31, 31));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), s);
+    }
+
+    #[tokio::test]
+    async fn unreachable_host_is_an_error_and_closes_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Address::Unix(dir.path().join("nobody-listens.sock"));
+        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
+            .await
+            .unwrap();
+        let addr = f.local_addr().unwrap();
+        let counters = f.counters();
+        tokio::spawn(f.serve());
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
+        for _ in 0..100 {
+            if counters.snapshot().errors == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(counters.snapshot().errors, 1);
+    }
+
+    #[test]
+    fn agent_env() {
+        let env = proxy_env(3128);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert_eq!(get(k), Some("http://127.0.0.1:3128"), "{k}");
+        }
+        assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1"));
+        assert_eq!(get("no_proxy"), Some("localhost,127.0.0.1"));
+    }
+}

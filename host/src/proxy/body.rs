@@ -1,0 +1,340 @@
+//! Reading a request body: bounded by `egress.max_body_bytes`, scanned
+//! chunk by chunk as it arrives, and decompressed (gzip, deflate) into the
+//! scanner with the same bound so a decompression bomb is refused.
+//!
+//! The body is held until it has been scanned, so a hit can still be
+//! answered with a clean 403 before anything reaches the upstream.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use flate2::write::{GzDecoder, ZlibDecoder};
+use http_body_util::BodyExt;
+
+use super::dlp::{Dlp, Hit, StreamScanner};
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyRefusal {
+    /// DLP found something.
+    #[error("request body matches DLP rule {}", .0.rule)]
+    Dlp(Hit),
+    /// Larger than the limit.
+    #[error("request body is larger than {0} bytes (egress.max_body_bytes)")]
+    TooLarge(u64),
+    /// Decompresses to more than the limit.
+    #[error("request body decompresses to more than {0} bytes (egress.max_body_bytes)")]
+    Bomb(u64),
+    /// A content encoding the proxy cannot inspect.
+    #[error("content-encoding {0:?} cannot be inspected; send gzip, deflate or identity")]
+    Encoding(String),
+    /// The compressed data is corrupt.
+    #[error("compressed request body is corrupt: {0}")]
+    Corrupt(String),
+    /// The client's body stream failed.
+    #[error("reading the request body failed: {0}")]
+    Read(String),
+}
+
+impl BodyRefusal {
+    /// Status code and rule name for the reply and the audit line.
+    pub fn status_rule(&self) -> (u16, String) {
+        match self {
+            BodyRefusal::Dlp(h) => (403, h.rule.clone()),
+            BodyRefusal::TooLarge(_) => (413, "body-too-large".into()),
+            BodyRefusal::Bomb(_) => (413, "decompression-limit".into()),
+            BodyRefusal::Encoding(_) => (415, "unsupported-encoding".into()),
+            BodyRefusal::Corrupt(_) => (400, "bad-compressed-body".into()),
+            BodyRefusal::Read(_) => (400, "body-read-error".into()),
+        }
+    }
+}
+
+/// Feeds decompressed bytes to a scanner, counting them.
+struct ScanSink {
+    scanner: StreamScanner,
+    limit: u64,
+    hit: Option<Hit>,
+    over: bool,
+}
+
+impl Write for ScanSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.scanner.scanned() + buf.len() as u64 > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("decompression limit"));
+        }
+        if self.hit.is_none() {
+            self.hit = self.scanner.push(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Decoder {
+    Gzip(GzDecoder<ScanSink>),
+    Zlib(ZlibDecoder<ScanSink>),
+}
+
+impl Decoder {
+    fn new(encoding: &str, dlp: Arc<Dlp>, limit: u64) -> Result<Option<Decoder>, BodyRefusal> {
+        let sink = || ScanSink {
+            scanner: StreamScanner::new(dlp.clone()),
+            limit,
+            hit: None,
+            over: false,
+        };
+        match encoding.trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Ok(None),
+            "gzip" | "x-gzip" => Ok(Some(Decoder::Gzip(GzDecoder::new(sink())))),
+            "deflate" => Ok(Some(Decoder::Zlib(ZlibDecoder::new(sink())))),
+            other => Err(BodyRefusal::Encoding(other.to_string())),
+        }
+    }
+
+    fn feed(&mut self, data: Option<&[u8]>) -> Result<(), BodyRefusal> {
+        let res = match (self as &mut Decoder, data) {
+            (Decoder::Gzip(d), Some(b)) => d.write_all(b),
+            (Decoder::Zlib(d), Some(b)) => d.write_all(b),
+            (Decoder::Gzip(d), None) => d.try_finish(),
+            (Decoder::Zlib(d), None) => d.try_finish(),
+        };
+        let sink = match self {
+            Decoder::Gzip(d) => d.get_ref(),
+            Decoder::Zlib(d) => d.get_ref(),
+        };
+        if let Some(hit) = &sink.hit {
+            return Err(BodyRefusal::Dlp(hit.clone()));
+        }
+        if sink.over {
+            return Err(BodyRefusal::Bomb(sink.limit));
+        }
+        res.map_err(|e| BodyRefusal::Corrupt(e.to_string()))
+    }
+}
+
+/// Percent-decodes a form body chunk by chunk into its own scanner; an
+/// escape split across chunks is carried over.
+struct FormScan {
+    scanner: StreamScanner,
+    carry: Vec<u8>,
+}
+
+impl FormScan {
+    fn push(&mut self, data: &[u8], last: bool) -> Option<Hit> {
+        self.carry.extend_from_slice(data);
+        let n = self.carry.len();
+        let keep = if last {
+            0
+        } else if n >= 1 && self.carry[n - 1] == b'%' {
+            1
+        } else if n >= 2 && self.carry[n - 2] == b'%' {
+            2
+        } else {
+            0
+        };
+        let decoded = super::dlp::percent_decode(&self.carry[..n - keep]);
+        self.carry.drain(..n - keep);
+        self.scanner.push(&decoded)
+    }
+}
+
+/// Read, bound and scan `body`; `encoding` is its `Content-Encoding`;
+/// `form` says it is `application/x-www-form-urlencoded`, so it is also
+/// scanned percent-decoded.
+pub async fn read_scanned<B>(
+    mut body: B,
+    encoding: Option<&str>,
+    form: bool,
+    dlp: Arc<Dlp>,
+    limit: u64,
+) -> Result<Bytes, BodyRefusal>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut decoder = match encoding {
+        Some(e) => Decoder::new(e, dlp.clone(), limit)?,
+        None => None,
+    };
+    let mut form = form.then(|| FormScan {
+        scanner: StreamScanner::new(dlp.clone()),
+        carry: Vec::new(),
+    });
+    let mut raw = StreamScanner::new(dlp);
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyRefusal::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if (buf.len() + data.len()) as u64 > limit {
+            return Err(BodyRefusal::TooLarge(limit));
+        }
+        if let Some(hit) = raw.push(&data) {
+            return Err(BodyRefusal::Dlp(hit));
+        }
+        if let Some(d) = decoder.as_mut() {
+            d.feed(Some(&data))?;
+        } else if let Some(hit) = form.as_mut().and_then(|f| f.push(&data, false)) {
+            return Err(BodyRefusal::Dlp(hit));
+        }
+        buf.extend_from_slice(&data);
+    }
+    if let Some(hit) = form.as_mut().and_then(|f| f.push(&[], true)) {
+        return Err(BodyRefusal::Dlp(hit));
+    }
+    if let Some(d) = decoder.as_mut() {
+        d.feed(None)?;
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Secret;
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+    use http_body_util::{Full, StreamBody};
+
+    fn dlp() -> Arc<Dlp> {
+        Dlp::new(&[Secret {
+            name: "k".into(),
+            value: "correct-horse-battery-staple".into(),
+        }])
+        .unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    async fn run(
+        chunks: Vec<Vec<u8>>,
+        enc: Option<&str>,
+        limit: u64,
+    ) -> Result<Bytes, BodyRefusal> {
+        let form = enc == Some("form");
+        let enc = enc.filter(|e| *e != "form");
+        let frames = chunks
+            .into_iter()
+            .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c))));
+        let body = StreamBody::new(futures_util_stream(frames));
+        read_scanned(body, enc, form, dlp(), limit).await
+    }
+
+    fn futures_util_stream<I: Iterator + Unpin>(
+        it: I,
+    ) -> impl hudsucker::futures::Stream<Item = I::Item> + Unpin {
+        hudsucker::futures::stream::iter(it)
+    }
+
+    #[tokio::test]
+    async fn bodies_table() {
+        let secret = b"correct-horse-battery-staple".to_vec();
+        let mut with_secret = vec![b'a'; 10_000];
+        with_secret.extend_from_slice(&secret);
+        let clean = vec![b'b'; 100_000];
+        let (head, tail) = with_secret.split_at(10_010);
+        // (name, chunks, encoding, limit, expected rule or None)
+        type Case<'a> = (&'a str, Vec<Vec<u8>>, Option<&'a str>, u64, Option<&'a str>);
+        let table: Vec<Case<'_>> = vec![
+            ("clean", vec![clean.clone()], None, 1 << 20, None),
+            (
+                "form, escape split",
+                vec![b"a=correct%2Dhorse%2".to_vec(), b"Dbattery-staple".to_vec()],
+                Some("form"),
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                "secret",
+                vec![with_secret.clone()],
+                None,
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                "split",
+                vec![head.to_vec(), tail.to_vec()],
+                None,
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                "too large",
+                vec![clean.clone()],
+                None,
+                1000,
+                Some("body-too-large"),
+            ),
+            (
+                "gzip clean",
+                vec![gzip(&clean)],
+                Some("gzip"),
+                1 << 20,
+                None,
+            ),
+            (
+                "gzip secret",
+                vec![gzip(&with_secret)],
+                Some("gzip"),
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                "deflate secret",
+                vec![zlib(&with_secret)],
+                Some("deflate"),
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                "gzip bomb",
+                vec![gzip(&vec![0u8; 5 << 20])],
+                Some("gzip"),
+                1 << 20,
+                Some("decompression-limit"),
+            ),
+            (
+                "brotli",
+                vec![clean.clone()],
+                Some("br"),
+                1 << 20,
+                Some("unsupported-encoding"),
+            ),
+            (
+                "corrupt gzip",
+                vec![b"not gzip at all".to_vec()],
+                Some("gzip"),
+                1 << 20,
+                Some("bad-compressed-body"),
+            ),
+        ];
+        for (name, chunks, enc, limit, want) in table {
+            let total: usize = chunks.iter().map(|c| c.len()).sum();
+            let got = run(chunks, enc, limit).await;
+            match (want, got) {
+                (None, Ok(b)) => assert_eq!(b.len(), total, "{name}"),
+                (Some(rule), Err(e)) => assert_eq!(e.status_rule().1, rule, "{name}"),
+                (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
+            }
+        }
+        let full = read_scanned(Full::new(Bytes::from_static(b"ok")), None, false, dlp(), 10).await;
+        assert_eq!(full.unwrap(), Bytes::from_static(b"ok"));
+    }
+}

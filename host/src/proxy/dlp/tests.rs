@@ -1,0 +1,146 @@
+//! DLP tests: chunk seams, targets, and a release-mode throughput bench.
+
+use super::*;
+
+fn dlp() -> Arc<Dlp> {
+    Dlp::new(&[Secret {
+        name: "demo".into(),
+        value: "hunter2-very-secret-value".into(),
+    }])
+    .unwrap()
+}
+
+#[test]
+fn secret_split_at_every_seam_is_found() {
+    let d = dlp();
+    let secret = b"hunter2-very-secret-value";
+    let mut body = vec![b'x'; 5000];
+    body.extend_from_slice(secret);
+    body.extend(vec![b'y'; 3000]);
+    let at = 5000;
+    // Split the body in two at every point inside the secret, and also
+    // into many tiny chunks.
+    for cut in at..=at + secret.len() {
+        let mut s = StreamScanner::new(d.clone());
+        let hit = s.push(&body[..cut]).or_else(|| s.push(&body[cut..]));
+        assert_eq!(hit.unwrap().rule, "secret:demo:raw", "cut at {cut}");
+    }
+    for size in [1, 3, 7, 64] {
+        let mut s = StreamScanner::new(d.clone());
+        let hit = body.chunks(size).find_map(|c| s.push(c));
+        assert!(hit.is_some(), "chunks of {size}");
+    }
+    let mut s = StreamScanner::new(d.clone());
+    assert!(vec![b'z'; 100_000]
+        .chunks(4096)
+        .find_map(|c| s.push(c))
+        .is_none());
+    assert_eq!(s.scanned(), 100_000);
+}
+
+#[test]
+fn prefiltered_rules_equal_a_full_scan() {
+    let d = dlp();
+    let set = rules::compile();
+    let filler = "lorem ipsum sk- AKIA eyJ xox -----BEGIN ".repeat(40);
+    for (i, (name, _)) in rules::RULES.iter().enumerate() {
+        let sample = match *name {
+            "aws-access-key-id" => "AKIAIOSFODNN7EXAMPLE",
+            "github-token" => "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "github-fine-grained-pat" => "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCD",
+            "anthropic-api-key" => "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123",
+            "openai-api-key" => "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH",
+            "slack-token" => "xoxb-123456789012-abcdefABCDEF",
+            "stripe-key" => "sk_live_abcdefghijklmnopqrstuvwx",
+            "google-api-key" => "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234",
+            "private-key" => "-----BEGIN EC PRIVATE KEY-----",
+            "jwt" => "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            other => panic!("no sample for {other}"),
+        };
+        for hay in [
+            sample.to_string(),
+            format!("{filler} {sample} {filler}"),
+            format!("{filler}{sample}"),
+        ] {
+            let full = set.matches(hay.as_bytes()).iter().next();
+            assert_eq!(full, Some(i), "{name}");
+            assert_eq!(d.rules_match(hay.as_bytes()), full, "{name}");
+        }
+    }
+    assert_eq!(d.rules_match(filler.as_bytes()), None);
+}
+
+#[test]
+fn targets_are_scanned_decoded() {
+    let d = dlp();
+    let table: &[(&str, Option<&str>)] = &[
+        (
+            "/search?q=hunter2-very-secret-value",
+            Some("secret:demo:raw"),
+        ),
+        (
+            "/q=hunter2%2Dvery%2Dsecret%2Dvalue",
+            Some("secret:demo:raw"),
+        ),
+        (
+            "/q=hunter2%252Dvery%252Dsecret%252Dvalue",
+            Some("secret:demo:raw"),
+        ),
+        ("/q=AKIAIOSFODNN7EXAMPLE", Some("aws-access-key-id")),
+        ("/v1/messages?beta=true", None),
+    ];
+    for (target, want) in table {
+        let got = d.scan_target(target).map(|h| h.rule);
+        assert_eq!(got.as_deref(), *want, "{target}");
+    }
+    assert_eq!(percent_decode(b"a%4"), b"a%4");
+    assert_eq!(percent_decode(b"%41%zz+"), b"A%zz ");
+}
+
+/// Throughput of the full scan (rules + secrets) over 64 KiB chunks of
+/// text without hits. Run with
+/// `cargo test --release -p bottle-host dlp_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; run in release mode"]
+fn dlp_throughput() {
+    let d = dlp();
+    // Text resembling JSON/code: letters, digits, punctuation.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 {}\":,._-/\n";
+    let data: Vec<u8> = (0..64 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            alphabet[(seed % alphabet.len() as u64) as usize]
+        })
+        .collect();
+    for (what, f) in [
+        (
+            "secrets",
+            &(|c: &[u8]| d.secrets.find(c).is_some()) as &dyn Fn(&[u8]) -> bool,
+        ),
+        ("combined pass", &|c: &[u8]| d.first_hit(c).is_some()),
+    ] {
+        let start = std::time::Instant::now();
+        for c in data.chunks(64 << 10) {
+            assert!(!f(c));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "dlp {what} alone: {:.0} MiB/s",
+            (data.len() >> 20) as f64 / secs
+        );
+    }
+    let start = std::time::Instant::now();
+    let mut s = StreamScanner::new(d);
+    for c in data.chunks(64 << 10) {
+        assert!(s.push(c).is_none());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "dlp: {} MiB in {secs:.3} s = {:.0} MiB/s",
+        data.len() >> 20,
+        (data.len() >> 20) as f64 / secs
+    );
+}

@@ -1,0 +1,171 @@
+//! The egress proxy: a hudsucker MITM that allowlists, scans and audits.
+//!
+//! - [`policy`]: host, port, method and path rules from `[[egress.routes]]`.
+//! - [`dlp`]: credential rules and the host's secrets in every encoding.
+//! - [`body`]: bounded, decompressing, streaming body scan.
+//! - [`connector`]: upstream resolution with the private-address check,
+//!   TLS with the system roots (plus `--upstream-ca`).
+//! - [`audit`]: one JSON line per request, fail closed.
+//! - [`handler`]: the hudsucker handler tying them together.
+//! - [`bridge`]: serving the guest's egress channel (`unix://`, vsock).
+//!
+//! Every CONNECT is intercepted; see `docs/proxy.md`.
+
+pub mod audit;
+pub mod body;
+pub mod bridge;
+pub mod connector;
+pub mod dlp;
+pub mod handler;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hudsucker::hyper_util::rt::{TokioExecutor, TokioTimer};
+use hudsucker::hyper_util::server::conn::auto::Builder as ServerBuilder;
+use hudsucker::Proxy;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::ca::Ca;
+use crate::manifest::{Manifest, Secret};
+
+pub use connector::AddrFilter;
+
+/// How long a client may take to send a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The CA.
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    /// The upstream connector.
+    #[error(transparent)]
+    Connect(#[from] connector::ConnectError),
+    /// DLP rules.
+    #[error(transparent)]
+    Dlp(#[from] dlp::BuildError),
+    /// Audit log.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+    /// hudsucker.
+    #[error("proxy: {0}")]
+    Hudsucker(#[from] hudsucker::Error),
+    /// Sockets.
+    #[error("proxy: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the proxy needs.
+pub struct ProxyConfig {
+    /// The manifest (routes, limits, `allow_private`).
+    pub manifest: Manifest,
+    /// Loaded secret values (DLP and injection).
+    pub secrets: Vec<Secret>,
+    /// Extra CA trusted for upstream servers.
+    pub upstream_ca: Option<PathBuf>,
+    /// Where audit lines go.
+    pub audit_log: PathBuf,
+    /// The egress CA.
+    pub ca: Ca,
+    /// Only dial addresses the DNS filter returned (`None`: not active).
+    pub addr_filter: Option<AddrFilter>,
+    /// Names answered from this table instead of the system resolver.
+    pub static_hosts: HashMap<String, Vec<std::net::IpAddr>>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("routes", &self.manifest.egress.routes.len())
+            .field("secrets", &self.secrets)
+            .field("audit_log", &self.audit_log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// The TCP address it serves on.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), hudsucker::Error>>,
+}
+
+impl Running {
+    /// Stop accepting and wait for the proxy to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Wait until the proxy exits by itself.
+    pub async fn wait(mut self) -> Result<(), ProxyError> {
+        match (&mut self.task).await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(ProxyError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Start the proxy on `listener` (TCP).
+pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, ProxyError> {
+    let addr = listener.local_addr()?;
+    if cfg.manifest.egress.allow_private {
+        tracing::warn!(
+            "proxy: egress.allow_private = true: upstreams on loopback and private \
+             networks are reachable from the bottle; use only for local testing"
+        );
+    }
+    let resolver =
+        connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter)
+            .with_hosts(cfg.static_hosts);
+    let connector = connector::build(resolver, cfg.upstream_ca.as_deref())?;
+    let shared = Arc::new(handler::Shared {
+        routes: cfg.manifest.egress.routes.clone(),
+        dlp: dlp::Dlp::new(&cfg.secrets)?,
+        secrets: cfg
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect::<HashMap<_, _>>(),
+        audit: audit::AuditLog::open(&cfg.audit_log)?,
+        max_body: cfg.manifest.egress.max_body_bytes,
+    });
+    let mut server = ServerBuilder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .title_case_headers(true)
+        .preserve_header_case(true);
+    server.http2().timer(TokioTimer::new());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let proxy = Proxy::builder()
+        .with_listener(listener)
+        .with_ca(cfg.ca.authority()?)
+        .with_http_connector(connector)
+        .with_http_handler(handler::Handler::new(shared))
+        .with_server(server)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .build()?;
+    let task = tokio::spawn(proxy.start());
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}
