@@ -13,8 +13,8 @@
 pub mod cli;
 pub mod control;
 pub mod dns;
-pub mod init;
 pub mod egress;
+pub mod init;
 pub mod logging;
 pub mod status;
 pub mod supervise;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::init::services::NoServices;
+use crate::init::real_services::RealServices;
 use crate::init::{self, InitOptions};
 use crate::status;
 use crate::sys::real::RealSys;
@@ -43,6 +43,9 @@ impl InitArgs {
 
 /// Run the init; returns the exit code.
 pub fn run(args: InitArgs) -> i32 {
+    let services = RealServices {
+        root: args.root.clone(),
+    };
     let opts = InitOptions {
         host: args.host,
         rootfs: args.root,
@@ -50,6 +53,5 @@ pub fn run(args: InitArgs) -> i32 {
         no_poweroff: args.no_poweroff,
         ..InitOptions::default()
     };
-    // The DNS stub and egress forwarder plug in here once they exist.
-    init::run(opts, Arc::new(RealSys), Arc::new(NoServices))
+    init::run(opts, Arc::new(RealSys), Arc::new(services))
 }

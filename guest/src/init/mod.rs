@@ -14,6 +14,7 @@ pub mod boot;
 pub mod ca;
 pub mod cmdline;
 pub mod exit;
+pub mod real_services;
 pub mod services;
 
 use std::path::{Path, PathBuf};
