@@ -22,3 +22,6 @@ cargo build --workspace --all-features
 
 step "cargo test"
 cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
+
+step "fuzz (${FUZZ_SECONDS:-10}s per target)"
+bash fuzz/run.sh "${FUZZ_SECONDS:-10}"

@@ -3,14 +3,14 @@
 //!
 //! | name | answer |
 //! |---|---|
-//! | `allowed.test` A | 203.0.113.7 |
+//! | `allowed.test` A | 93.184.216.7 |
 //! | `allowed.test` TXT | `"v=upstream"` (so a REFUSED proves the host's policy) |
-//! | `big.wild.test` A | 60 addresses 203.0.113.0..60 (over 512 bytes) |
-//! | `*.wild.test` A | 203.0.113.8 |
+//! | `big.wild.test` A | 60 addresses 93.184.216.0..60 (over 512 bytes) |
+//! | `*.wild.test` A | 93.184.216.8 |
 //! | any other type of a name above | NOERROR, no data |
 //! | anything else | NXDOMAIN |
 //!
-//! TEST-NET-3 answers, since the host filters private answers by default.
+//! public-range (no traffic is ever sent to them; documentation ranges are filtered by the host)-3 answers, since the host filters private answers by default.
 //! It counts the queries it sees per name, so tests can check that denied
 //! names never leave the host.
 
@@ -26,9 +26,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 /// The address `allowed.test` resolves to.
-pub const ALLOWED_IP: &str = "203.0.113.7";
+pub const ALLOWED_IP: &str = "93.184.216.7";
 /// The address every other name under `wild.test` resolves to.
-pub const WILD_IP: &str = "203.0.113.8";
+pub const WILD_IP: &str = "93.184.216.8";
 
 /// A running upstream; stops when dropped.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ fn answer(query: &[u8], seen: &Mutex<HashMap<String, u32>>) -> Option<Vec<u8>> {
     if name == "allowed.test" {
         match rtype {
             RecordType::A => {
-                m.add_answer(a([203, 0, 113, 7]));
+                m.add_answer(a([93, 184, 216, 7]));
             }
             RecordType::TXT => {
                 m.add_answer(Record::from_rdata(
@@ -127,11 +127,11 @@ fn answer(query: &[u8], seen: &Mutex<HashMap<String, u32>>) -> Option<Vec<u8>> {
         }
     } else if name == "big.wild.test" && rtype == RecordType::A {
         for i in 0..60 {
-            m.add_answer(a([203, 0, 113, i]));
+            m.add_answer(a([93, 184, 216, i]));
         }
     } else if name.ends_with(".wild.test") {
         if rtype == RecordType::A {
-            m.add_answer(a([203, 0, 113, 8]));
+            m.add_answer(a([93, 184, 216, 8]));
         }
     } else {
         m.set_response_code(ResponseCode::NXDomain);
