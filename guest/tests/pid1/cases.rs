@@ -77,6 +77,10 @@ async fn agent_runs_orphans_are_reaped_and_the_code_reaches_the_host() {
         std::fs::read_to_string(sb.path("root/etc/ssl/certs/ca-certificates.crt")).unwrap();
     assert_eq!(bundle.matches("VGVzdENB").count(), 1);
     assert!(sb.path("root/etc/bot-bottle/ca.pem").exists());
+    // The init owns resolv.conf: the stub on 127.0.0.1 is the only resolver.
+    let resolv = std::fs::read_to_string(sb.path("root/etc/resolv.conf")).unwrap();
+    assert!(resolv.contains("nameserver 127.0.0.1"), "{resolv}");
+    assert_eq!(resolv.matches("nameserver").count(), 1, "{resolv}");
 }
 
 #[tokio::test]
