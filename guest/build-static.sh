@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -p bottle-guest --profile guest --target x86_64-unknown-linux-musl
-bin=target/x86_64-unknown-linux-musl/guest/bottle-guest
+bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/guest/bottle-guest"
 # A static binary has no program interpreter (PT_INTERP) and no NEEDED
 # shared libraries.
 if readelf -lW "$bin" | grep -q 'INTERP' || readelf -dW "$bin" | grep -q '(NEEDED)'; then

@@ -50,7 +50,7 @@ ln -sf "vmlinuz-$kver" "$OUT/vmlinuz"
 # 2. The static guest init.
 step "building static bottle-guest"
 bash guest/build-static.sh >&2
-guest=target/x86_64-unknown-linux-musl/guest/bottle-guest
+guest="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/guest/bottle-guest"
 
 # 3. The initramfs.
 busybox=$(command -v busybox || true)

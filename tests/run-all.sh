@@ -21,7 +21,7 @@ step "cargo build (binaries used by end-to-end tests)"
 cargo build --workspace --all-features
 
 step "cargo test"
-cargo test --workspace --all-features 2>&1 | tee target/test-output.txt
+cargo test --workspace --all-features 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test-output.txt"
 
 step "fuzz (${FUZZ_SECONDS:-10}s per target)"
 bash fuzz/run.sh "${FUZZ_SECONDS:-10}"
