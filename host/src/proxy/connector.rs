@@ -54,7 +54,17 @@ pub enum ConnectError {
 }
 
 /// Why an address is never dialled (unless `allow_private`), or `None`.
+///
+/// The set of refused addresses is exactly the DNS rebinding floor's
+/// ([`crate::dns::rebind::is_forbidden`]), so DNS and egress never disagree;
+/// this adds a human-readable reason for the common classes.
 pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
+    named_class(ip).or_else(|| {
+        crate::dns::rebind::is_forbidden(ip).then_some("reserved, documentation or benchmarking")
+    })
+}
+
+fn named_class(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -76,7 +86,7 @@ pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return private_reason(IpAddr::V4(v4));
+                return named_class(IpAddr::V4(v4));
             }
             let s = v6.segments();
             if v6.is_loopback() {
@@ -97,7 +107,7 @@ pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
                     (s[7] >> 8) as u8,
                     s[7] as u8,
                 );
-                private_reason(IpAddr::V4(v4))
+                named_class(IpAddr::V4(v4))
             } else {
                 None
             }
@@ -269,6 +279,39 @@ mod tests {
         ];
         for (ip, want) in table {
             assert_eq!(private_reason(ip.parse().unwrap()), *want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn refused_addresses_are_exactly_the_dns_rebinding_floor() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "203.0.113.7",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.255",
+            "93.184.216.34",
+            "1.1.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "2606:4700::1111",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                private_reason(ip).is_some(),
+                crate::dns::rebind::is_forbidden(ip),
+                "{ip}"
+            );
         }
     }
 
