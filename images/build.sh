@@ -46,6 +46,8 @@ if [ ! -f "$OUT/vmlinuz-$kver" ] || [ "$force" = --force ]; then
   rm -rf "$tmp"
 fi
 ln -sf "vmlinuz-$kver" "$OUT/vmlinuz"
+# The modules bottle-host names on the kernel command line, in load order.
+paste -sd, "$OUT/modules-$kver/order" > "$OUT/modules"
 
 # 2. The static guest init.
 step "building static bottle-guest"
@@ -55,8 +57,11 @@ guest="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/guest/bottle-guest"
 # 3. The initramfs.
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || { echo "images/build.sh: busybox not found (apt-get install busybox-static)" >&2; exit 1; }
-stamp=$( { cat "$guest" "$busybox" "$OUT/modules-$kver/order" images/build.sh; if [ -d images/rootfs ]; then find images/rootfs -type f -print0 | sort -z | xargs -0r cat; fi; } | sha256sum | cut -c1-16)
-if [ -f "$OUT/initramfs-$stamp.cpio.gz" ] && [ "$force" != --force ]; then
+tools=yes
+[ "${BOTTLE_IMAGE_MINIMAL:-0}" = 1 ] && tools=no
+stamp=$( { cat "$guest" "$busybox" "$OUT/modules-$kver/order" images/build.sh images/tools.sh; echo "$tools";
+           if [ $tools = yes ]; then for t in curl getent python3; do p=$(PATH=/usr/bin:/bin command -v $t || true); [ -z "$p" ] || sha256sum "$(readlink -f "$p")"; done; fi; if [ -d images/rootfs ]; then find images/rootfs -type f -print0 | sort -z | xargs -0r cat; fi; } | sha256sum | cut -c1-16)
+if [ -f "$OUT/initramfs-$stamp.cpio" ] && [ "$force" != --force ]; then
   step "initramfs up to date ($stamp)"
 else
   step "assembling initramfs"
@@ -66,17 +71,27 @@ else
   for applet in $("$busybox" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
   done
+  # Scripts say #!/usr/bin/env; busybox's applets live in /bin.
+  ln -s /bin/busybox "$root/usr/bin/env"
   cp "$guest" "$root/sbin/bottle-guest"
   ln -s sbin/bottle-guest "$root/init"
   ln -sf bottle-guest "$root/sbin/init"
   cp "$OUT/modules-$kver"/* "$root/lib/modules/bottle/"
+  if [ $tools = yes ]; then
+    step "adding real tools from this host (curl, getent, python3; BOTTLE_IMAGE_MINIMAL=1 skips)"
+    bash images/tools.sh "$root"
+  fi
   if [ -d images/rootfs ]; then cp -a images/rootfs/. "$root/"; fi
   echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
   echo "agent:x:1000:1000:agent:/tmp:/bin/sh" >> "$root/etc/passwd"
   printf 'root:x:0:\nagent:x:1000:\n' > "$root/etc/group"
-  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$OUT/initramfs-$stamp.cpio.gz"
+  # Uncompressed: under TCG the kernel unpacks a raw cpio in about half
+  # the time of a gzipped one, and the disk space is cheap.
+  rm -f "$OUT"/initramfs-*.cpio "$OUT"/initramfs-*.cpio.gz
+  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT/initramfs-$stamp.cpio"
   rm -rf "$root"
 fi
-ln -sf "initramfs-$stamp.cpio.gz" "$OUT/initramfs.cpio.gz"
+rm -f "$OUT/initramfs.cpio.gz"
+ln -sf "initramfs-$stamp.cpio" "$OUT/initramfs.cpio"
 step "kernel:    $OUT/vmlinuz"
-step "initramfs: $OUT/initramfs.cpio.gz ($(stat -L -c %s "$OUT/initramfs.cpio.gz") bytes)"
+step "initramfs: $OUT/initramfs.cpio ($(stat -L -c %s "$OUT/initramfs.cpio") bytes)"

@@ -99,9 +99,22 @@ impl Forwarder {
             let counters = self.counters.clone();
             tokio::spawn(async move {
                 counters.active.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = forward(client, &host, &counters).await {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("egress: {e}");
+                match forward(client, &host, &counters).await {
+                    Ok(()) => {}
+                    // A peer closing abruptly (the proxy refusing a request,
+                    // a client giving up) is routine, not a fault.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                        ) =>
+                    {
+                        tracing::debug!("egress: {e}");
+                    }
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("egress: {e}");
+                    }
                 }
                 counters.active.fetch_sub(1, Ordering::Relaxed);
             });

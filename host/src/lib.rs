@@ -5,11 +5,15 @@
 //! - [`cli`]: the command line, parsed by `main.rs` and run here.
 //! - [`proxy`]: the inspecting HTTPS egress proxy.
 //! - [`ca`]: the egress CA the proxy signs with.
+//! - [`launch`]: `bottle-host launch`, where the pieces meet in a VM.
+//! - [`vmm`]: VM backends (QEMU, libkrun) and the guest image.
 //! - [`logging`]: tracing setup shared by every subcommand.
 
 pub mod ca;
 pub mod cli;
 pub mod dns;
+pub mod launch;
 pub mod logging;
 pub mod manifest;
 pub mod proxy;
+pub mod vmm;

@@ -9,12 +9,14 @@
 //!   stub on 127.0.0.1:53 with its own `/etc/resolv.conf`.
 //! - [`proc`]: child processes that log a ready line.
 //! - [`dig`]: running `dig` and reading its answer.
+//! - [`https`]: an HTTPS echo server with its own test CA.
 //! - [`load`]: `dig` loops running while a test breaks something.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
 pub mod dig;
+pub mod https;
 pub mod load;
 pub mod netns;
 pub mod proc;

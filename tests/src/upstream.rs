@@ -7,10 +7,14 @@
 //! | `allowed.test` TXT | `"v=upstream"` (so a REFUSED proves the host's policy) |
 //! | `big.wild.test` A | 60 addresses 93.184.216.0..60 (over 512 bytes) |
 //! | `*.wild.test` A | 93.184.216.8 |
+//! | `bottle.test`, `*.bottle.test` A | 127.0.0.1 (the demo's and the VM tests' servers) |
 //! | any other type of a name above | NOERROR, no data |
 //! | anything else | NXDOMAIN |
 //!
-//! public-range (no traffic is ever sent to them; documentation ranges are filtered by the host)-3 answers, since the host filters private answers by default.
+//! Answers are public-range addresses (no traffic is ever sent to them;
+//! documentation ranges are filtered by the host), since the host drops
+//! private answers by default; only the `bottle.test` names answer
+//! 127.0.0.1, for manifests that allow private answers.
 //! It counts the queries it sees per name, so tests can check that denied
 //! names never leave the host.
 
@@ -48,6 +52,17 @@ impl Upstream {
                 break (udp, tcp);
             }
         };
+        Self::serve(udp, tcp)
+    }
+
+    /// Serve on a given address (UDP and TCP).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Upstream> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(Self::serve(udp, tcp))
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener) -> Upstream {
         let addr = udp.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let tasks = vec![
@@ -128,6 +143,10 @@ fn answer(query: &[u8], seen: &Mutex<HashMap<String, u32>>) -> Option<Vec<u8>> {
     } else if name == "big.wild.test" && rtype == RecordType::A {
         for i in 0..60 {
             m.add_answer(a([93, 184, 216, i]));
+        }
+    } else if name == "bottle.test" || name.ends_with(".bottle.test") {
+        if rtype == RecordType::A {
+            m.add_answer(a([127, 0, 0, 1]));
         }
     } else if name.ends_with(".wild.test") {
         if rtype == RecordType::A {

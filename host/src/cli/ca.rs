@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::proxy::state_dir;
+use super::state_dir;
 use crate::ca::Ca;
 
 /// `bottle-host ca [--export PATH]`: make or load the CA, print where it

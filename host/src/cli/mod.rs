@@ -1,6 +1,6 @@
 //! The `bottle-host` command line. `main.rs` parses it and calls [`run`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -32,6 +32,15 @@ pub enum Command {
     Launch {
         /// The manifest.
         manifest: PathBuf,
+        /// State directory (CA, audit logs); default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Extra CA (PEM) the proxy trusts for upstream servers (local test servers).
+        #[arg(long)]
+        upstream_ca: Option<PathBuf>,
+        /// The guest's log filter (kernel parameter bottle.log), e.g. `debug`.
+        #[arg(long)]
+        guest_log: Option<String>,
     },
     /// Validate a manifest and print the effective policy.
     Check {
@@ -125,7 +134,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
-        Command::Launch { .. } => not_yet("launch", 6),
+        Command::Launch {
+            manifest,
+            state_dir,
+            upstream_ca,
+            guest_log,
+        } => crate::launch::run(crate::launch::LaunchArgs {
+            manifest,
+            state_dir,
+            upstream_ca,
+            guest_log,
+        }),
         Command::Dns(args) => dns::run(args),
         Command::Proxy {
             listen,
@@ -144,6 +163,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn not_yet(what: &str, issue: u32) -> Result<i32> {
-    anyhow::bail!("`bottle-host {what}` is not available yet (tracked in issue #{issue})")
+/// The state directory: the flag, else the default.
+pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    match flag {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(crate::ca::default_state_dir()?),
+    }
 }

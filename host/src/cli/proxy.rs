@@ -1,22 +1,15 @@
 //! `bottle-host proxy`: run the egress proxy alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use bottle_shared::addr::Address;
 use bottle_shared::transport::Listener;
 
-use crate::ca::{default_state_dir, Ca};
+use super::state_dir;
+use crate::ca::Ca;
 use crate::manifest;
 use crate::proxy::{self, ProxyConfig};
-
-/// The state directory: the flag, else the default.
-pub(super) fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
-    match flag {
-        Some(p) => Ok(p.to_path_buf()),
-        None => Ok(default_state_dir()?),
-    }
-}
 
 /// Flags of `bottle-host proxy`.
 #[derive(Debug)]
@@ -54,6 +47,7 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
         ca,
         addr_filter: None,
         static_hosts: Default::default(),
+        lookup: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,16 @@ use rustls::RootCertStore;
 /// name are used (see `LearnedAddrs::is_learned` in `dns/`).
 pub type AddrFilter = Arc<dyn Fn(&str, IpAddr) -> bool + Send + Sync>;
 
+/// Resolves an upstream name instead of the system resolver: under
+/// `bottle-host launch` this is the bottle's own DNS filter, so the proxy
+/// dials only addresses that filter answered for that name (allowlist,
+/// exfiltration limits and the rebinding floor included).
+pub type Lookup = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Connector errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -121,6 +131,7 @@ pub struct CheckedResolver {
     allow_private: bool,
     filter: Option<AddrFilter>,
     hosts: Arc<HashMap<String, Vec<IpAddr>>>,
+    lookup: Option<Lookup>,
 }
 
 impl std::fmt::Debug for CheckedResolver {
@@ -129,6 +140,7 @@ impl std::fmt::Debug for CheckedResolver {
             .field("allow_private", &self.allow_private)
             .field("filter", &self.filter.is_some())
             .field("hosts", &self.hosts)
+            .field("lookup", &self.lookup.is_some())
             .finish()
     }
 }
@@ -140,7 +152,15 @@ impl CheckedResolver {
             allow_private,
             filter,
             hosts: Arc::default(),
+            lookup: None,
         }
+    }
+
+    /// Resolve names with `lookup` instead of the system resolver (the
+    /// static table still comes first, and the address check still applies).
+    pub fn with_lookup(mut self, lookup: Option<Lookup>) -> CheckedResolver {
+        self.lookup = lookup;
+        self
     }
 
     /// Answer these names from the table instead of the system resolver
@@ -186,9 +206,17 @@ impl tower_service::Service<Name> for CheckedResolver {
         let this = self.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let ips = match this.hosts.get(&host) {
-                Some(ips) => ips.clone(),
-                None => tokio::net::lookup_host((host.as_str(), 0))
+            let ips = match (this.hosts.get(&host), &this.lookup) {
+                (Some(ips), _) => ips.clone(),
+                (None, Some(lookup)) => {
+                    lookup(host.clone())
+                        .await
+                        .map_err(|source| ConnectError::Resolve {
+                            host: host.clone(),
+                            source,
+                        })?
+                }
+                (None, None) => tokio::net::lookup_host((host.as_str(), 0))
                     .await
                     .map_err(|source| ConnectError::Resolve {
                         host: host.clone(),

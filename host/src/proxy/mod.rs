@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use crate::ca::Ca;
 use crate::manifest::{Manifest, Secret};
 
-pub use connector::AddrFilter;
+pub use connector::{AddrFilter, Lookup};
 
 /// How long a client may take to send a request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +80,8 @@ pub struct ProxyConfig {
     pub addr_filter: Option<AddrFilter>,
     /// Names answered from this table instead of the system resolver.
     pub static_hosts: HashMap<String, Vec<std::net::IpAddr>>,
+    /// Resolve upstream names with this instead of the system resolver.
+    pub lookup: Option<Lookup>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -130,7 +132,8 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
     }
     let resolver =
         connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter)
-            .with_hosts(cfg.static_hosts);
+            .with_hosts(cfg.static_hosts)
+            .with_lookup(cfg.lookup);
     let connector = connector::build(resolver, cfg.upstream_ca.as_deref())?;
     let shared = Arc::new(handler::Shared {
         routes: cfg.manifest.egress.routes.clone(),

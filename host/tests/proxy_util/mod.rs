@@ -338,6 +338,7 @@ ports = [{plain_port}]
         ca,
         addr_filter: None,
         static_hosts,
+        lookup: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = proxy::start(cfg, listener).await.unwrap();

@@ -1,0 +1,191 @@
+//! The host end of the control channel (vsock port 6001): accept the
+//! guest, exchange hellos, read its [`BootInfo`], push the
+//! [`GuestConfig`]; then read events until the guest's `Exit`, and send
+//! `Shutdown` when asked to.
+
+use bottle_shared::channel::Channel;
+use bottle_shared::io::{accept_hello, read_message, write_message, HandshakeError};
+use bottle_shared::message::{BootInfo, GuestConfig, GuestMessage, HostMessage, Role};
+use bottle_shared::transport::{BoxStream, Listener};
+use bottle_shared::{FrameError, Hello};
+use tokio::io::{ReadHalf, WriteHalf};
+
+/// Software string sent in the hello.
+const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
+
+/// The control channel failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Accepting failed.
+    #[error("control channel: {0}")]
+    Io(#[from] std::io::Error),
+    /// The guest's hello was refused or malformed.
+    #[error("control channel hello: {0}")]
+    Hello(#[from] HandshakeError),
+    /// Framing.
+    #[error("control channel: {0}")]
+    Frame(#[from] FrameError),
+    /// The guest spoke out of turn.
+    #[error("control channel: expected {expected}, got {got}")]
+    Protocol {
+        /// What should have come.
+        expected: &'static str,
+        /// What came.
+        got: String,
+    },
+}
+
+/// An established control session.
+pub struct Session {
+    /// The guest's hello.
+    pub peer: Hello,
+    /// What the guest said about itself.
+    pub boot: BootInfo,
+    rd: ReadHalf<BoxStream>,
+    wr: WriteHalf<BoxStream>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Accept the guest on `listener`, do the hello, read `Boot`, send `config`.
+pub async fn accept(listener: &Listener, config: &GuestConfig) -> Result<Session, ControlError> {
+    let mut s = listener.accept().await?;
+    let peer = accept_hello(&mut s, Role::Host, Channel::Control, SOFTWARE).await?;
+    let max = Channel::Control.max_frame();
+    let boot = match read_message::<_, GuestMessage>(&mut s, max).await? {
+        Some(GuestMessage::Boot(b)) => b,
+        other => {
+            return Err(ControlError::Protocol {
+                expected: "Boot",
+                got: format!("{other:?}"),
+            })
+        }
+    };
+    write_message(&mut s, &HostMessage::Config(Box::new(config.clone())), max).await?;
+    let (rd, wr) = tokio::io::split(s);
+    Ok(Session { peer, boot, rd, wr })
+}
+
+impl Session {
+    /// The next message; `None` when the guest closed the channel.
+    /// Cancel-safe only between messages: keep the future alive across a
+    /// `select!` loop, or call it from one task.
+    pub async fn next(&mut self) -> Result<Option<GuestMessage>, ControlError> {
+        Ok(read_message(&mut self.rd, Channel::Control.max_frame()).await?)
+    }
+
+    /// Split into an event reader and a shutdown sender, so events can be
+    /// read in one task while the other asks for a shutdown.
+    pub fn split(self) -> (Events, Shutdown) {
+        (Events { rd: self.rd }, Shutdown { wr: self.wr })
+    }
+}
+
+/// The reading half of a [`Session`].
+pub struct Events {
+    rd: ReadHalf<BoxStream>,
+}
+
+impl Events {
+    /// The next message; `None` when the guest closed the channel.
+    pub async fn next(&mut self) -> Result<Option<GuestMessage>, ControlError> {
+        Ok(read_message(&mut self.rd, Channel::Control.max_frame()).await?)
+    }
+}
+
+/// The writing half of a [`Session`].
+pub struct Shutdown {
+    wr: WriteHalf<BoxStream>,
+}
+
+impl Shutdown {
+    /// Ask the guest to stop its agent (SIGTERM, SIGKILL after `grace_ms`)
+    /// and power off.
+    pub async fn send(&mut self, grace_ms: u64) -> Result<(), ControlError> {
+        let msg = HostMessage::Shutdown { grace_ms };
+        write_message(&mut self.wr, &msg, Channel::Control.max_frame()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bottle_shared::io::dial_hello;
+    use bottle_shared::transport::connect;
+    use bottle_shared::Address;
+
+    #[tokio::test]
+    async fn full_session_with_a_fake_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Address::Unix(dir.path().join("c"));
+        let listener = Listener::bind(&addr).await.unwrap();
+        let guest = tokio::spawn(async move {
+            let mut s = connect(&addr).await.unwrap();
+            dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
+                .await
+                .unwrap();
+            let max = Channel::Control.max_frame();
+            let boot = GuestMessage::Boot(BootInfo {
+                software: "fake".into(),
+                init_ms: 7,
+                kernel: "6.1".into(),
+            });
+            write_message(&mut s, &boot, max).await.unwrap();
+            let cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+            let Some(HostMessage::Config(cfg)) = cfg else {
+                panic!("no config")
+            };
+            assert_eq!(cfg.hostname, "h");
+            write_message(&mut s, &GuestMessage::Exit { code: 3 }, max)
+                .await
+                .unwrap();
+            let sd: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+            assert_eq!(sd, Some(HostMessage::Shutdown { grace_ms: 5 }));
+        });
+        let cfg = GuestConfig {
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        let mut sess = accept(&listener, &cfg).await.unwrap();
+        assert_eq!(sess.boot.init_ms, 7);
+        assert_eq!(
+            sess.next().await.unwrap(),
+            Some(GuestMessage::Exit { code: 3 })
+        );
+        let (mut ev, mut sd) = sess.split();
+        sd.send(5).await.unwrap();
+        guest.await.unwrap();
+        assert_eq!(ev.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_skips_boot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Address::Unix(dir.path().join("c"));
+        let listener = Listener::bind(&addr).await.unwrap();
+        let guest = tokio::spawn(async move {
+            let mut s = connect(&addr).await.unwrap();
+            dial_hello(&mut s, Role::Guest, Channel::Control, "g")
+                .await
+                .unwrap();
+            let max = Channel::Control.max_frame();
+            write_message(&mut s, &GuestMessage::Exit { code: 0 }, max)
+                .await
+                .unwrap();
+        });
+        let e = accept(&listener, &GuestConfig::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("expected Boot"), "{e}");
+        guest.await.unwrap();
+    }
+}

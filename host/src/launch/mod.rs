@@ -1,0 +1,365 @@
+//! `bottle-host launch`: boot a bottle and run its agent.
+//!
+//! In order: check the manifest, the secrets and the image (a clear error
+//! before anything starts); start the DNS filter, the egress proxy and the
+//! control listener on Unix sockets in a private run directory; boot the
+//! VM; push the guest its config on the control channel; stream the
+//! console and the agent's events; return the agent's exit code. Ctrl-C
+//! (or SIGTERM) asks the guest to stop its agent and power off; a second
+//! one kills the VM. Nothing outlives the launch: the VMM and its helper
+//! die with it, and the run directory is removed.
+//!
+//! - [`config`]: the guest's config and kernel parameters.
+//! - [`control`]: the host end of the control channel.
+//! - [`services`]: DNS filter, proxy and bridges.
+//! - [`lookup`]: the proxy resolves through the DNS filter.
+//! - [`console`]: the guest console.
+//! - [`rundir`]: the run directory.
+
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod lookup;
+pub mod rundir;
+pub mod services;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT};
+use bottle_shared::message::{GuestMessage, ProcessEvent};
+
+use crate::ca::Ca;
+use crate::manifest::{self, Backend};
+use crate::vmm::{self, qemu::Qemu, RunningVm, VmExit, VmSpec, Vmm};
+
+/// The guest's log filter unless `--guest-log` says otherwise: quiet, so
+/// the console shows the agent's output.
+pub const DEFAULT_GUEST_LOG: &str = "warn";
+/// `launch`'s own exit code when it fails (the VM could not start, died,
+/// or never reported an exit), as distinct from any agent's code.
+pub const LAUNCH_FAILED: i32 = 125;
+/// How long the guest has to connect after the VM starts (TCG is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the VM has to power off after the agent's exit.
+pub const POWEROFF_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Flags of `bottle-host launch`.
+#[derive(Debug, Clone)]
+pub struct LaunchArgs {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// State directory (CA, audit logs).
+    pub state_dir: Option<PathBuf>,
+    /// Extra CA the proxy trusts for upstream servers.
+    pub upstream_ca: Option<PathBuf>,
+    /// Guest log filter (`bottle.log`).
+    pub guest_log: Option<String>,
+}
+
+/// Run a launch to the end; the return value is the process exit code.
+pub fn run(args: LaunchArgs) -> Result<i32> {
+    let t0 = Instant::now();
+    // Everything that can be checked is checked before anything starts.
+    let m = manifest::load(&args.manifest)?;
+    let secrets = m.load_secrets()?;
+    let state = crate::cli::state_dir(args.state_dir.as_deref())?;
+    let image = vmm::image::find(
+        m.vm.kernel.as_deref(),
+        m.vm.image.as_deref(),
+        &vmm::image::candidate_dirs(Some(&state)),
+    )?;
+    if let Some(ca) = &args.upstream_ca {
+        if !ca.is_file() {
+            bail!("--upstream-ca {}: no such file", ca.display());
+        }
+    }
+    let vmm = pick_backend(&m)?;
+    let ca = Ca::load_or_create(&state)?;
+    let proxy_audit = m
+        .egress
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| state.join("audit.jsonl"));
+    let dns_audit = state.join("dns-audit.jsonl");
+    let guest_cfg = config::guest_config(&m, &ca.cert_pem);
+
+    let run = rundir::RunDir::create().context("run directory")?;
+    let spec = VmSpec {
+        kernel: image.kernel.clone(),
+        initramfs: Some(image.initramfs.clone()),
+        cmdline: config::kernel_params(
+            &image.modules,
+            Some(args.guest_log.as_deref().unwrap_or(DEFAULT_GUEST_LOG)),
+        ),
+        memory_mib: m.vm.memory_mib,
+        vcpus: m.vm.cpus,
+        vsock_base: run.vsock_base(),
+        guest_ports: vec![CONTROL_PORT, DNS_PORT, EGRESS_PORT],
+        console_log: m.vm.console_log.clone(),
+        guest_exec: "/sbin/bottle-guest".into(),
+        ..Default::default()
+    };
+
+    eprintln!("bottle: backend     {} ({})", vmm.name(), vmm.accelerator());
+    eprintln!(
+        "bottle: image       {} + {}",
+        image.kernel.display(),
+        image.initramfs.display()
+    );
+    let allow = m.dns_allowlist();
+    eprintln!(
+        "bottle: allowlist   {}",
+        if allow.is_empty() {
+            "(empty: no name resolves, nothing leaves)".to_string()
+        } else {
+            allow
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    eprintln!("bottle: audit log   {} (proxy)", proxy_audit.display());
+    eprintln!("bottle: dns audit   {}", dns_audit.display());
+    if let Some(c) = &m.vm.console_log {
+        eprintln!("bottle: console     {}", c.display());
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let inputs = services::Inputs {
+        manifest: m,
+        secrets,
+        ca,
+        upstream_ca: args.upstream_ca.clone(),
+        proxy_audit,
+        dns_audit,
+    };
+    let code = rt.block_on(async {
+        let svc = services::start(inputs, &run).await?;
+        let r = supervise(&*vmm, &spec, &svc.control, &guest_cfg, t0).await;
+        svc.stop().await;
+        r
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(run);
+    code
+}
+
+/// The backend the manifest asks for; `auto` is libkrun when present,
+/// else QEMU, and says which it picked.
+fn pick_backend(m: &manifest::Manifest) -> Result<Box<dyn Vmm>> {
+    match m.vm.backend {
+        Backend::Qemu => Ok(Box::new(Qemu::detect(m.vm.accel)?)),
+        Backend::Libkrun => Ok(vmm::krun_backend()?),
+        Backend::Auto => match vmm::krun_backend() {
+            Ok(k) => {
+                eprintln!("bottle: backend auto: libkrun found, using it");
+                Ok(k)
+            }
+            Err(why) => {
+                eprintln!("bottle: backend auto: using QEMU ({why})");
+                Ok(Box::new(Qemu::detect(m.vm.accel)?))
+            }
+        },
+    }
+}
+
+/// What ended the wait for the guest.
+enum Ended {
+    Exit(i32),
+    VmStopped(VmExit),
+    Failed(String),
+}
+
+/// Boot the VM, run the control session, and return the agent's code.
+async fn supervise(
+    vmm: &dyn Vmm,
+    spec: &VmSpec,
+    control: &bottle_shared::transport::Listener,
+    guest_cfg: &bottle_shared::message::GuestConfig,
+    t0: Instant,
+) -> Result<i32> {
+    let mut vm = vmm.start(spec).await.context("starting the VM")?;
+    let t_vm = Instant::now();
+    let tail = console::Tail::default();
+    let console_task = vm.console().map(|c| console::forward(c, tail.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    // 1. The guest connects and gets its config.
+    let session = tokio::select! {
+        s = tokio::time::timeout(BOOT_TIMEOUT, control::accept(control, guest_cfg)) => match s {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return fail(&mut *vm, &tail, &format!("guest control channel: {e}")).await,
+            Err(_) => return fail(&mut *vm, &tail, &format!("the guest did not connect within {BOOT_TIMEOUT:?}")).await,
+        },
+        st = vm.wait() => {
+            let why = describe_exit(st?);
+            return fail(&mut *vm, &tail, &format!("the VM stopped before the guest connected ({why})")).await;
+        }
+        _ = tokio::signal::ctrl_c() => return interrupted(&mut *vm).await,
+        _ = term.recv() => return interrupted(&mut *vm).await,
+    };
+    let t_connect = Instant::now();
+    let init_ms = session.boot.init_ms as f64;
+    tracing::info!(guest = %session.peer.software, kernel = %session.boot.kernel, "guest connected");
+    let (mut events, mut shutdown) = session.split();
+
+    // 2. Events until the agent's exit.
+    let grace = Duration::from_millis(guest_cfg.agent.grace_ms.max(1000));
+    let mut shutdown_sent = false;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut started_logged = false;
+    let ended = loop {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = events.next() => match msg {
+                Ok(Some(GuestMessage::Exit { code })) => break Ended::Exit(code),
+                Ok(Some(GuestMessage::Fatal { message, code })) => {
+                    eprintln!("bottle: guest setup failed ({code}): {message}");
+                }
+                Ok(Some(GuestMessage::Process(ev))) => {
+                    if !started_logged && matches!(ev, ProcessEvent::Started { .. }) {
+                        started_logged = true;
+                        let boot_ms = ms(t_connect - t_vm) - init_ms;
+                        let init = init_ms + ms(t_connect.elapsed());
+                        eprintln!(
+                            "bottle: timing      host setup {:.0} ms, VM boot {:.0} ms, guest init {:.0} ms (launch to agent {:.0} ms)",
+                            ms(t_vm - t0), boot_ms.max(0.0), init, ms(t0.elapsed())
+                        );
+                    }
+                    report_event(&ev);
+                }
+                Ok(Some(other)) => tracing::debug!(?other, "control message"),
+                Ok(None) => break Ended::Failed("the guest closed the control channel without an exit code".into()),
+                Err(e) => break Ended::Failed(format!("control channel: {e}")),
+            },
+            st = vm.wait() => break Ended::VmStopped(st?),
+            _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
+                eprintln!("bottle: interrupted; stopping the agent (again to kill the VM)");
+                shutdown_sent = true;
+                let _ = shutdown.send(grace.as_millis() as u64).await;
+                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
+            }
+            _ = term.recv(), if !shutdown_sent => {
+                eprintln!("bottle: terminated; stopping the agent");
+                shutdown_sent = true;
+                let _ = shutdown.send(grace.as_millis() as u64).await;
+                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
+            }
+            _ = tokio::signal::ctrl_c(), if shutdown_sent => {
+                vm.kill();
+                break Ended::Failed("killed on a second interrupt".into());
+            }
+            _ = sleep => {
+                vm.kill();
+                break Ended::Failed("the guest did not stop in time; VM killed".into());
+            }
+        }
+    };
+
+    // 3. The VM powers off by itself after the exit; make sure it is gone.
+    let code = match ended {
+        Ended::Exit(code) => {
+            match tokio::time::timeout(POWEROFF_TIMEOUT, vm.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!("the VM did not power off in time; killing it");
+                    vm.kill();
+                    let _ = vm.wait().await;
+                }
+            }
+            eprintln!("bottle: agent exited with code {code}");
+            code
+        }
+        Ended::VmStopped(st) => {
+            eprintln!(
+                "bottle: the VM stopped before the agent reported an exit ({})",
+                describe_exit(st)
+            );
+            LAUNCH_FAILED
+        }
+        Ended::Failed(why) => {
+            eprintln!("bottle: {why}");
+            vm.kill();
+            let _ = vm.wait().await;
+            LAUNCH_FAILED
+        }
+    };
+    if let Some(t) = console_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    Ok(code)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn describe_exit(e: VmExit) -> String {
+    match e {
+        VmExit::Killed => "killed by bottle-host".into(),
+        VmExit::Exited(st) => match (
+            st.code(),
+            std::os::unix::process::ExitStatusExt::signal(&st),
+        ) {
+            (Some(c), _) => format!("VMM exit status {c}"),
+            (None, Some(s)) => format!("VMM killed by signal {s}"),
+            _ => st.to_string(),
+        },
+    }
+}
+
+fn report_event(ev: &ProcessEvent) {
+    match ev {
+        ProcessEvent::Started { pid, attempt } => {
+            tracing::info!(pid, attempt, "agent started")
+        }
+        ProcessEvent::Exited { pid, code, signal } => {
+            tracing::info!(pid, code, ?signal, "agent exited")
+        }
+        ProcessEvent::Restarting { attempt, delay_ms } => {
+            eprintln!("bottle: agent restarting (attempt {attempt}) in {delay_ms} ms")
+        }
+        ProcessEvent::StartFailed { message } => {
+            eprintln!("bottle: agent could not be started: {message}")
+        }
+        other => tracing::info!(?other, "agent event"),
+    }
+}
+
+async fn fail(vm: &mut dyn RunningVm, tail: &console::Tail, why: &str) -> Result<i32> {
+    vm.kill();
+    let _ = vm.wait().await;
+    let t = tail.text();
+    if t.trim().is_empty() {
+        eprintln!("bottle: {why}");
+    } else {
+        eprintln!(
+            "bottle: {why}; the console's last lines:\n{}",
+            last_lines(&t, 20)
+        );
+    }
+    Ok(LAUNCH_FAILED)
+}
+
+async fn interrupted(vm: &mut dyn RunningVm) -> Result<i32> {
+    eprintln!("bottle: interrupted during boot; VM stopped");
+    vm.kill();
+    let _ = vm.wait().await;
+    Ok(130)
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,134 @@
+//! Virtual machine monitors behind one small trait.
+//!
+//! [`VmSpec`] says what to boot, backend-independently; a [`Vmm`] turns it
+//! into a running VM ([`RunningVm`]) that can be waited for and killed.
+//! Backends: [`qemu`] (Linux, KVM or TCG, vsock through
+//! `vhost-device-vsock`) and `krun` (libkrun, loaded at run time).
+//! [`image`] finds the kernel and initramfs a spec boots.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitStatus;
+
+use serde::{Deserialize, Serialize};
+
+pub mod image;
+pub mod qemu;
+
+/// A boxed, sendable future (the traits are used as objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to boot (backend-independent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Kernel image (bzImage/vmlinuz).
+    pub kernel: PathBuf,
+    /// Initramfs holding the root filesystem with `bottle-guest` as `/init`.
+    pub initramfs: Option<PathBuf>,
+    /// Root filesystem directory (libkrun's `krun_set_root`).
+    pub rootfs_dir: Option<PathBuf>,
+    /// Extra kernel command line (the `bottle.*` keys).
+    pub cmdline: String,
+    /// Guest memory, MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest-initiated vsock connections to port P arrive on the host at
+    /// the Unix socket `<vsock_base>_<P>` (the hybrid-vsock convention).
+    pub vsock_base: PathBuf,
+    /// Host ports the guest connects to (control, DNS, egress).
+    pub guest_ports: Vec<u32>,
+    /// Console to this file instead of the launcher's pipe.
+    pub console_log: Option<PathBuf>,
+    /// Path of bottle-guest inside the guest.
+    pub guest_exec: String,
+    /// Its arguments.
+    pub guest_args: Vec<String>,
+    /// Its environment.
+    pub guest_env: Vec<(String, String)>,
+}
+
+/// Why a VM could not be started or watched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmmError {
+    /// A program the backend needs is not installed.
+    #[error("{program} not found: {hint}")]
+    Missing {
+        /// The program or library.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A process could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A helper process stopped during start-up.
+    #[error("{program} exited during start-up ({status}); its output:\n{output}")]
+    EarlyExit {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed.
+        output: String,
+    },
+    /// Waiting for something took too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The spec cannot be booted by this backend.
+    #[error("invalid VM spec: {0}")]
+    Spec(String),
+    /// Other I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The VMM exited by itself (guest power-off) with this status.
+    Exited(ExitStatus),
+    /// We killed it.
+    Killed,
+}
+
+/// A VM that is running.
+pub trait RunningVm: Send {
+    /// Wait until the VM stops (the guest powered off or the VMM died).
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<VmExit>>;
+    /// Kill the VM and its helper processes now (idempotent).
+    fn kill(&mut self);
+    /// Process ids of the VMM and its helpers (for diagnostics and tests).
+    fn pids(&self) -> Vec<u32>;
+    /// The guest console, when it is not going to a log file (taken once).
+    fn console(&mut self) -> Option<Console>;
+}
+
+/// A guest console stream.
+pub type Console = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// A backend.
+pub trait Vmm: Send + Sync {
+    /// Short name (`qemu`, `libkrun`).
+    fn name(&self) -> &'static str;
+    /// What it runs on (e.g. `tcg`, `kvm`), for the banner.
+    fn accelerator(&self) -> String;
+    /// Start a VM.
+    fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>>;
+}
+
+/// The libkrun backend, when libkrun is installed; the error says what is
+/// missing.
+pub fn krun_backend() -> Result<Box<dyn Vmm>, VmmError> {
+    Err(VmmError::Missing {
+        program: "libkrun".into(),
+        hint: "this build has no libkrun backend yet; use [vm] backend = \"qemu\"".into(),
+    })
+}

@@ -1,0 +1,372 @@
+//! The QEMU backend: `qemu-system-x86_64` (q35, KVM when usable, TCG
+//! otherwise) with **no network device**, the kernel and initramfs booted
+//! directly, and guest vsock through `vhost-user-vsock-pci` backed by the
+//! `vhost-device-vsock` daemon. The daemon exposes guest-initiated
+//! connections to host port P as the Unix socket `<vsock_base>_P`, which
+//! is where `bottle-host` listens. vhost-user needs the guest memory
+//! shared, hence the memfd backend with `share=on`.
+//!
+//! Both processes run in their own process group (a terminal's Ctrl-C
+//! reaches only `bottle-host`, which shuts the guest down cleanly) and get
+//! SIGKILL if `bottle-host` dies (`PR_SET_PDEATHSIG`), so none outlive it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::{BoxFuture, RunningVm, VmExit, VmSpec, Vmm, VmmError};
+use crate::manifest::Accel;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The vhost-user vsock daemon.
+pub const VSOCK_DAEMON: &str = "vhost-device-vsock";
+/// The guest's vsock CID (each VM has its own daemon, so it can repeat).
+pub const GUEST_CID: u32 = 3;
+/// How long the daemon has to create its socket.
+const DAEMON_READY: Duration = Duration::from_secs(10);
+
+/// Resolved acceleration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accelerator {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl Accelerator {
+    /// `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        }
+    }
+}
+
+/// The QEMU backend, with its programs found.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// `vhost-device-vsock`.
+    pub daemon: PathBuf,
+    /// KVM or TCG.
+    pub accel: Accelerator,
+    /// Why KVM is not used (for the banner), when it is not.
+    pub kvm_note: Option<String>,
+}
+
+/// Look `name` up in `PATH`, then in `~/.cargo/bin` (where `cargo install`
+/// puts the daemon).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Is KVM usable for an ordinary guest kernel? `Err` says why not.
+/// `sys_module` is `/sys/module` (a parameter for tests).
+pub fn kvm_usable(dev_kvm: &Path, sys_module: &Path) -> Result<(), String> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_kvm)
+    {
+        return Err(format!("{}: {e}", dev_kvm.display()));
+    }
+    let vendor = ["kvm_intel", "kvm_amd"]
+        .iter()
+        .any(|m| sys_module.join(m).exists());
+    if !vendor {
+        if sys_module.join("kvm_pvm").exists() {
+            return Err("KVM here is PVM (nested paravirtualisation); an ordinary guest kernel cannot use it".into());
+        }
+        return Err("no kvm_intel or kvm_amd module is loaded".into());
+    }
+    Ok(())
+}
+
+impl Qemu {
+    /// Find the programs and pick the accelerator.
+    pub fn detect(accel: Accel) -> Result<Qemu, VmmError> {
+        let qemu = find_program(QEMU).ok_or_else(|| VmmError::Missing {
+            program: QEMU.into(),
+            hint:
+                "install it with `apt-get install qemu-system-x86` (or run `bash tests/setup.sh`)"
+                    .into(),
+        })?;
+        let daemon = find_program(VSOCK_DAEMON).ok_or_else(|| VmmError::Missing {
+            program: VSOCK_DAEMON.into(),
+            hint: "install it with `cargo install --locked vhost-device-vsock` (or run `bash tests/setup.sh`)"
+                .into(),
+        })?;
+        let kvm = kvm_usable(Path::new("/dev/kvm"), Path::new("/sys/module"));
+        let (accel, kvm_note) = match (accel, kvm) {
+            (Accel::Tcg, _) => (Accelerator::Tcg, Some("TCG requested".into())),
+            (Accel::Kvm, Ok(())) | (Accel::Auto, Ok(())) => (Accelerator::Kvm, None),
+            (Accel::Kvm, Err(why)) => {
+                return Err(VmmError::Spec(format!("[vm] accel = \"kvm\" but {why}")))
+            }
+            (Accel::Auto, Err(why)) => (Accelerator::Tcg, Some(why)),
+        };
+        Ok(Qemu {
+            qemu,
+            daemon,
+            accel,
+            kvm_note,
+        })
+    }
+}
+
+/// The vhost-user socket between QEMU and the daemon.
+pub fn vhost_socket(spec: &VmSpec) -> PathBuf {
+    let mut s = spec.vsock_base.clone().into_os_string();
+    s.push(".vhost");
+    PathBuf::from(s)
+}
+
+/// The kernel command line: a quiet serial console, power off on panic
+/// (with `-no-reboot`), and the `bottle.*` keys.
+pub fn kernel_cmdline(spec: &VmSpec) -> String {
+    let base = "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t";
+    if spec.cmdline.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base} {}", spec.cmdline)
+    }
+}
+
+/// QEMU's arguments for `spec` (pure; tested).
+pub fn qemu_args(spec: &VmSpec, accel: Accelerator) -> Result<Vec<OsString>, VmmError> {
+    let initrd = spec.initramfs.as_ref().ok_or_else(|| {
+        VmmError::Spec("the QEMU backend boots an initramfs; none was given".into())
+    })?;
+    if spec.memory_mib < 64 {
+        return Err(VmmError::Spec(format!(
+            "memory {} MiB is too small (at least 64)",
+            spec.memory_mib
+        )));
+    }
+    let mem = spec.memory_mib;
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(s.into());
+    for s in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+        push(s);
+    }
+    push("-machine");
+    push("q35,memory-backend=mem");
+    push("-accel");
+    push(accel.as_str());
+    if accel == Accelerator::Kvm {
+        push("-cpu");
+        push("host");
+    }
+    push("-m");
+    push(&format!("{mem}M"));
+    push("-smp");
+    push(&spec.vcpus.max(1).to_string());
+    push("-object");
+    push(&format!("memory-backend-memfd,id=mem,size={mem}M,share=on"));
+    // No network device of any kind: vsock is the only way out.
+    push("-nic");
+    push("none");
+    push("-chardev");
+    let mut chardev = OsString::from("socket,id=vsock0,path=");
+    chardev.push(vhost_socket(spec));
+    a.push(chardev);
+    a.push("-device".into());
+    a.push("vhost-user-vsock-pci,chardev=vsock0".into());
+    a.push("-serial".into());
+    match &spec.console_log {
+        Some(p) => {
+            let mut s = OsString::from("file:");
+            s.push(p);
+            a.push(s);
+        }
+        None => a.push("stdio".into()),
+    }
+    a.push("-kernel".into());
+    a.push(spec.kernel.clone().into_os_string());
+    a.push("-initrd".into());
+    a.push(initrd.clone().into_os_string());
+    a.push("-append".into());
+    a.push(kernel_cmdline(spec).into());
+    Ok(a)
+}
+
+/// The daemon's arguments (pure; tested).
+pub fn daemon_args(spec: &VmSpec) -> Vec<OsString> {
+    vec![
+        "--guest-cid".into(),
+        GUEST_CID.to_string().into(),
+        "--socket".into(),
+        vhost_socket(spec).into_os_string(),
+        "--uds-path".into(),
+        spec.vsock_base.clone().into_os_string(),
+    ]
+}
+
+/// A command in its own process group that dies with us.
+fn command(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.process_group(0).kill_on_drop(true).stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only prctl(2), which is async-signal-safe; it touches no memory of
+    // the parent.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+fn log_file(path: &Path) -> std::io::Result<Stdio> {
+    Ok(std::fs::File::create(path)?.into())
+}
+
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn accelerator(&self) -> String {
+        match (&self.accel, &self.kvm_note) {
+            (Accelerator::Tcg, Some(why)) => format!("tcg (no KVM: {why})"),
+            (a, _) => a.as_str().to_string(),
+        }
+    }
+
+    fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
+        let spec = spec.clone();
+        Box::pin(async move {
+            let args = qemu_args(&spec, self.accel)?;
+            let sock = vhost_socket(&spec);
+            let _ = std::fs::remove_file(&sock);
+            let dlog = with_suffix(&spec.vsock_base, ".daemon.log");
+            let mut daemon = command(&self.daemon)
+                .args(daemon_args(&spec))
+                .stdout(log_file(&dlog)?)
+                .stderr(log_file(&dlog)?)
+                .spawn()
+                .map_err(|source| VmmError::Spawn {
+                    program: VSOCK_DAEMON.into(),
+                    source,
+                })?;
+            let deadline = tokio::time::Instant::now() + DAEMON_READY;
+            while !sock.exists() {
+                if let Some(status) = daemon.try_wait()? {
+                    return Err(VmmError::EarlyExit {
+                        program: VSOCK_DAEMON.into(),
+                        status,
+                        output: std::fs::read_to_string(&dlog).unwrap_or_default(),
+                    });
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(VmmError::Timeout(format!(
+                        "{VSOCK_DAEMON} did not create {} within {DAEMON_READY:?}",
+                        sock.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let qlog = with_suffix(&spec.vsock_base, ".qemu.log");
+            let mut qemu = command(&self.qemu);
+            qemu.args(&args).stderr(log_file(&qlog)?);
+            qemu.stdout(if spec.console_log.is_some() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            });
+            let qemu = qemu.spawn().map_err(|source| VmmError::Spawn {
+                program: QEMU.into(),
+                source,
+            })?;
+            tracing::debug!(qemu = ?self.qemu, ?args, "qemu started");
+            Ok(Box::new(QemuVm {
+                qemu,
+                daemon,
+                qemu_log: qlog,
+                killed: false,
+            }) as Box<dyn RunningVm>)
+        })
+    }
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A running QEMU and its vsock daemon.
+#[derive(Debug)]
+pub struct QemuVm {
+    qemu: Child,
+    daemon: Child,
+    qemu_log: PathBuf,
+    killed: bool,
+}
+
+impl QemuVm {
+    /// What QEMU wrote to standard error (its errors), for reports.
+    pub fn qemu_log(&self) -> String {
+        std::fs::read_to_string(&self.qemu_log).unwrap_or_default()
+    }
+}
+
+impl RunningVm for QemuVm {
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<VmExit>> {
+        Box::pin(async move {
+            let status = self.qemu.wait().await?;
+            let _ = self.daemon.start_kill();
+            let _ = self.daemon.wait().await;
+            if self.killed {
+                Ok(VmExit::Killed)
+            } else {
+                if !status.success() {
+                    let log = self.qemu_log();
+                    if !log.trim().is_empty() {
+                        tracing::error!("qemu: {}", log.trim());
+                    }
+                }
+                Ok(VmExit::Exited(status))
+            }
+        })
+    }
+
+    fn kill(&mut self) {
+        self.killed = true;
+        let _ = self.qemu.start_kill();
+        let _ = self.daemon.start_kill();
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        [self.qemu.id(), self.daemon.id()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn console(&mut self) -> Option<super::Console> {
+        self.qemu
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as super::Console)
+    }
+}
+
+#[cfg(test)]
+mod tests;

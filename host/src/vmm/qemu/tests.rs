@@ -1,0 +1,118 @@
+use super::*;
+
+fn spec() -> VmSpec {
+    VmSpec {
+        kernel: "/img/vmlinuz".into(),
+        initramfs: Some("/img/initramfs.cpio".into()),
+        cmdline: "bottle.host=vsock://2 bottle.modules=virtio,vsock".into(),
+        memory_mib: 512,
+        vcpus: 2,
+        vsock_base: "/run/b/vsock".into(),
+        guest_ports: vec![6001, 6002, 6003],
+        ..Default::default()
+    }
+}
+
+fn strings(a: &[OsString]) -> Vec<String> {
+    a.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+}
+
+fn value_of<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+#[test]
+fn no_network_device_of_any_kind() {
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    assert!(a.contains(&"-nodefaults".to_string()), "{a:?}");
+    assert_eq!(value_of(&a, "-nic"), vec!["none"]);
+    assert!(value_of(&a, "-netdev").is_empty());
+    let devices = value_of(&a, "-device");
+    assert_eq!(devices, vec!["vhost-user-vsock-pci,chardev=vsock0"]);
+    assert!(!a.iter().any(|s| s.contains("net")), "{a:?}");
+}
+
+#[test]
+fn shared_memory_and_vsock_socket() {
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    assert_eq!(value_of(&a, "-machine"), vec!["q35,memory-backend=mem"]);
+    assert_eq!(
+        value_of(&a, "-object"),
+        vec!["memory-backend-memfd,id=mem,size=512M,share=on"]
+    );
+    assert_eq!(value_of(&a, "-m"), vec!["512M"]);
+    assert_eq!(value_of(&a, "-smp"), vec!["2"]);
+    assert_eq!(
+        value_of(&a, "-chardev"),
+        vec!["socket,id=vsock0,path=/run/b/vsock.vhost"]
+    );
+    let d = strings(&daemon_args(&spec()));
+    assert_eq!(value_of(&d, "--socket"), vec!["/run/b/vsock.vhost"]);
+    assert_eq!(value_of(&d, "--uds-path"), vec!["/run/b/vsock"]);
+    assert_eq!(value_of(&d, "--guest-cid"), vec!["3"]);
+}
+
+#[test]
+fn kernel_initrd_cmdline_and_console() {
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    assert_eq!(value_of(&a, "-kernel"), vec!["/img/vmlinuz"]);
+    assert_eq!(value_of(&a, "-initrd"), vec!["/img/initramfs.cpio"]);
+    let append = value_of(&a, "-append");
+    assert_eq!(append.len(), 1);
+    assert!(append[0].starts_with("console=ttyS0 "), "{append:?}");
+    assert!(append[0].contains("panic=-1"));
+    assert!(append[0].ends_with("bottle.host=vsock://2 bottle.modules=virtio,vsock"));
+    assert!(a.contains(&"-no-reboot".to_string()));
+    assert_eq!(value_of(&a, "-serial"), vec!["stdio"]);
+    let mut s = spec();
+    s.console_log = Some("/tmp/console.log".into());
+    let a = strings(&qemu_args(&s, Accelerator::Tcg).unwrap());
+    assert_eq!(value_of(&a, "-serial"), vec!["file:/tmp/console.log"]);
+}
+
+#[test]
+fn accelerator_flags() {
+    let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    assert_eq!(value_of(&tcg, "-accel"), vec!["tcg"]);
+    assert!(value_of(&tcg, "-cpu").is_empty());
+    let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm).unwrap());
+    assert_eq!(value_of(&kvm, "-accel"), vec!["kvm"]);
+    assert_eq!(value_of(&kvm, "-cpu"), vec!["host"]);
+}
+
+#[test]
+fn bad_specs_are_refused() {
+    let mut s = spec();
+    s.initramfs = None;
+    assert!(qemu_args(&s, Accelerator::Tcg)
+        .unwrap_err()
+        .to_string()
+        .contains("initramfs"));
+    let mut s = spec();
+    s.memory_mib = 16;
+    assert!(qemu_args(&s, Accelerator::Tcg)
+        .unwrap_err()
+        .to_string()
+        .contains("too small"));
+}
+
+#[test]
+fn kvm_detection_reasons() {
+    let t = tempfile::tempdir().unwrap();
+    let dev = t.path().join("kvm");
+    let modules = t.path().join("module");
+    std::fs::create_dir_all(&modules).unwrap();
+    let e = kvm_usable(&dev, &modules).unwrap_err();
+    assert!(e.contains("kvm"), "{e}");
+    std::fs::write(&dev, b"").unwrap();
+    let e = kvm_usable(&dev, &modules).unwrap_err();
+    assert!(e.contains("no kvm_intel or kvm_amd"), "{e}");
+    std::fs::create_dir_all(modules.join("kvm_pvm")).unwrap();
+    let e = kvm_usable(&dev, &modules).unwrap_err();
+    assert!(e.contains("PVM"), "{e}");
+    std::fs::create_dir_all(modules.join("kvm_intel")).unwrap();
+    assert!(kvm_usable(&dev, &modules).is_ok());
+}

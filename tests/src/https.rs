@@ -1,0 +1,174 @@
+//! An HTTPS echo server on 127.0.0.1 with its own test CA, standing in for
+//! an allowed site on the internet. Every request is recorded (method,
+//! path, headers, body) so tests can check what reached the upstream, and
+//! answered with `hello from upstream` plus headers describing what it
+//! saw: `x-seen-path`, and `x-auth: ok|wrong|none` comparing the
+//! `Authorization` header with an expected value — never the value itself,
+//! which would hand an injected credential back to the agent.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The body of every answer.
+pub const HELLO: &str = "hello from upstream\n";
+
+/// One request the server saw.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running HTTPS server; stops when dropped.
+#[derive(Debug)]
+pub struct Https {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its CA certificate (PEM): trust this to reach it.
+    pub ca_pem: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Https {
+    /// Serve on `bind` (e.g. `127.0.0.1:0`) with a certificate for `names`;
+    /// `expect_auth` is the `Authorization` value that earns `x-auth: ok`.
+    pub async fn start(
+        bind: &str,
+        names: &[&str],
+        expect_auth: Option<String>,
+    ) -> std::io::Result<Https> {
+        let expect = Arc::new(expect_auth);
+        let (ca_pem, acceptor) = tls(names).map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = s.set_nodelay(true);
+                let (acceptor, log, expect) = (acceptor.clone(), log.clone(), expect.clone());
+                tokio::spawn(async move {
+                    let Ok(s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| {
+                        echo(req, log.clone(), expect.clone())
+                    });
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Https {
+            addr,
+            ca_pem,
+            seen,
+            task,
+        })
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Https {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type TlsSetup = (String, tokio_rustls::TlsAcceptor);
+
+fn tls(names: &[&str]) -> Result<TlsSetup, Box<dyn std::error::Error + Send + Sync>> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?
+        .signed_by(&leaf_key, &issuer)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((
+        ca_cert.pem(),
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+    ))
+}
+
+async fn echo(
+    req: Request<hyper::body::Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+    expect: Arc<Option<String>>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let body = req.into_body().collect().await?.to_bytes().to_vec();
+    let seen = Seen {
+        method,
+        path: path.clone(),
+        headers,
+        body,
+    };
+    let auth = match (seen.header("authorization"), expect.as_deref()) {
+        (None, _) => "none",
+        (Some(a), Some(e)) if a == e => "ok",
+        (Some(_), _) => "wrong",
+    };
+    if let Ok(mut l) = log.lock() {
+        l.push(seen);
+    }
+    let resp = Response::builder()
+        .header("x-auth", auth)
+        .header("x-seen-path", path)
+        .body(Full::new(Bytes::from_static(HELLO.as_bytes())));
+    Ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
