@@ -94,7 +94,7 @@ mod tests {
 
     fn handler() -> Handler {
         let m = crate::manifest::parse(
-            "[[egress.routes]]\nhost = \"api.example.com\"\n",
+            "[agent]\ncommand = [\"true\"]\n[[egress.routes]]\nhost = \"api.example.com\"\n",
             Path::new("t.toml"),
         )
         .unwrap();
