@@ -23,10 +23,12 @@
 //! - **The environment is explicit.** `krun_set_exec` with a NULL `envp`
 //!   copies the host's whole environment into the guest; the plan always
 //!   passes an array, empty if the spec has no variables.
-//! - **argv, env and exec travel on the kernel command line.** libkrun joins
-//!   them with spaces into the guest's kernel command line, so none of them
-//!   may contain whitespace or quotes, and together they must fit in
-//!   [`CMDLINE_BUDGET`].
+//! - **argv, env and exec travel on the kernel command line.** libkrun's
+//!   `krun_set_exec` wraps each argv and env entry in double quotes and
+//!   joins them with spaces into the guest's kernel command line. A `"`
+//!   inside an entry would end the quoting early, and older libkrun
+//!   releases did not quote at all, so entries with quotes or whitespace are
+//!   refused; together they must fit in [`CMDLINE_BUDGET`].
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -293,7 +295,8 @@ fn exec_call(spec: &VmSpec, mut extra_env: Vec<CString>) -> Result<KrunCall, Kru
     let used: usize = std::iter::once(&exec)
         .chain(&argv)
         .chain(&envp)
-        .map(|c| c.as_bytes().len() + 1)
+        // Each entry costs its bytes, two quotes and a separating space.
+        .map(|c| c.as_bytes().len() + 3)
         .sum();
     if used > CMDLINE_BUDGET {
         return Err(KrunError::Invalid(format!(

@@ -312,3 +312,20 @@ fn spawn_refuses_a_bad_spec_before_starting_anything() {
     assert!(err.to_string().contains("vcpus"), "{err}");
     assert!(!spec_path(&s).exists());
 }
+
+#[test]
+fn command_line_budget_boundary() {
+    // "/sbin/bottle-guest" costs 18 + 3 bytes; one argument of n bytes, n + 3.
+    let fit = CMDLINE_BUDGET - (18 + 3) - 3;
+    let mut s = sample();
+    s.guest_env.clear();
+    s.cmdline.clear();
+    s.guest_args = vec!["x".repeat(fit)];
+    assert!(plan(&s).is_ok());
+    s.guest_args = vec!["x".repeat(fit + 1)];
+    let err = plan(&s).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("take {} bytes", CMDLINE_BUDGET + 1)),
+        "{err}"
+    );
+}
