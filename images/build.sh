@@ -65,7 +65,8 @@ if [ -f "$OUT/initramfs-$stamp.cpio" ] && [ "$force" != --force ]; then
   step "initramfs up to date ($stamp)"
 else
   step "assembling initramfs"
-  root=$(mktemp -d)
+  root="$OUT/rootfs.new"
+  rm -rf "$root"
   mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,usr/bin,usr/sbin,lib/modules/bottle}
   cp "$busybox" "$root/bin/busybox"
   for applet in $("$busybox" --list); do
@@ -89,9 +90,12 @@ else
   # the time of a gzipped one, and the disk space is cheap.
   rm -f "$OUT"/initramfs-*.cpio "$OUT"/initramfs-*.cpio.gz
   (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT/initramfs-$stamp.cpio"
-  rm -rf "$root"
+  # The same tree as a directory, for libkrun (krun_set_root).
+  rm -rf "$OUT/rootfs"
+  mv "$root" "$OUT/rootfs"
 fi
 rm -f "$OUT/initramfs.cpio.gz"
 ln -sf "initramfs-$stamp.cpio" "$OUT/initramfs.cpio"
 step "kernel:    $OUT/vmlinuz"
 step "initramfs: $OUT/initramfs.cpio ($(stat -L -c %s "$OUT/initramfs.cpio") bytes)"
+step "rootfs:    $OUT/rootfs (the same tree, for libkrun)"

@@ -77,6 +77,13 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// The libkrun child process (internal: started by `launch`).
+    #[command(name = "__krun-child", hide = true)]
+    KrunChild {
+        /// The VM spec file written by the launcher.
+        #[arg(long)]
+        spec: PathBuf,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -159,6 +166,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             audit_log: audit_log.as_deref(),
             state_dir: state_dir.as_deref(),
         }),
+        Command::KrunChild { spec } => crate::vmm::krun::child_main(&spec),
         Command::Ca { export, state_dir } => ca::ca(export.as_deref(), state_dir.as_deref()),
     }
 }

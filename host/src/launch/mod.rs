@@ -89,6 +89,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     let spec = VmSpec {
         kernel: image.kernel.clone(),
         initramfs: Some(image.initramfs.clone()),
+        rootfs_dir: image.rootfs_dir.clone(),
         cmdline: config::kernel_params(
             &image.modules,
             Some(args.guest_log.as_deref().unwrap_or(DEFAULT_GUEST_LOG)),

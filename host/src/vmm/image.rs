@@ -2,9 +2,10 @@
 //! `/init`, and the kernel modules that initramfs carries (loaded by the
 //! guest at boot, named on the kernel command line).
 //!
-//! `images/build.sh` writes `vmlinuz`, `initramfs.cpio` and `modules`
-//! (comma-separated load order) into one directory. The directory is, in
-//! order: `$BOTTLE_IMAGE_DIR`; `.bottle/image` under the current directory;
+//! `images/build.sh` writes `vmlinuz`, `initramfs.cpio`, `modules`
+//! (comma-separated load order) and `rootfs/` (the same tree as a
+//! directory, for libkrun) into one directory. That directory is the first
+//! of: `$BOTTLE_IMAGE_DIR`; `.bottle/image` under the current directory;
 //! `.bottle/image` in the source tree the running binary was built in;
 //! `image/` in the state directory. The manifest's `[vm] kernel` and
 //! `[vm] image` override the two files.
@@ -23,6 +24,9 @@ pub struct Image {
     pub initramfs: PathBuf,
     /// Modules to load, in order (file names without `.ko`).
     pub modules: Vec<String>,
+    /// The same root as a directory (`rootfs/` beside the initramfs), for
+    /// backends that share a directory (libkrun).
+    pub rootfs_dir: Option<PathBuf>,
 }
 
 /// No usable image.
@@ -87,16 +91,17 @@ pub fn find(
     };
     let kernel = pick(kernel, "vmlinuz", "kernel")?;
     let initramfs = pick(initramfs, INITRAMFS, "image")?;
-    let modules = initramfs
-        .parent()
-        .map(|d| d.join("modules"))
+    let beside = |name: &str| initramfs.parent().map(|d| d.join(name));
+    let modules = beside("modules")
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|s| parse_modules(&s))
         .unwrap_or_default();
+    let rootfs_dir = beside("rootfs").filter(|p| p.is_dir());
     Ok(Image {
         kernel,
         initramfs,
         modules,
+        rootfs_dir,
     })
 }
 

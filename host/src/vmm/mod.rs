@@ -14,6 +14,7 @@ use std::process::ExitStatus;
 use serde::{Deserialize, Serialize};
 
 pub mod image;
+pub mod krun;
 pub mod qemu;
 
 /// A boxed, sendable future (the traits are used as objects).
@@ -21,6 +22,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What to boot (backend-independent).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// Kernel image (bzImage/vmlinuz).
     pub kernel: PathBuf,
@@ -127,8 +129,26 @@ pub trait Vmm: Send + Sync {
 /// The libkrun backend, when libkrun is installed; the error says what is
 /// missing.
 pub fn krun_backend() -> Result<Box<dyn Vmm>, VmmError> {
-    Err(VmmError::Missing {
-        program: "libkrun".into(),
-        hint: "this build has no libkrun backend yet; use [vm] backend = \"qemu\"".into(),
-    })
+    Ok(Box::new(krun::Krun::detect()?))
+}
+
+/// `cmd` in its own process group (a terminal's Ctrl-C reaches only
+/// `bottle-host`), killed when dropped, and sent SIGKILL if `bottle-host`
+/// itself dies (`PR_SET_PDEATHSIG`): no VMM process outlives its launcher.
+pub fn supervised(mut cmd: tokio::process::Command) -> tokio::process::Command {
+    cmd.process_group(0)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only prctl(2), which is async-signal-safe; it touches no memory of
+    // the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }

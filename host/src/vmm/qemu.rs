@@ -6,9 +6,8 @@
 //! is where `bottle-host` listens. vhost-user needs the guest memory
 //! shared, hence the memfd backend with `share=on`.
 //!
-//! Both processes run in their own process group (a terminal's Ctrl-C
-//! reaches only `bottle-host`, which shuts the guest down cleanly) and get
-//! SIGKILL if `bottle-host` dies (`PR_SET_PDEATHSIG`), so none outlive it.
+//! Both processes are [`super::supervised`]: their own process group, and
+//! SIGKILL if `bottle-host` dies, so none outlive it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -215,22 +214,9 @@ pub fn daemon_args(spec: &VmSpec) -> Vec<OsString> {
     ]
 }
 
-/// A command in its own process group that dies with us.
+/// A supervised command (see [`super::supervised`]).
 fn command(program: &Path) -> Command {
-    let mut c = Command::new(program);
-    c.process_group(0).kill_on_drop(true).stdin(Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec and calls
-    // only prctl(2), which is async-signal-safe; it touches no memory of
-    // the parent.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c
+    super::supervised(Command::new(program))
 }
 
 fn log_file(path: &Path) -> std::io::Result<Stdio> {

@@ -1,0 +1,89 @@
+//! libkrun as a [`Vmm`]: the supervisor re-executes itself as
+//! `bottle-host __krun-child` (see `child.rs`), which enters libkrun; the
+//! supervisor watches that child like any VMM process.
+
+use super::{child_command, plan, spec_path, write_spec, KrunLib};
+use crate::vmm::{supervised, BoxFuture, Console, RunningVm, VmExit, VmSpec, Vmm, VmmError};
+
+/// The libkrun backend, with the library it found.
+#[derive(Debug)]
+pub struct Krun {
+    /// The library's name as loaded.
+    pub library: String,
+}
+
+impl Krun {
+    /// Load libkrun (to check it is there and new enough) and keep its name;
+    /// the child process loads it again for itself.
+    pub fn detect() -> Result<Krun, VmmError> {
+        let lib: KrunLib = super::detect().map_err(|e| VmmError::Missing {
+            program: "libkrun".into(),
+            hint: e.to_string(),
+        })?;
+        Ok(Krun { library: lib.name })
+    }
+}
+
+impl Vmm for Krun {
+    fn name(&self) -> &'static str {
+        "libkrun"
+    }
+
+    fn accelerator(&self) -> String {
+        format!("kvm/hvf via {}", self.library)
+    }
+
+    fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
+        let spec = spec.clone();
+        Box::pin(async move {
+            plan(&spec).map_err(|e| VmmError::Spec(e.to_string()))?;
+            let path = spec_path(&spec);
+            write_spec(&spec, &path).map_err(|e| VmmError::Spec(format!("{e:#}")))?;
+            let exe = std::env::current_exe()?;
+            let cmd = tokio::process::Command::from(child_command(&exe, &path));
+            let child = supervised(cmd).spawn().map_err(|source| VmmError::Spawn {
+                program: format!("{} {}", exe.display(), super::CHILD_SUBCOMMAND),
+                source,
+            })?;
+            Ok(Box::new(KrunVm {
+                child,
+                killed: false,
+            }) as Box<dyn RunningVm>)
+        })
+    }
+}
+
+/// A running libkrun child.
+#[derive(Debug)]
+struct KrunVm {
+    child: tokio::process::Child,
+    killed: bool,
+}
+
+impl RunningVm for KrunVm {
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<VmExit>> {
+        Box::pin(async move {
+            let st = self.child.wait().await?;
+            Ok(if self.killed {
+                VmExit::Killed
+            } else {
+                VmExit::Exited(st)
+            })
+        })
+    }
+
+    fn kill(&mut self) {
+        self.killed = true;
+        let _ = self.child.start_kill();
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.child.id().into_iter().collect()
+    }
+
+    fn console(&mut self) -> Option<Console> {
+        // The child inherits the launcher's standard output: the console
+        // goes straight to the terminal.
+        None
+    }
+}
