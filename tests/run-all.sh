@@ -17,6 +17,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "static guest build"
 bash guest/build-static.sh
 
+step "guest image (kernel, initramfs with bottle-guest as /init; cached)"
+bash images/build.sh
+
 step "cargo build (binaries used by end-to-end tests)"
 cargo build --workspace --all-features
 

@@ -30,3 +30,9 @@ if ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
   echo "setup: adding the x86_64-unknown-linux-musl target"
   rustup target add x86_64-unknown-linux-musl
 fi
+
+# The vsock daemon QEMU's vhost-user-vsock device talks to (rust-vmm).
+if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
+  echo "setup: installing vhost-device-vsock (cargo install; about two minutes)"
+  cargo install --locked --quiet vhost-device-vsock
+fi

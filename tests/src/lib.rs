@@ -12,6 +12,8 @@
 //! - [`https`]: an HTTPS echo server with its own test CA.
 //! - [`load`]: `dig` loops running while a test breaks something.
 //!
+//! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
+//!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
@@ -21,6 +23,7 @@ pub mod load;
 pub mod netns;
 pub mod proc;
 pub mod upstream;
+pub mod vm;
 
 /// Namespace tests take this lock so they run one at a time: their
 /// "fast" deadlines are about the DNS path, not about CPU contention

@@ -124,6 +124,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     );
     eprintln!("bottle: audit log   {} (proxy)", proxy_audit.display());
     eprintln!("bottle: dns audit   {}", dns_audit.display());
+    eprintln!("bottle: run dir     {}", run.path().display());
     if let Some(c) = &m.vm.console_log {
         eprintln!("bottle: console     {}", c.display());
     }
@@ -290,9 +291,18 @@ async fn supervise(
             LAUNCH_FAILED
         }
         Ended::Failed(why) => {
-            eprintln!("bottle: {why}");
-            vm.kill();
-            let _ = vm.wait().await;
+            // A closed control channel usually means the VM died: say so.
+            match tokio::time::timeout(Duration::from_secs(3), vm.wait()).await {
+                Ok(Ok(st @ VmExit::Exited(_))) => eprintln!(
+                    "bottle: the VM stopped before the agent reported an exit ({}); {why}",
+                    describe_exit(st)
+                ),
+                _ => {
+                    eprintln!("bottle: {why}");
+                    vm.kill();
+                    let _ = vm.wait().await;
+                }
+            }
             LAUNCH_FAILED
         }
     };

@@ -26,7 +26,7 @@ fn value_of<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
 
 #[test]
 fn no_network_device_of_any_kind() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
     assert!(a.contains(&"-nodefaults".to_string()), "{a:?}");
     assert_eq!(value_of(&a, "-nic"), vec!["none"]);
     assert!(value_of(&a, "-netdev").is_empty());
@@ -37,7 +37,7 @@ fn no_network_device_of_any_kind() {
 
 #[test]
 fn shared_memory_and_vsock_socket() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
     assert_eq!(value_of(&a, "-machine"), vec!["q35,memory-backend=mem"]);
     assert_eq!(
         value_of(&a, "-object"),
@@ -57,7 +57,7 @@ fn shared_memory_and_vsock_socket() {
 
 #[test]
 fn kernel_initrd_cmdline_and_console() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
     assert_eq!(value_of(&a, "-kernel"), vec!["/img/vmlinuz"]);
     assert_eq!(value_of(&a, "-initrd"), vec!["/img/initramfs.cpio"]);
     let append = value_of(&a, "-append");
@@ -69,16 +69,16 @@ fn kernel_initrd_cmdline_and_console() {
     assert_eq!(value_of(&a, "-serial"), vec!["stdio"]);
     let mut s = spec();
     s.console_log = Some("/tmp/console.log".into());
-    let a = strings(&qemu_args(&s, Accelerator::Tcg).unwrap());
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
     assert_eq!(value_of(&a, "-serial"), vec!["file:/tmp/console.log"]);
 }
 
 #[test]
 fn accelerator_flags() {
-    let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg).unwrap());
+    let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
     assert_eq!(value_of(&tcg, "-accel"), vec!["tcg"]);
     assert!(value_of(&tcg, "-cpu").is_empty());
-    let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm).unwrap());
+    let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm, None).unwrap());
     assert_eq!(value_of(&kvm, "-accel"), vec!["kvm"]);
     assert_eq!(value_of(&kvm, "-cpu"), vec!["host"]);
 }
@@ -87,13 +87,13 @@ fn accelerator_flags() {
 fn bad_specs_are_refused() {
     let mut s = spec();
     s.initramfs = None;
-    assert!(qemu_args(&s, Accelerator::Tcg)
+    assert!(qemu_args(&s, Accelerator::Tcg, None)
         .unwrap_err()
         .to_string()
         .contains("initramfs"));
     let mut s = spec();
     s.memory_mib = 16;
-    assert!(qemu_args(&s, Accelerator::Tcg)
+    assert!(qemu_args(&s, Accelerator::Tcg, None)
         .unwrap_err()
         .to_string()
         .contains("too small"));
@@ -115,4 +115,13 @@ fn kvm_detection_reasons() {
     assert!(e.contains("PVM"), "{e}");
     std::fs::create_dir_all(modules.join("kvm_intel")).unwrap();
     assert!(kvm_usable(&dev, &modules).is_ok());
+}
+
+#[test]
+fn firmware_when_given() {
+    let a =
+        strings(&qemu_args(&spec(), Accelerator::Tcg, Some(Path::new("/q/qboot.rom"))).unwrap());
+    assert_eq!(value_of(&a, "-bios"), vec!["/q/qboot.rom"]);
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
+    assert!(value_of(&a, "-bios").is_empty());
 }

@@ -1,0 +1,214 @@
+//! `bottle-host launch` end to end in a real VM (QEMU; TCG here): the guest
+//! runs bottle-guest as PID 1, and an agent script uses real tools
+//! (`getent`, `curl`, Python) to check what may and may not leave.
+//! Faults: the VM killed from outside, Ctrl-C, and launches that must fail
+//! before anything starts.
+
+use std::time::Duration;
+
+use bottle_e2e::vm::{alive, children_of, vm_unavailable, Testbed, CHECK_SH, TOKEN};
+
+/// Boot plus agent, generously: TCG on a loaded 2-core CI machine.
+const LIMIT: Duration = Duration::from_secs(240);
+
+const AGENT: &str = r#"
+site=https://api.bottle.test:PORT
+check only_lo sh -c '[ "$(ls /sys/class/net)" = lo ] && [ "$(ip -o link | wc -l)" = 1 ]'
+check resolv_conf grep -x 'nameserver 127.0.0.1' /etc/resolv.conf
+check getent_allowed getent hosts api.bottle.test
+check curl_https sh -c "curl -sS --max-time 60 -H 'authorization: Bearer placeholder' $site/hello | grep -x 'hello from upstream'"
+check python_https python3 -c "import urllib.request as u; assert u.urlopen('$site/py', timeout=60).read() == b'hello from upstream\n'"
+check denied_nxdomain_fast sh -c 'out=$(dnsq evil.example.com A); echo "$out"; echo "$out" | grep -q "^NXDOMAIN " && [ "$(echo "$out" | awk "{print \$5}")" -lt 1000 ]'
+check getaddrinfo_denied_fast python3 -c '
+import socket, time
+t = time.monotonic()
+try:
+    socket.getaddrinfo("evil.example.com", 443)
+    raise SystemExit("resolved!")
+except socket.gaierror as e:
+    ms = (time.monotonic() - t) * 1000
+    print(e, round(ms))
+    assert ms < 1000, ms
+'
+check txt_refused sh -c 'dnsq api.bottle.test TXT | grep "^REFUSED "'
+check null_refused sh -c 'dnsq api.bottle.test NULL | grep "^REFUSED "'
+check tunnel_hex_blocked sh -c 'dnsq 6a3f9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7.tunnel.bottle.test A | grep "^NXDOMAIN "'
+check tunnel_plain_allowed sh -c 'dnsq www.tunnel.bottle.test A | grep "^NOERROR 1 "'
+check dlp_blocked sh -c "curl -sS --max-time 60 -o /dev/null -w '%{http_code}' '$site/x?k=ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5' | grep -x 403"
+check denied_host_403 sh -c "curl -sS --max-time 60 -o /dev/null https://example.com/ 2>&1 | grep 'response 403'"
+check status bottle-guest status
+exit 42
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_agent_reaches_only_what_is_allowed_and_its_exit_code_returns() {
+    if let Some(why) = vm_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let script = format!(
+        "{CHECK_SH}{}",
+        AGENT.replace("PORT", &bed.web.addr.port().to_string())
+    );
+    let manifest = bed.manifest(&script, "");
+    let run = bed.launch(&manifest).finish(LIMIT).await;
+    for check in [
+        "only_lo",
+        "resolv_conf",
+        "getent_allowed",
+        "curl_https",
+        "python_https",
+        "denied_nxdomain_fast",
+        "getaddrinfo_denied_fast",
+        "txt_refused",
+        "null_refused",
+        "tunnel_hex_blocked",
+        "tunnel_plain_allowed",
+        "dlp_blocked",
+        "denied_host_403",
+        "status",
+    ] {
+        run.assert_ok(check);
+    }
+    assert_eq!(run.code, Some(42), "launch must return the agent's code");
+    assert!(run.output.contains("bottle: timing"), "{}", run.output);
+
+    // The upstream got the real token; the agent only ever sent a placeholder.
+    let seen = bed.web.seen();
+    let hello = seen
+        .iter()
+        .find(|s| s.path == "/hello")
+        .expect("upstream saw /hello");
+    assert_eq!(
+        hello.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(
+        !seen.iter().any(|s| s.path.contains("ghp_")),
+        "the DLP-blocked request reached the upstream"
+    );
+    // Denied and tunnelling names never left the host.
+    assert_eq!(bed.dns.seen("evil.example.com"), 0);
+    assert_eq!(
+        bed.dns
+            .seen("6a3f9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7.tunnel.bottle.test"),
+        0
+    );
+    assert!(bed.dns.seen("www.tunnel.bottle.test") >= 1);
+    // Both audit logs recorded the decisions.
+    assert!(
+        bed.proxy_audit().contains("github-token"),
+        "{}",
+        bed.proxy_audit()
+    );
+    assert!(bed.dns_audit().contains("evil.example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
+    if let Some(why) = vm_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let manifest = bed.manifest("echo agent up; exec sleep 600", "");
+    let mut l = bed.launch(&manifest);
+    let run_dir = l.wait_for("bottle: run dir", LIMIT).await;
+    let run_dir = run_dir.rsplit(' ').next().unwrap_or_default().to_string();
+    l.wait_for("agent up", LIMIT).await;
+    let kids = children_of(l.pid());
+    let qemu = kids
+        .iter()
+        .find(|(_, c)| c.starts_with("qemu-system"))
+        .unwrap_or_else(|| panic!("no qemu child: {kids:?}"))
+        .0;
+    let daemon = kids
+        .iter()
+        .find(|(_, c)| c.starts_with("vhost-device"))
+        .unwrap_or_else(|| panic!("no daemon child: {kids:?}"))
+        .0;
+    // SAFETY: kill(2) on a pid we just read; a stale pid gets ESRCH.
+    unsafe { libc::kill(qemu as i32, libc::SIGKILL) };
+    let run = l.finish(Duration::from_secs(30)).await;
+    assert_eq!(run.code, Some(125), "{}", run.output);
+    assert!(
+        run.output
+            .contains("the VM stopped before the agent reported an exit"),
+        "{}",
+        run.output
+    );
+    assert!(!alive(qemu), "qemu still running");
+    assert!(!alive(daemon), "vhost-device-vsock still running");
+    assert!(
+        !std::path::Path::new(&run_dir).exists(),
+        "run dir {run_dir} (sockets) left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_interrupt_stops_the_agent_and_powers_off() {
+    if let Some(why) = vm_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let manifest = bed.manifest("echo agent up; exec sleep 600", "");
+    let mut l = bed.launch(&manifest);
+    let run_dir = l.wait_for("bottle: run dir", LIMIT).await;
+    let run_dir = run_dir.rsplit(' ').next().unwrap_or_default().to_string();
+    l.wait_for("agent up", LIMIT).await;
+    let kids: Vec<u32> = children_of(l.pid()).into_iter().map(|k| k.0).collect();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(l.pid() as i32, libc::SIGINT) };
+    let run = l.finish(Duration::from_secs(60)).await;
+    // sleep dies of the SIGTERM the guest forwards: 128 + 15.
+    assert_eq!(run.code, Some(143), "{}", run.output);
+    for k in kids {
+        assert!(!alive(k), "child {k} still running");
+    }
+    assert!(!std::path::Path::new(&run_dir).exists());
+}
+
+#[tokio::test]
+async fn launch_refuses_bad_input_before_starting_anything() {
+    let bed = Testbed::start().await;
+    // A broken manifest.
+    let bad = bed.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent]\ncommand = \"not a list\"\n").unwrap();
+    let run = bed.launch(&bad).finish(Duration::from_secs(20)).await;
+    assert_eq!(run.code, Some(2), "{}", run.output);
+    assert!(run.output.contains("bad.toml:2"), "{}", run.output);
+    assert!(!run.output.contains("bottle: backend"), "{}", run.output);
+    // A missing image.
+    let manifest = bed.manifest("true", "");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("[vm]\n", "[vm]\nkernel = \"/nonexistent/vmlinuz\"\n");
+    std::fs::write(&manifest, text).unwrap();
+    let run = bed.launch(&manifest).finish(Duration::from_secs(20)).await;
+    assert_eq!(run.code, Some(2), "{}", run.output);
+    assert!(
+        run.output
+            .contains("[vm] kernel /nonexistent/vmlinuz does not exist"),
+        "{}",
+        run.output
+    );
+    assert!(run.output.contains("images/build.sh"), "{}", run.output);
+    assert!(!run.output.contains("bottle: backend"), "{}", run.output);
+    // A secret that is not set.
+    let manifest = bed.manifest("true", "");
+    let run = {
+        let mut cmd = tokio::process::Command::new(bottle_e2e::bins::host());
+        cmd.arg("launch")
+            .arg(&manifest)
+            .env_remove("BOTTLE_VMTEST_TOKEN");
+        cmd.output().await.unwrap()
+    };
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("BOTTLE_VMTEST_TOKEN"), "{err}");
+}
