@@ -164,7 +164,7 @@ fn pick_backend(m: &manifest::Manifest) -> Result<Box<dyn Vmm>> {
                 Ok(k)
             }
             Err(why) => {
-                eprintln!("bottle: backend auto: using QEMU ({why})");
+                eprintln!("bottle: backend auto: using QEMU, since {why}");
                 Ok(Box::new(Qemu::detect(m.vm.accel)?))
             }
         },

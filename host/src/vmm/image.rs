@@ -79,7 +79,7 @@ pub fn find(
         match (given, dir) {
             (Some(p), _) if p.is_file() => Ok(p.to_path_buf()),
             (Some(p), _) => Err(ImageError {
-                what: format!("[vm] {key} {} does not exist", p.display()),
+                what: format!("[vm] {key} {} does not exist or is not a file", p.display()),
                 looked: looked(),
             }),
             (None, Some(d)) => Ok(d.join(name)),

@@ -63,6 +63,9 @@ pub enum VmmError {
         /// How to get it.
         hint: String,
     },
+    /// The backend cannot run here (the message says what is missing).
+    #[error("{0}")]
+    Unavailable(String),
     /// A process could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {

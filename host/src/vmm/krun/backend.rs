@@ -16,10 +16,7 @@ impl Krun {
     /// Load libkrun (to check it is there and new enough) and keep its name;
     /// the child process loads it again for itself.
     pub fn detect() -> Result<Krun, VmmError> {
-        let lib: KrunLib = super::detect().map_err(|e| VmmError::Missing {
-            program: "libkrun".into(),
-            hint: e.to_string(),
-        })?;
+        let lib: KrunLib = super::detect().map_err(|e| VmmError::Unavailable(e.to_string()))?;
         Ok(Krun { library: lib.name })
     }
 }

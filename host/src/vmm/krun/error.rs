@@ -9,7 +9,7 @@ pub enum KrunError {
     /// No candidate library could be opened.
     #[error(
         "libkrun not found (looked for {looked_for}): {reason}; install libkrun and libkrunfw \
-         (see docs/vmm-libkrun.md), set BOTTLE_LIBKRUN to the library's path, or use --backend qemu"
+         (see docs/vmm-libkrun.md), set BOTTLE_LIBKRUN to the library's path, or use [vm] backend = \"qemu\""
     )]
     NotFound {
         /// The names or paths tried, comma-separated.
@@ -21,7 +21,7 @@ pub enum KrunError {
     #[error(
         "{library} lacks {symbol}; this libkrun is too old for bot-bottle \
          (it needs krun_disable_implicit_vsock and krun_add_vsock to keep TSI networking off): \
-         upgrade libkrun or use --backend qemu"
+         upgrade libkrun or use [vm] backend = \"qemu\""
     )]
     MissingSymbol {
         /// The library that was opened.

@@ -218,7 +218,7 @@ fn a_library_that_cannot_turn_tsi_off_is_refused() {
         "{msg}"
     );
     assert!(
-        msg.contains("TSI") && msg.contains("--backend qemu"),
+        msg.contains("TSI") && msg.contains("backend = \"qemu\""),
         "{msg}"
     );
 }
@@ -268,7 +268,7 @@ fn absent_library_error_names_what_was_tried_and_what_to_do() {
         "libkrun-absent-for-test.so.1, /nonexistent/libkrun.so",
         "install libkrun and libkrunfw",
         "BOTTLE_LIBKRUN",
-        "--backend qemu",
+        "backend = \"qemu\"",
     ] {
         assert!(msg.contains(want), "{msg:?} lacks {want:?}");
     }
