@@ -4,7 +4,11 @@ use clap::Parser;
 
 fn main() {
     let cli = bottle_host::cli::Cli::parse();
-    bottle_host::logging::init(cli.log_format);
+    let default = match cli.command {
+        bottle_host::cli::Command::Launch { .. } => bottle_host::logging::LAUNCH_FILTER,
+        _ => bottle_host::logging::DEFAULT_FILTER,
+    };
+    bottle_host::logging::init(cli.log_format, default);
     match bottle_host::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
