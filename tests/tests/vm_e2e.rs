@@ -106,6 +106,16 @@ async fn vm_agent_reaches_only_what_is_allowed_and_its_exit_code_returns() {
     assert!(bed.dns_audit().contains("evil.example.com"));
 }
 
+/// A launch whose agent sleeps, once the agent runs; and its run directory.
+async fn sleeping_agent(bed: &Testbed) -> (bottle_e2e::vm::Launching, String) {
+    let manifest = bed.manifest("echo agent up; exec sleep 600", "");
+    let mut l = bed.launch(&manifest);
+    let line = l.wait_for("bottle: run dir", LIMIT).await;
+    let run_dir = line.rsplit(' ').next().unwrap_or_default().to_string();
+    l.wait_for("agent up", LIMIT).await;
+    (l, run_dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
     if let Some(why) = vm_unavailable() {
@@ -114,11 +124,7 @@ async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
     }
     let _serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
-    let manifest = bed.manifest("echo agent up; exec sleep 600", "");
-    let mut l = bed.launch(&manifest);
-    let run_dir = l.wait_for("bottle: run dir", LIMIT).await;
-    let run_dir = run_dir.rsplit(' ').next().unwrap_or_default().to_string();
-    l.wait_for("agent up", LIMIT).await;
+    let (mut l, run_dir) = sleeping_agent(&bed).await;
     let kids = children_of(l.pid());
     let qemu = kids
         .iter()
@@ -156,11 +162,7 @@ async fn vm_interrupt_stops_the_agent_and_powers_off() {
     }
     let _serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
-    let manifest = bed.manifest("echo agent up; exec sleep 600", "");
-    let mut l = bed.launch(&manifest);
-    let run_dir = l.wait_for("bottle: run dir", LIMIT).await;
-    let run_dir = run_dir.rsplit(' ').next().unwrap_or_default().to_string();
-    l.wait_for("agent up", LIMIT).await;
+    let (mut l, run_dir) = sleeping_agent(&bed).await;
     let kids: Vec<u32> = children_of(l.pid()).into_iter().map(|k| k.0).collect();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(l.pid() as i32, libc::SIGINT) };
