@@ -124,7 +124,7 @@ async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
     }
     let _serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
-    let (mut l, run_dir) = sleeping_agent(&bed).await;
+    let (l, run_dir) = sleeping_agent(&bed).await;
     let kids = children_of(l.pid());
     let qemu = kids
         .iter()
@@ -162,7 +162,7 @@ async fn vm_interrupt_stops_the_agent_and_powers_off() {
     }
     let _serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
-    let (mut l, run_dir) = sleeping_agent(&bed).await;
+    let (l, run_dir) = sleeping_agent(&bed).await;
     let kids: Vec<u32> = children_of(l.pid()).into_iter().map(|k| k.0).collect();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(l.pid() as i32, libc::SIGINT) };
