@@ -10,7 +10,13 @@
 #
 # Each run: one dnsperf for allowed names (allowed.test A -> NOERROR), one
 # for denied names (denied.example A -> NXDOMAIN), DURATION seconds each
-# (default 10), 100 queries outstanding. Loopback only.
+# (default 10), 100 queries outstanding. Loopback only. The host writes its
+# audit log (every decision) to a file, as in production.
+#
+# Besides QPS and latency, it prints the CPU time the servers spent per
+# query (dnsmasq; stub + host for ours), from /proc/PID/stat. On a machine
+# shared with other work, QPS favours the side with more processes (each
+# gets its own share of the CPU); CPU per query does not.
 #
 # Usage: bench/dns.sh [DURATION_SECONDS]
 # Needs: dnsperf, dnsmasq (dnsmasq-base), python3, cargo.
@@ -70,17 +76,34 @@ wait_for() {
 printf 'allowed.test A\n' >"$WORK/allowed.txt"
 printf 'denied.example A\n' >"$WORK/denied.txt"
 
-# run_dnsperf PORT QUERYFILE -> "qps avg_ms p99_ms rcodes"
+# CPU ticks (user + system) used so far by the processes PIDS...
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# run_dnsperf PORT QUERYFILE PIDS... -> "qps avg_ms p99_ms cpu_us_per_query rcodes"
 run_dnsperf() {
     local port=$1 file=$2 log="$WORK/dnsperf.$RANDOM"
+    shift 2
+    local t0 t1
+    t0=$(cpu_ticks "$@")
     dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$DURATION" -q 100 -v >"$log" 2>&1 || true
-    local qps avg p99 codes
+    t1=$(cpu_ticks "$@")
+    local qps avg p99 codes done cpu
     qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$log")
     avg=$(awk '/Average Latency \(s\):/ {printf "%.3f", $4 * 1000}' "$log")
     p99=$(grep '^> ' "$log" | awk '{print $NF}' | sort -n |
         awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]*1000}')
     codes=$(awk -F'Response codes: *' '/Response codes:/ {print $2}' "$log" | tr -d ' ')
-    echo "${qps:-0} ${avg:-nan} ${p99:-nan} ${codes:-none}"
+    done=$(awk '/Queries completed:/ {print $3}' "$log")
+    cpu=$(python3 -c "d=int('${done:-0}' or 0); print(f'{($t1-$t0)*1e6/$HZ/d:.2f}' if d else 'nan')")
+    echo "${qps:-0} ${avg:-nan} ${p99:-nan} $cpu ${codes:-none}"
     rm -f "$log"
 }
 
@@ -89,7 +112,8 @@ DM_PORT=$(free_port)
 dnsmasq --no-daemon --port "$DM_PORT" --address=/allowed.test/203.0.113.7 \
     --address=/denied.example/ --no-resolv --no-hosts \
     --listen-address=127.0.0.1 --bind-interfaces >"$WORK/dnsmasq.log" 2>&1 &
-PIDS+=($!)
+DM_PID=$!
+PIDS+=($DM_PID)
 wait_for "$WORK/dnsmasq.log" "started"
 
 # --- (b) our path
@@ -104,21 +128,24 @@ extra_names = ["allowed.test"]
 TOML
 HOST_KIND="bottle-host dns (real host, warm cache)"
 "$OUT/bottle-host" dns --listen "unix://$SOCK" --manifest "$WORK/bottle.toml" \
-    --upstream "127.0.0.1:$DM_PORT" >"$WORK/host.log" 2>&1 &
-PIDS+=($!)
+    --upstream "127.0.0.1:$DM_PORT" --audit-log "$WORK/audit.jsonl" >"$WORK/host.log" 2>&1 &
+HOST_PID=$!
+PIDS+=($HOST_PID)
 if ! wait_for "$WORK/host.log" "dns: serving on" 2>/dev/null; then
     echo "note: bottle-host dns is not available in this build:"
     sed 's/^/  /' "$WORK/host.log"
     echo "      measuring the guest half with fake-dns-host instead"
     HOST_KIND="fake-dns-host (static zone; guest half only, NOT the real host)"
     "$OUT/fake-dns-host" "unix://$SOCK" >"$WORK/host.log" 2>&1 &
-    PIDS+=($!)
+    HOST_PID=$!
+    PIDS+=($HOST_PID)
     wait_for "$WORK/host.log" "serving on"
 fi
 STUB_PORT=$(free_port)
 "$OUT/bottle-guest" dns-stub --host "unix://$SOCK" --listen "127.0.0.1:$STUB_PORT" \
     >"$WORK/stub.log" 2>&1 &
-PIDS+=($!)
+STUB_PID=$!
+PIDS+=($STUB_PID)
 wait_for "$WORK/stub.log" "dns-stub: listening on"
 
 # Warm both caches.
@@ -129,24 +156,28 @@ done
 
 echo "==> $(nproc) cores, ${DURATION}s per run, 100 outstanding, UDP"
 echo "    ours = dnsperf -> bottle-guest dns-stub -> unix socket -> $HOST_KIND"
-printf '%-8s %-10s %10s %10s %10s  %s\n' names server QPS avg_ms p99_ms rcodes
+printf '%-8s %-10s %10s %10s %10s %10s  %s\n' names server QPS avg_ms p99_ms cpu_us/q rcodes
 declare -A R
 for names in allowed denied; do
     for server in dnsmasq ours; do
-        port=$DM_PORT
-        [ "$server" = ours ] && port=$STUB_PORT
-        res=$(run_dnsperf "$port" "$WORK/$names.txt")
+        if [ "$server" = ours ]; then
+            res=$(run_dnsperf "$STUB_PORT" "$WORK/$names.txt" "$STUB_PID" "$HOST_PID")
+        else
+            res=$(run_dnsperf "$DM_PORT" "$WORK/$names.txt" "$DM_PID")
+        fi
         R[$names.$server]=$res
-        read -r qps avg p99 codes <<<"$res"
-        printf '%-8s %-10s %10s %10s %10s  %s\n' "$names" "$server" "$qps" "$avg" "$p99" "$codes"
+        read -r qps avg p99 cpu codes <<<"$res"
+        printf '%-8s %-10s %10s %10s %10s %10s  %s\n' "$names" "$server" "$qps" "$avg" "$p99" "$cpu" "$codes"
     done
 done
-echo "==> ratios (ours / dnsmasq): QPS (want >= 1.0), avg and p99 latency (want <= 1.0)"
+echo "==> ratios (ours / dnsmasq): QPS (want >= 1.0), avg and p99 latency and CPU per query (want <= 1.0)"
 for names in allowed denied; do
-    read -r q1 a1 p1 _ <<<"${R[$names.dnsmasq]}"
-    read -r q2 a2 p2 _ <<<"${R[$names.ours]}"
+    read -r q1 a1 p1 c1 _ <<<"${R[$names.dnsmasq]}"
+    read -r q2 a2 p2 c2 _ <<<"${R[$names.ours]}"
     python3 -c "
-q1,q2,a1,a2,p1,p2=map(float,'$q1 $q2 $a1 $a2 $p1 $p2'.split())
+q1,q2,a1,a2,p1,p2,c1,c2=map(float,'$q1 $q2 $a1 $a2 $p1 $p2 $c1 $c2'.split())
 r=lambda a,b: f'{b/a:.2f}x' if a else 'n/a'
-print(f'$names: QPS {r(q1,q2)}  avg {r(a1,a2)}  p99 {r(p1,p2)}')"
+print(f'$names: QPS {r(q1,q2)}  avg {r(a1,a2)}  p99 {r(p1,p2)}  cpu/query {r(c1,c2)}')"
 done
+sleep 0.3  # the audit flush interval is 100 ms
+echo "==> audit log: $(wc -l <"$WORK/audit.jsonl" 2>/dev/null || echo 0) decisions recorded"

@@ -8,6 +8,12 @@
 //! host closing, an oversize or corrupt frame) drops every pending oneshot,
 //! so each waiting query fails at once, then redials with exponential
 //! backoff.
+//!
+//! Queries come in two kinds. [`HostClient::query`] is awaited by a task
+//! (TCP). [`HostClient::submit`] takes a batch of queries whose answers go
+//! to callbacks run on the reader task (UDP, no task per query); their
+//! timeouts are enforced by a sweeper, and a lost connection fails them at
+//! once like the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,7 +28,7 @@ use bottle_shared::{Address, Channel};
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::stats::Stats;
+use super::stats::{InFlightOwned, Stats};
 
 /// Timings of the host client.
 #[derive(Clone, Copy, Debug)]
@@ -72,12 +78,55 @@ pub enum QueryError {
 /// Frames queued for the writer task of the current connection.
 type FrameTx = mpsc::UnboundedSender<Vec<u8>>;
 
+/// Receives a submitted query's answer, or why there is none. Runs on the
+/// client's own tasks: it must not block.
+pub type Done = Box<dyn FnOnce(Result<Vec<u8>, QueryError>) + Send>;
+
+/// One query for [`HostClient::submit`].
+pub struct Submission {
+    /// How the client asked.
+    pub transport: DnsTransport,
+    /// The query, wire format.
+    pub wire: Vec<u8>,
+    /// Where the answer goes.
+    pub done: Done,
+}
+
+/// Who waits for an answer.
+enum Waiter {
+    /// A task awaiting [`HostClient::query`]; dropping it fails the query.
+    Task(oneshot::Sender<Vec<u8>>),
+    /// A submitted query's callback.
+    Call(Call),
+}
+
+/// A submitted query waiting for its answer.
+struct Call {
+    done: Done,
+    started: Instant,
+    /// When it gives up.
+    deadline: Instant,
+    _in_flight: InFlightOwned,
+}
+
 #[derive(Default)]
 struct State {
     /// The current connection's writer queue, `None` while disconnected.
     conn: Option<FrameTx>,
     /// Waiting queries by request id.
-    pending: HashMap<u32, oneshot::Sender<Vec<u8>>>,
+    pending: HashMap<u32, Waiter>,
+    /// How many of `pending` are callbacks (the sweeper sleeps at zero).
+    calls: usize,
+}
+
+impl State {
+    fn take(&mut self, id: u32) -> Option<Waiter> {
+        let w = self.pending.remove(&id);
+        if matches!(w, Some(Waiter::Call(..))) {
+            self.calls -= 1;
+        }
+        w
+    }
 }
 
 /// A handle to the host client; cheap to clone.
@@ -90,6 +139,8 @@ struct Inner {
     state: Mutex<State>,
     next_id: AtomicU32,
     connected: watch::Sender<bool>,
+    /// Wakes the sweeper when the first callback is registered.
+    sweep: tokio::sync::Notify,
     timings: ClientTimings,
     stats: Arc<Stats>,
 }
@@ -116,11 +167,15 @@ impl HostClient {
                 state: Mutex::new(State::default()),
                 next_id: AtomicU32::new(1),
                 connected: watch::Sender::new(false),
+                sweep: tokio::sync::Notify::new(),
                 timings,
                 stats,
             }),
         };
-        let task = tokio::spawn(connection_loop(client.clone(), addr));
+        let (c1, c2) = (client.clone(), client.clone());
+        let task = tokio::spawn(async move {
+            tokio::join!(connection_loop(c1, addr), sweep_loop(c2));
+        });
         (client, task)
     }
 
@@ -184,8 +239,65 @@ impl HostClient {
         let mut st = self.lock();
         let conn = st.conn.clone()?;
         let (tx, rx) = oneshot::channel();
-        st.pending.insert(id, tx);
+        st.pending.insert(id, Waiter::Task(tx));
         Some((rx, conn))
+    }
+
+    /// Send `batch` to the host in one write; each answer, or the reason
+    /// there is none (lost connection, timeout), goes to its `done`.
+    /// While disconnected, the batch is handed back untouched.
+    pub fn submit(&self, batch: Vec<Submission>) -> Result<(), Vec<Submission>> {
+        let now = Instant::now();
+        let deadline = now + self.inner.timings.query_timeout;
+        let mut frames = Vec::with_capacity(batch.len() * 64);
+        let mut refused = Vec::new();
+        let mut st = self.lock();
+        let Some(conn) = st.conn.clone() else {
+            return Err(batch);
+        };
+        let was_idle = st.calls == 0;
+        for Submission {
+            transport,
+            wire,
+            done,
+        } in batch
+        {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let msg = DnsRequest::Query {
+                id,
+                transport,
+                wire,
+            };
+            match encode_message(&msg, max_frame()) {
+                Ok(f) => frames.extend_from_slice(&f),
+                Err(_) => {
+                    refused.push(done);
+                    continue;
+                }
+            }
+            let call = Call {
+                done,
+                started: now,
+                deadline,
+                _in_flight: InFlightOwned::new(&self.inner.stats),
+            };
+            st.pending.insert(id, Waiter::Call(call));
+            st.calls += 1;
+        }
+        let wake = was_idle && st.calls > 0;
+        drop(st);
+        if wake {
+            self.inner.sweep.notify_one();
+        }
+        // If this connection is already gone, its pending entries were
+        // failed with it.
+        if !frames.is_empty() {
+            let _ = conn.send(frames);
+        }
+        for done in refused {
+            done(Err(QueryError::TooLarge));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -208,6 +320,7 @@ impl HostClient {
         let pending = {
             let mut st = self.lock();
             st.conn = None;
+            st.calls = 0;
             std::mem::take(&mut st.pending)
         };
         self.inner.connected.send_replace(false);
@@ -217,17 +330,48 @@ impl HostClient {
                 "dns-stub: host connection lost with queries in flight"
             );
         }
-        drop(pending);
+        for (_, w) in pending {
+            if let Waiter::Call(c) = w {
+                (c.done)(Err(QueryError::ConnectionLost));
+            }
+        }
     }
 
     /// Deliver an answer to its waiting query, if it still waits.
     fn deliver(&self, id: u32, wire: Vec<u8>) {
-        let waiter = self.lock().pending.remove(&id);
+        let waiter = self.lock().take(id);
         match waiter {
-            Some(tx) => {
+            Some(Waiter::Task(tx)) => {
                 let _ = tx.send(wire);
             }
+            Some(Waiter::Call(c)) => {
+                self.inner.stats.latency(c.started.elapsed());
+                (c.done)(Ok(wire));
+            }
             None => tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)"),
+        }
+    }
+
+    /// Fail the callbacks whose time is up at `now`.
+    fn expire(&self, now: Instant) {
+        let expired: Vec<Call> = {
+            let mut st = self.lock();
+            let ids: Vec<u32> = st
+                .pending
+                .iter()
+                .filter(|(_, w)| matches!(w, Waiter::Call(c) if c.deadline <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| match st.take(id) {
+                    Some(Waiter::Call(c)) => Some(c),
+                    _ => None,
+                })
+                .collect()
+        };
+        let limit = self.inner.timings.query_timeout;
+        for c in expired {
+            (c.done)(Err(QueryError::Timeout(limit)));
         }
     }
 }
@@ -240,7 +384,21 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.client.lock().pending.remove(&self.id);
+        self.client.lock().take(self.id);
+    }
+}
+
+/// Time out submitted queries: while any are pending, look every eighth of
+/// the query timeout (5 to 250 ms); otherwise sleep until one is submitted.
+async fn sweep_loop(client: HostClient) {
+    let every = (client.inner.timings.query_timeout / 8)
+        .clamp(Duration::from_millis(5), Duration::from_millis(250));
+    loop {
+        if client.lock().calls == 0 {
+            client.inner.sweep.notified().await;
+        }
+        tokio::time::sleep(every).await;
+        client.expire(Instant::now());
     }
 }
 

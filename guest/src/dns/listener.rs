@@ -13,9 +13,11 @@ use std::time::Duration;
 use bottle_shared::message::DnsTransport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+pub use super::udp::serve_udp;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::client::HostClient;
+use super::client::{HostClient, QueryError};
 use super::stats::Stats;
 use super::wire;
 
@@ -69,58 +71,43 @@ pub async fn answer(ctx: &Ctx, packet: Vec<u8>, transport: DnsTransport) -> Opti
     };
     let client_id = wire::id(&packet);
     let fallback = packet.clone();
-    match ctx.client.query(transport, packet).await {
+    let result = ctx.client.query(transport, packet).await;
+    Some(finish(ctx, result, udp, limit, client_id, &fallback))
+}
+
+/// The client's reply from the host's `result` for `query`: the client's
+/// id restored, truncated to `limit` over UDP, SERVFAIL if the host failed.
+pub fn finish(
+    ctx: &Ctx,
+    result: Result<Vec<u8>, QueryError>,
+    udp: bool,
+    limit: usize,
+    client_id: u16,
+    query: &[u8],
+) -> Vec<u8> {
+    match result {
         Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
             ctx.stats.answered(&ans);
             wire::set_id(&mut ans, client_id);
             if !udp {
-                return Some(ans);
+                return ans;
             }
             let (ans, truncated) = wire::fit_udp(ans, limit);
             if truncated {
                 ctx.stats.truncated();
             }
-            Some(ans)
+            ans
         }
         Ok(short) => {
             tracing::warn!(len = short.len(), "dns-stub: host sent a runt answer");
             ctx.stats.servfail();
-            Some(wire::servfail(&fallback))
+            wire::servfail(query)
         }
         Err(e) => {
             tracing::debug!("dns-stub: SERVFAIL: {e}");
             ctx.stats.servfail();
-            Some(wire::servfail(&fallback))
+            wire::servfail(query)
         }
-    }
-}
-
-/// Serve UDP on `sock` forever.
-pub async fn serve_udp(ctx: Ctx, sock: UdpSocket) -> std::io::Result<()> {
-    let sock = Arc::new(sock);
-    let slots = Arc::new(Semaphore::new(ctx.limits.udp_in_flight));
-    let mut buf = vec![0u8; 65535];
-    loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            // ICMP errors from earlier sends surface here; keep serving.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return Err(e),
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            ctx.stats.dropped();
-            continue;
-        };
-        let packet = buf[..n].to_vec();
-        let (ctx, sock) = (ctx.clone(), sock.clone());
-        tokio::spawn(async move {
-            if let Some(reply) = answer(&ctx, packet, DnsTransport::Udp).await {
-                if let Err(e) = sock.send_to(&reply, peer).await {
-                    tracing::debug!(%peer, "dns-stub: udp send failed: {e}");
-                }
-            }
-            drop(permit);
-        });
     }
 }
 

@@ -7,7 +7,8 @@
 //! and truncates UDP answers to the client's size limit.
 //!
 //! - [`client`]: one persistent, multiplexed connection to the host.
-//! - [`listener`]: the UDP and TCP listeners.
+//! - [`listener`]: the TCP listener and the awaited query path.
+//! - [`udp`]: the UDP listener, batched, with no task per query.
 //! - [`wire`]: header checks, truncation, SERVFAIL.
 //! - [`stats`]: counters and their snapshot.
 //! - [`resolv`]: writing and guarding `/etc/resolv.conf`.
@@ -18,6 +19,7 @@ pub mod client;
 pub mod listener;
 pub mod resolv;
 pub mod stats;
+pub mod udp;
 pub mod wire;
 
 #[cfg(test)]

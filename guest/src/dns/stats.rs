@@ -2,6 +2,7 @@
 //! a serde snapshot for `bottle-guest status`.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,25 @@ impl Stats {
 /// Counts one query in flight while alive.
 #[derive(Debug)]
 pub struct InFlight<'a>(&'a Stats);
+
+/// [`InFlight`] holding its own handle on the counters, for queries that
+/// no task waits on.
+#[derive(Debug)]
+pub struct InFlightOwned(Arc<Stats>);
+
+impl InFlightOwned {
+    /// Count one query in flight until the guard is dropped.
+    pub fn new(stats: &Arc<Stats>) -> InFlightOwned {
+        stats.in_flight.fetch_add(1, Relaxed);
+        InFlightOwned(Arc::clone(stats))
+    }
+}
+
+impl Drop for InFlightOwned {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

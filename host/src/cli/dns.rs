@@ -79,11 +79,20 @@ fn serve(
         tracing::info!("dns: serving on {}", listener.local_addr());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // On SIGINT/SIGTERM the listener is dropped, removing its socket file.
-        tokio::select! {
-            r = crate::dns::server::serve(listener, handler) => r?,
-            _ = tokio::signal::ctrl_c() => tracing::info!("dns: interrupted, stopping"),
-            _ = term.recv() => tracing::info!("dns: terminated, stopping"),
-        }
+        let served = tokio::select! {
+            r = crate::dns::server::serve(listener, Arc::clone(&handler)) => r,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("dns: interrupted, stopping");
+                Ok(())
+            }
+            _ = term.recv() => {
+                tracing::info!("dns: terminated, stopping");
+                Ok(())
+            }
+        };
+        // Every decision reaches the audit log before we exit.
+        handler.flush();
+        served?;
         Ok(0)
     })
 }

@@ -1,26 +1,36 @@
-//! The audit trail: one JSON line per decision, flushed per line.
+//! The audit trail: one JSON line per decision.
+//!
+//! Lines are formatted by hand into a shared buffer (no per-line
+//! allocation) and written out when the buffer passes [`FLUSH_BYTES`], by a
+//! flusher thread at least every [`FLUSH_INTERVAL`], on [`Audit::flush`],
+//! and when the [`Audit`] is dropped. Each write holds whole lines, so on
+//! an `O_APPEND` file lines never interleave or split.
 //!
 //! Without a file, each decision is logged through `tracing` only.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use hickory_proto::rr::RecordType;
+
+/// Buffered audit bytes that trigger a write at once.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Longest a decision waits in the buffer before it reaches the file.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One decision.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditRecord<'a> {
-    /// RFC 3339 UTC time.
-    pub time: String,
     /// The name as asked.
     pub name: &'a str,
-    /// The record type.
-    #[serde(rename = "type")]
-    pub rtype: String,
+    /// The record type (none when the query did not parse).
+    pub rtype: Option<RecordType>,
     /// What the client got: `answer`, `nxdomain`, `refused`, `servfail`,
     /// `formerr`, `notimp`.
     pub verdict: &'a str,
@@ -34,10 +44,41 @@ pub struct AuditRecord<'a> {
     pub latency_us: u64,
 }
 
+/// The file and the lines not yet written to it.
+#[derive(Debug)]
+struct Sink {
+    state: Mutex<SinkState>,
+}
+
+#[derive(Debug)]
+struct SinkState {
+    file: File,
+    buf: String,
+}
+
+impl Sink {
+    fn lock(&self) -> MutexGuard<'_, SinkState> {
+        // Every operation leaves the buffer holding whole lines.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SinkState {
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
+            tracing::error!("audit: write failed: {e}");
+        }
+        self.buf.clear();
+    }
+}
+
 /// Where audit records go.
 #[derive(Debug, Default)]
 pub struct Audit {
-    file: Option<Mutex<File>>,
+    sink: Option<Arc<Sink>>,
 }
 
 /// The audit log could not be opened.
@@ -51,71 +92,152 @@ pub struct AuditError {
 impl Audit {
     /// Log through `tracing` only.
     pub fn tracing_only() -> Audit {
-        Audit { file: None }
+        Audit { sink: None }
     }
 
-    /// Append to `path` (created if missing).
+    /// Append to `path` (created if missing). Starts the flusher thread,
+    /// which ends shortly after the `Audit` is dropped.
     pub fn to_file(path: &Path) -> Result<Audit, AuditError> {
+        let err = |source| AuditError {
+            path: path.display().to_string(),
+            source,
+        };
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| AuditError {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Audit {
-            file: Some(Mutex::new(file)),
-        })
+            .map_err(err)?;
+        let sink = Arc::new(Sink {
+            state: Mutex::new(SinkState {
+                file,
+                buf: String::with_capacity(FLUSH_BYTES + 1024),
+            }),
+        });
+        let weak = Arc::downgrade(&sink);
+        std::thread::Builder::new()
+            .name("dns-audit-flush".into())
+            .spawn(move || flusher(&weak))
+            .map_err(err)?;
+        Ok(Audit { sink: Some(sink) })
     }
 
     /// Is anyone listening (a file, or `tracing` at debug level)? Lets the
     /// hot path skip building records nobody reads.
     pub fn enabled(&self) -> bool {
-        self.file.is_some() || tracing::enabled!(tracing::Level::DEBUG)
+        self.sink.is_some() || tracing::enabled!(tracing::Level::DEBUG)
     }
 
-    /// Record one decision.
+    /// Record one decision, stamped with the current time.
     pub fn record(&self, rec: &AuditRecord<'_>) {
         tracing::debug!(
             name = rec.name,
-            rtype = %rec.rtype,
+            rtype = ?rec.rtype,
             verdict = rec.verdict,
             rule = rec.rule.unwrap_or("-"),
             cached = rec.cached,
             latency_us = rec.latency_us,
             "dns decision"
         );
-        let Some(file) = &self.file else { return };
-        let mut line = match serde_json::to_vec(rec) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("audit: cannot encode record: {e}");
-                return;
-            }
-        };
-        line.push(b'\n');
-        // One write per line on an O_APPEND file: lines never interleave.
-        let mut f = file.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = f.write_all(&line).and_then(|()| f.flush()) {
-            tracing::error!("audit: write failed: {e}");
+        let Some(sink) = &self.sink else { return };
+        let now = SystemTime::now();
+        let mut st = sink.lock();
+        write_line(&mut st.buf, now, rec);
+        if st.buf.len() >= FLUSH_BYTES {
+            st.write_out();
+        }
+    }
+
+    /// Write every buffered line to the file now.
+    pub fn flush(&self) {
+        if let Some(sink) = &self.sink {
+            sink.lock().write_out();
         }
     }
 }
 
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The flusher thread: write what is buffered every [`FLUSH_INTERVAL`]
+/// until the sink is gone.
+fn flusher(sink: &Weak<Sink>) {
+    loop {
+        std::thread::sleep(FLUSH_INTERVAL);
+        let Some(sink) = sink.upgrade() else { return };
+        sink.lock().write_out();
+    }
+}
+
+/// Append `rec` as one JSON line stamped `time` to `out`.
+fn write_line(out: &mut String, time: SystemTime, rec: &AuditRecord<'_>) {
+    out.push_str("{\"time\":\"");
+    write_rfc3339(out, time);
+    out.push_str("\",\"name\":");
+    push_json_str(out, rec.name);
+    out.push_str(",\"type\":\"");
+    if let Some(t) = rec.rtype {
+        let _ = write!(out, "{t}");
+    }
+    out.push_str("\",\"verdict\":");
+    push_json_str(out, rec.verdict);
+    out.push_str(",\"rule\":");
+    match rec.rule {
+        Some(r) => push_json_str(out, r),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"answers\":[");
+    for (i, ip) in rec.answers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{ip}\"");
+    }
+    let _ = writeln!(
+        out,
+        "],\"cached\":{},\"latency_us\":{}}}",
+        rec.cached, rec.latency_us
+    );
+}
+
+/// Append `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// `t` as RFC 3339 UTC with microseconds, e.g. `2026-11-23T15:20:47.123456Z`.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(27);
+    write_rfc3339(&mut s, t);
+    s
+}
+
+fn write_rfc3339(out: &mut String, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, dd) = civil_from_days(days as i64);
-    format!(
+    let (y, m, dd) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60,
         d.subsec_micros()
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::manifest::Manifest;
 
-use super::audit::{rfc3339, Audit, AuditRecord};
+use super::audit::{Audit, AuditRecord};
 use super::cache::{Cache, CachedAnswer};
+use super::denylog::DenialLog;
 use super::learned::LearnedAddrs;
 use super::policy::{Policy, Rule, Verdict};
 use super::rebind;
@@ -42,6 +43,7 @@ pub struct Handler {
     inflight: Mutex<HashMap<(String, RecordType), Arc<InFlight>>>,
     learned: LearnedAddrs,
     audit: Audit,
+    denials: DenialLog,
     allow_private_answers: bool,
     ttl_bounds: (u32, u32),
     timeout: Duration,
@@ -80,6 +82,7 @@ impl Handler {
             inflight: Mutex::new(HashMap::new()),
             learned: LearnedAddrs::new(),
             audit,
+            denials: DenialLog::new(Instant::now()),
             allow_private_answers: dns.allow_private_answers,
             ttl_bounds: (dns.cache_min_ttl, dns.cache_max_ttl),
             // hickory applies the timeout per attempt; this bounds the whole.
@@ -90,6 +93,19 @@ impl Handler {
     /// The addresses learned from allowed answers (shared, cloneable).
     pub fn learned(&self) -> LearnedAddrs {
         self.learned.clone()
+    }
+
+    /// Periodic upkeep (call every few seconds): report counted repeats of
+    /// denials whose window has closed.
+    pub fn tick(&self) {
+        self.denials.tick(Instant::now());
+    }
+
+    /// Write out everything buffered: the audit log and the denial counts.
+    /// Call before exiting.
+    pub fn flush(&self) {
+        self.denials.flush(Instant::now());
+        self.audit.flush();
     }
 
     /// The answer to `query` (wire format). Always returns a DNS message.
@@ -270,7 +286,7 @@ impl Handler {
         &self,
         name: &str,
         rtype: Option<RecordType>,
-        verdict: &str,
+        verdict: &'static str,
         rule: Option<Rule>,
         answers: &[IpAddr],
         cached: bool,
@@ -278,19 +294,15 @@ impl Handler {
     ) {
         if let Some(r) = rule {
             if !matches!(r, Rule::PrivateAnswer | Rule::Upstream) {
-                tracing::info!(
-                    "dns: {name} {}: {verdict} (rule {r})",
-                    rtype.map(|t| t.to_string()).unwrap_or_default()
-                );
+                self.denials.note(name, rtype, verdict, r, start);
             }
         }
         if !self.audit.enabled() {
             return;
         }
         self.audit.record(&AuditRecord {
-            time: rfc3339(SystemTime::now()),
             name,
-            rtype: rtype.map(|t| t.to_string()).unwrap_or_default(),
+            rtype,
             verdict,
             rule: rule.map(Rule::name),
             answers,

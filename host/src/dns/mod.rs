@@ -9,7 +9,9 @@
 
 pub mod audit;
 pub mod cache;
+pub mod denylog;
 pub mod exfil;
+pub mod framebuf;
 pub mod handler;
 pub mod learned;
 pub mod policy;

@@ -1,21 +1,22 @@
 //! The port-6002 server: many connections, each carrying many queries in
 //! flight at once, answered out of order by request id.
 //!
-//! Per connection: the hello, then a reader that answers denials and cache
-//! hits inline and spawns one task per cache miss, and a single writer task
-//! fed by a channel. A bad
-//! frame closes that connection (logged); the server keeps serving others.
+//! Per connection: the hello, then one task that reads whatever frames have
+//! arrived, answers denials and cache hits inline, spawns one task per
+//! cache miss, and writes all ready answers at once. A bad frame closes
+//! that connection (logged); the server keeps serving others.
 
 use std::sync::Arc;
 
-use bottle_shared::frame::encode_message;
-use bottle_shared::io::{accept_hello, read_message, HandshakeError};
+use bottle_shared::frame::{encode_message, FrameError};
+use bottle_shared::io::{accept_hello, HandshakeError};
 use bottle_shared::message::{DnsRequest, DnsResponse};
 use bottle_shared::transport::{BoxStream, Listener};
 use bottle_shared::{Channel, Role};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::framebuf::FrameBuf;
 use super::handler::Handler;
 
 /// Queries in flight per connection; the reader waits when this many are.
@@ -27,6 +28,7 @@ pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 /// Serve `listener` forever. Accept errors (e.g. out of file descriptors)
 /// are logged and retried after a short pause.
 pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result<()> {
+    tokio::spawn(upkeep(Arc::downgrade(&handler)));
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -50,6 +52,16 @@ pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result
     }
 }
 
+/// Run [`Handler::tick`] every second while the handler lives.
+async fn upkeep(handler: std::sync::Weak<Handler>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let Some(h) = handler.upgrade() else { return };
+        h.tick();
+    }
+}
+
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,84 +74,118 @@ pub enum ConnError {
     Frame(#[from] bottle_shared::FrameError),
 }
 
+/// Bytes read from the connection at a time, at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Answers buffered before they are written even if more input waits.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// Serve one connection to its end.
+///
+/// One task reads and writes: it takes every whole frame that has arrived,
+/// answers denials and cache hits inline into one output buffer, and
+/// writes that buffer once, so a burst of queries costs one read and one
+/// write. Cache misses run in their own tasks and come back over a
+/// channel into the same buffer.
 pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<(), ConnError> {
     accept_hello(&mut stream, Role::Host, Channel::Dns, SOFTWARE).await?;
-    let (mut reader, writer) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel::<DnsResponse>();
-    let writer = tokio::spawn(write_loop(writer, rx));
+    let (tx, mut rx) = mpsc::unbounded_channel::<DnsResponse>();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let max = Channel::Dns.max_frame();
-    let result = loop {
-        let msg = match read_message::<_, DnsRequest>(&mut reader, max).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(ConnError::Frame(e)),
-        };
-        #[allow(unreachable_patterns)]
-        let (id, wire) = match msg {
-            DnsRequest::Query { id, wire, .. } => (id, wire),
-            _ => {
-                tracing::debug!("dns: ignoring an unknown request");
-                continue;
-            }
-        };
-        // Denials and cache hits are answered inline; only misses wait on
-        // the upstream, each in its own task.
-        let miss = match handler.try_local(&wire) {
-            Ok(answer) => {
-                let _ = tx.send(DnsResponse::Answer { id, wire: answer });
-                continue;
-            }
-            Err(miss) => miss,
-        };
-        // Wait for a slot: a client cannot make us hold unbounded work.
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break Ok(());
-        };
-        let handler = Arc::clone(&handler);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let answer = handler.resolve_miss(&wire, miss).await;
-            // The writer is gone only if the connection is.
-            let _ = tx.send(DnsResponse::Answer { id, wire: answer });
-            drop(permit);
-        });
-    };
-    drop(tx);
-    if result.is_err() {
-        writer.abort();
-    } else {
-        // Let the queries in flight be answered before closing.
-        let _ = writer.await;
-    }
-    result
-}
-
-async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(
-    w: W,
-    mut rx: mpsc::UnboundedReceiver<DnsResponse>,
-) {
-    let mut w = BufWriter::new(w);
-    let max = Channel::Dns.max_frame();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        // Batch whatever is ready into one flush.
-        while let Some(msg) = next {
-            match encode_message(&msg, max) {
-                Ok(bytes) => {
-                    if let Err(e) = w.write_all(&bytes).await {
-                        tracing::debug!("dns: write failed: {e}");
-                        return;
+    let mut input = FrameBuf::new(max);
+    let mut out = Vec::with_capacity(WRITE_BATCH);
+    let mut eof = false;
+    let mut in_flight = 0usize;
+    loop {
+        // Answer every whole frame received so far.
+        while let Some(msg) = input.next_message::<DnsRequest>()? {
+            #[allow(unreachable_patterns)]
+            let (id, wire) = match msg {
+                DnsRequest::Query { id, wire, .. } => (id, wire),
+                _ => {
+                    tracing::debug!("dns: ignoring an unknown request");
+                    continue;
+                }
+            };
+            // Denials and cache hits are answered inline; only misses wait
+            // on the upstream, each in its own task.
+            let miss = match handler.try_local(&wire) {
+                Ok(answer) => {
+                    push_answer(&mut out, id, answer, max);
+                    if out.len() >= WRITE_BATCH {
+                        write_out(&mut stream, &mut out).await?;
+                    }
+                    continue;
+                }
+                Err(miss) => miss,
+            };
+            // Wait for a slot: a client cannot make us hold unbounded work.
+            let permit = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // Full: send what we have, then wait for a miss to end.
+                    write_out(&mut stream, &mut out).await?;
+                    match Arc::clone(&slots).acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()),
                     }
                 }
-                Err(e) => tracing::error!("dns: cannot encode an answer: {e}"),
-            }
-            next = rx.try_recv().ok();
+            };
+            let handler = Arc::clone(&handler);
+            let tx = tx.clone();
+            in_flight += 1;
+            tokio::spawn(async move {
+                let answer = handler.resolve_miss(&wire, miss).await;
+                // The connection is gone if the receiver is.
+                let _ = tx.send(DnsResponse::Answer { id, wire: answer });
+                drop(permit);
+            });
         }
-        if let Err(e) = w.flush().await {
-            tracing::debug!("dns: flush failed: {e}");
-            return;
+        // Misses answered meanwhile go out in the same write.
+        while let Ok(DnsResponse::Answer { id, wire }) = rx.try_recv() {
+            in_flight -= 1;
+            push_answer(&mut out, id, wire, max);
+        }
+        write_out(&mut stream, &mut out).await?;
+        if eof {
+            if in_flight == 0 {
+                return input.finish().map_err(ConnError::Frame);
+            }
+            // Let the queries in flight be answered before closing.
+            if let Some(DnsResponse::Answer { id, wire }) = rx.recv().await {
+                in_flight -= 1;
+                push_answer(&mut out, id, wire, max);
+            }
+            continue;
+        }
+        tokio::select! {
+            n = stream.read_buf(input.spare(READ_CHUNK)) => {
+                if n.map_err(FrameError::Io)? == 0 {
+                    eof = true;
+                }
+            }
+            Some(DnsResponse::Answer { id, wire }) = rx.recv() => {
+                in_flight -= 1;
+                push_answer(&mut out, id, wire, max);
+            }
         }
     }
+}
+
+/// Append the answer frame for request `id` to `out`.
+fn push_answer(out: &mut Vec<u8>, id: u32, wire: Vec<u8>, max: usize) {
+    match encode_message(&DnsResponse::Answer { id, wire }, max) {
+        Ok(bytes) => out.extend_from_slice(&bytes),
+        Err(e) => tracing::error!("dns: cannot encode an answer: {e}"),
+    }
+}
+
+/// Write and clear `out`, if it holds anything.
+async fn write_out(stream: &mut BoxStream, out: &mut Vec<u8>) -> Result<(), ConnError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(out).await.map_err(FrameError::Io)?;
+    out.clear();
+    Ok(())
 }

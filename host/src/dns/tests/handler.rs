@@ -266,6 +266,7 @@ fn audit_log_has_one_json_line_per_decision() {
         h.handle(&query(3, "evil.net.", T::A, false)).await;
         h.handle(&query(4, "www.example.com.", T::TXT, false)).await;
     });
+    h.flush();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -292,6 +293,64 @@ fn audit_log_has_one_json_line_per_decision() {
     }
     assert_eq!(lines[0]["answers"][0], "93.184.216.34");
     assert_eq!(lines[0]["type"], "A");
+}
+
+#[test]
+fn audit_lines_reach_the_file_within_the_flush_interval_and_on_drop() {
+    use crate::dns::audit::FLUSH_INTERVAL;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let lines = || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let h = crate::dns::Handler::new(
+        &manifest(""),
+        FakeUpstream::with(vec![]),
+        crate::dns::Audit::to_file(&path).unwrap(),
+    );
+    rt().block_on(h.handle(&query(1, "evil.net.", T::A, false)));
+    // Buffered, not lost: the flusher writes it without being asked.
+    let start = std::time::Instant::now();
+    while lines() < 1 {
+        assert!(
+            start.elapsed() < FLUSH_INTERVAL * 20,
+            "no audit line after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(FLUSH_INTERVAL / 10);
+    }
+    // Lines still buffered when the handler goes away are written.
+    for id in 2..=100 {
+        rt().block_on(h.handle(&query(id, "evil.net.", T::A, false)));
+    }
+    drop(h);
+    assert_eq!(lines(), 100);
+}
+
+#[test]
+fn audit_names_are_escaped_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let audit = crate::dns::Audit::to_file(&path).unwrap();
+    let name = "a\"b\\c\u{1}.";
+    audit.record(&crate::dns::audit::AuditRecord {
+        name,
+        rtype: None,
+        verdict: "formerr",
+        rule: Some("malformed"),
+        answers: &["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        cached: false,
+        latency_us: 3,
+    });
+    drop(audit);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(v["name"], name);
+    assert_eq!(v["type"], "");
+    assert_eq!(v["answers"][1], "2001:db8::1");
+    assert_eq!(v["latency_us"], 3);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Unix socket against a real local upstream.
 
 mod cache;
+mod denylog;
 mod exfil;
 mod handler;
 mod learned;
