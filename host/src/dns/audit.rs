@@ -1,11 +1,15 @@
 //! The audit trail: one JSON line per decision, flushed per line.
 //!
-//! Without a file, each decision is logged through `tracing` only.
+//! Without a file, each decision is logged through `tracing` only. With a
+//! file, a line that cannot be written fails closed: [`Audit::record`]
+//! says so, the handler answers SERVFAIL instead, and [`Audit::failing`]
+//! stays set (no query goes upstream) until a line is written again.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -38,6 +42,8 @@ pub struct AuditRecord<'a> {
 #[derive(Debug, Default)]
 pub struct Audit {
     file: Option<Mutex<File>>,
+    /// The last write failed.
+    failing: AtomicBool,
 }
 
 /// The audit log could not be opened.
@@ -51,7 +57,7 @@ pub struct AuditError {
 impl Audit {
     /// Log through `tracing` only.
     pub fn tracing_only() -> Audit {
-        Audit { file: None }
+        Audit::default()
     }
 
     /// Append to `path` (created if missing).
@@ -66,6 +72,7 @@ impl Audit {
             })?;
         Ok(Audit {
             file: Some(Mutex::new(file)),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -75,8 +82,16 @@ impl Audit {
         self.file.is_some() || tracing::enabled!(tracing::Level::DEBUG)
     }
 
-    /// Record one decision.
-    pub fn record(&self, rec: &AuditRecord<'_>) {
+    /// Did the last write to the file fail? While it did, the handler
+    /// sends nothing upstream.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Record one decision. `false` means the file could not be written
+    /// (full disk, I/O error): the caller must not give the answer out.
+    #[must_use]
+    pub fn record(&self, rec: &AuditRecord<'_>) -> bool {
         tracing::debug!(
             name = rec.name,
             rtype = %rec.rtype,
@@ -86,20 +101,33 @@ impl Audit {
             latency_us = rec.latency_us,
             "dns decision"
         );
-        let Some(file) = &self.file else { return };
+        let Some(file) = &self.file else { return true };
         let mut line = match serde_json::to_vec(rec) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("audit: cannot encode record: {e}");
-                return;
+                return false;
             }
         };
         line.push(b'\n');
         // One write per line on an O_APPEND file: lines never interleave.
         let mut f = file.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = f.write_all(&line).and_then(|()| f.flush()) {
-            tracing::error!("audit: write failed: {e}");
+        let ok = match f.write_all(&line).and_then(|()| f.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                if !self.failing() {
+                    tracing::error!(
+                        "dns audit log: write failed: {e}; answering SERVFAIL \
+                         (nothing is resolved) until the log can be written"
+                    );
+                }
+                false
+            }
+        };
+        if self.failing.swap(!ok, Ordering::Relaxed) && ok {
+            tracing::warn!("dns audit log: writable again, resolving");
         }
+        ok
     }
 }
 
