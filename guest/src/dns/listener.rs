@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::client::HostClient;
+use super::client::{HostClient, QueryError};
 use super::stats::Stats;
 use super::wire;
 
@@ -62,36 +62,63 @@ pub async fn answer(ctx: &Ctx, packet: Vec<u8>, transport: DnsTransport) -> Opti
         return None;
     }
     ctx.stats.query(udp);
-    let limit = if udp {
-        wire::udp_limit(&packet)
-    } else {
-        usize::MAX
-    };
-    let client_id = wire::id(&packet);
     let fallback = packet.clone();
-    match ctx.client.query(transport, packet).await {
-        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
-            ctx.stats.answered(&ans);
-            wire::set_id(&mut ans, client_id);
-            if !udp {
-                return Some(ans);
-            }
-            let (ans, truncated) = wire::fit_udp(ans, limit);
+    let result = ctx.client.query(transport, packet).await;
+    let (reply, outcome) = finish(&fallback, udp, result);
+    match outcome {
+        Outcome::Answered { truncated } => {
+            ctx.stats.answered(&reply);
             if truncated {
                 ctx.stats.truncated();
             }
-            Some(ans)
         }
-        Ok(short) => {
-            tracing::warn!(len = short.len(), "dns-stub: host sent a runt answer");
+        Outcome::Runt(len) => {
+            tracing::warn!(len, "dns-stub: host sent a runt answer");
             ctx.stats.servfail();
-            Some(wire::servfail(&fallback))
         }
-        Err(e) => {
+        Outcome::Failed(e) => {
             tracing::debug!("dns-stub: SERVFAIL: {e}");
             ctx.stats.servfail();
-            Some(wire::servfail(&fallback))
         }
+    }
+    Some(reply)
+}
+
+/// What [`finish`] made of the host's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The host's answer, passed on (truncated to the UDP limit if set).
+    Answered {
+        /// TC was set because the answer did not fit.
+        truncated: bool,
+    },
+    /// The host's answer was shorter than a header (its length): SERVFAIL.
+    Runt(usize),
+    /// No answer from the host: SERVFAIL.
+    Failed(QueryError),
+}
+
+/// The reply to a client's `query` (already classified as a query) once
+/// the host has answered with `result`: the host's answer under the
+/// client's id, fitted to the client's UDP limit (TC set) when `udp`, or a
+/// SERVFAIL built from the query. Pure, so the `dns_stub_answer` fuzz
+/// target drives it with arbitrary host answers.
+pub fn finish(
+    query: &[u8],
+    udp: bool,
+    result: Result<Vec<u8>, QueryError>,
+) -> (Vec<u8>, Outcome) {
+    match result {
+        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
+            wire::set_id(&mut ans, wire::id(query));
+            if !udp {
+                return (ans, Outcome::Answered { truncated: false });
+            }
+            let (ans, truncated) = wire::fit_udp(ans, wire::udp_limit(query));
+            (ans, Outcome::Answered { truncated })
+        }
+        Ok(short) => (wire::servfail(query), Outcome::Runt(short.len())),
+        Err(e) => (wire::servfail(query), Outcome::Failed(e)),
     }
 }
 
