@@ -10,14 +10,18 @@
 //! - [`proc`]: child processes that log a ready line.
 //! - [`dig`]: running `dig` and reading its answer.
 //! - [`load`]: `dig` loops running while a test breaks something.
+//! - [`channel`]: a bare DNS-channel client, to drive `bottle-host dns` alone.
+//! - [`sys`]: signals, peak memory, stray processes, the fd limit.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
+pub mod channel;
 pub mod dig;
 pub mod load;
 pub mod netns;
 pub mod proc;
+pub mod sys;
 pub mod upstream;
 
 /// Namespace tests take this lock so they run one at a time: their

@@ -112,9 +112,15 @@ impl Audit {
         line.push(b'\n');
         // One write per line on an O_APPEND file: lines never interleave.
         let mut f = file.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = f.metadata().map(|m| m.len()).ok();
         let ok = match f.write_all(&line).and_then(|()| f.flush()) {
             Ok(()) => true,
             Err(e) => {
+                // A full disk can take part of the line: cut it off, so
+                // the log never holds a torn line.
+                if let Some(len) = before {
+                    let _ = f.set_len(len);
+                }
                 if !self.failing() {
                     tracing::error!(
                         "dns audit log: write failed: {e}; answering SERVFAIL \
