@@ -60,12 +60,19 @@ pub fn check_stub_answer(data: &[u8]) {
     let sent = result.as_ref().ok().cloned();
     let (reply, outcome) = finish(&query, udp, result);
 
-    assert!(reply.len() >= wire::HEADER_LEN, "reply shorter than a header");
+    assert!(
+        reply.len() >= wire::HEADER_LEN,
+        "reply shorter than a header"
+    );
     assert_eq!(wire::id(&reply), wire::id(&query), "reply under another id");
     assert_eq!(reply[2] & 0x80, 0x80, "reply without QR");
     if udp {
         let limit = wire::udp_limit(&query);
-        assert!(reply.len() <= limit, "{} bytes over the limit {limit}", reply.len());
+        assert!(
+            reply.len() <= limit,
+            "{} bytes over the limit {limit}",
+            reply.len()
+        );
     }
     match outcome {
         Outcome::Answered { truncated } => {
@@ -74,7 +81,10 @@ pub fn check_stub_answer(data: &[u8]) {
             if truncated {
                 assert!(udp, "TCP answers are never truncated");
                 assert_eq!(reply[2] & 0x02, 0x02, "truncated without TC");
-                assert!(ans.len() > wire::udp_limit(&query), "a fitting answer was cut");
+                assert!(
+                    ans.len() > wire::udp_limit(&query),
+                    "a fitting answer was cut"
+                );
             } else {
                 assert_eq!(reply, ans, "a fitting answer was changed");
             }

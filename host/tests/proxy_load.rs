@@ -133,7 +133,10 @@ async fn concurrent_https_connections_through_the_proxy() {
     .unwrap();
     let state = dir.path().join("state");
     let proxy_ca = dir.path().join("proxy-ca.pem");
-    Ca::load_or_create(&state).unwrap().export(&proxy_ca).unwrap();
+    Ca::load_or_create(&state)
+        .unwrap()
+        .export(&proxy_ca)
+        .unwrap();
     let proxy_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -206,7 +209,12 @@ async fn concurrent_https_connections_through_the_proxy() {
         pct(1.0).as_secs_f64() * 1e3,
         hwm as f64 / 1024.0
     );
-    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     assert!(hwm > 0 && hwm < 1024 * 1024, "proxy peak RSS {hwm} kB");
     drop(child);
 }

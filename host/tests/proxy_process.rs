@@ -161,7 +161,11 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok() && n != me))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok() && n != me)
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(needle))
@@ -186,7 +190,9 @@ async fn sigterm_keeps_every_decision_and_removes_the_socket() {
         let (sock, stop) = (sock.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
             let mut s = connect(&Address::Unix(sock)).await.unwrap();
-            dial_hello(&mut s, Role::Guest, Channel::Egress, "test").await.unwrap();
+            dial_hello(&mut s, Role::Guest, Channel::Egress, "test")
+                .await
+                .unwrap();
             let mut s = BufReader::new(s);
             let mut answered = 0u32;
             while !stop.load(Ordering::Relaxed) {
@@ -221,7 +227,10 @@ async fn sigterm_keeps_every_decision_and_removes_the_socket() {
     assert!(!sock.exists(), "socket file left behind");
     let stray = processes_mentioning(&dir.path().display().to_string());
     assert!(stray.is_empty(), "processes left: {stray:?}");
-    println!("proxy sigterm: {answered} answers, {} audit lines", lines.len());
+    println!(
+        "proxy sigterm: {answered} answers, {} audit lines",
+        lines.len()
+    );
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -287,11 +296,18 @@ async fn full_disk_audit_log_refuses_and_says_why() {
             break;
         }
     }
-    assert!(first_fail.is_some_and(|f| f < 100), "no 503: {first_fail:?}");
+    assert!(
+        first_fail.is_some_and(|f| f < 100),
+        "no 503: {first_fail:?}"
+    );
     let out = in_ns(pid, &format!("rm '{}/fill'", logs.display())).await;
     assert!(out.status.success(), "{out:?}");
     let (status, rule, _) = request(&mut s, DENIED).await.unwrap();
-    assert_eq!((status, rule.as_str()), (403, "host-not-allowed"), "recovered");
+    assert_eq!(
+        (status, rule.as_str()),
+        (403, "host-not-allowed"),
+        "recovered"
+    );
     let out = in_ns(pid, &format!("cat '{}'", audit.display())).await;
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         serde_json::from_str::<serde_json::Value>(l)

@@ -19,7 +19,9 @@ pub struct DnsChannel {
 
 impl std::fmt::Debug for DnsChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsChannel").field("next", &self.next).finish()
+        f.debug_struct("DnsChannel")
+            .field("next", &self.next)
+            .finish()
     }
 }
 

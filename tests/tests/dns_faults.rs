@@ -92,7 +92,10 @@ async fn sigterm_keeps_every_decision_and_leaves_nothing_behind() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(sys::children(pid).is_empty(), "bottle-host dns has children");
+    assert!(
+        sys::children(pid).is_empty(),
+        "bottle-host dns has children"
+    );
     sys::signal(pid, libc::SIGTERM);
     let status = tokio::time::timeout(LIMIT, host.child.wait())
         .await
@@ -182,7 +185,11 @@ async fn full_disk_audit_log_fails_closed_and_recovers() {
     let f = first_fail.expect("no SERVFAIL with the audit disk full");
     assert!(f < 100, "the first failure came late ({f})");
     for i in f + 1..f + 20 {
-        assert_eq!(up.seen(&format!("n{i}.wild.test")), 0, "n{i} went upstream unaudited");
+        assert_eq!(
+            up.seen(&format!("n{i}.wild.test")),
+            0,
+            "n{i} went upstream unaudited"
+        );
     }
     // A cached name is not given out unaudited either.
     let a = ch.ask("allowed.test.", LIMIT).await.unwrap();

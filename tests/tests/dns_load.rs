@@ -73,7 +73,10 @@ async fn concurrent_queries_through_stub_and_host() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let fds = sys::raise_nofile(n as u64 + 4096);
-    assert!(fds >= n as u64 + 256, "open-file limit {fds} too low for {n}");
+    assert!(
+        fds >= n as u64 + 256,
+        "open-file limit {fds} too low for {n}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start().await;
@@ -103,8 +106,20 @@ async fn concurrent_queries_through_stub_and_host() {
         .port();
     let stub_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(bins::guest());
-    cmd.args(["dns-stub", "--host", &listen, "--listen", &stub_addr.to_string()]);
-    let stub = Proc::spawn("stub", cmd, "dns-stub: listening on", Duration::from_secs(10)).await;
+    cmd.args([
+        "dns-stub",
+        "--host",
+        &listen,
+        "--listen",
+        &stub_addr.to_string(),
+    ]);
+    let stub = Proc::spawn(
+        "stub",
+        cmd,
+        "dns-stub: listening on",
+        Duration::from_secs(10),
+    )
+    .await;
 
     let barrier = Arc::new(Barrier::new(n));
     let started = Instant::now();
@@ -139,9 +154,20 @@ async fn concurrent_queries_through_stub_and_host() {
         host_hwm as f64 / 1024.0,
         stub_hwm as f64 / 1024.0,
     );
-    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), errors.first());
-    assert!(host_hwm > 0 && host_hwm < 512 * 1024, "host peak RSS {host_hwm} kB");
-    assert!(stub_hwm > 0 && stub_hwm < 512 * 1024, "stub peak RSS {stub_hwm} kB");
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        host_hwm > 0 && host_hwm < 512 * 1024,
+        "host peak RSS {host_hwm} kB"
+    );
+    assert!(
+        stub_hwm > 0 && stub_hwm < 512 * 1024,
+        "stub peak RSS {stub_hwm} kB"
+    );
     // Every unique name reached the upstream exactly once.
     let unique = (0..n).filter(|i| i % 4 == 3).count();
     let seen: u32 = (0..n)

@@ -103,11 +103,7 @@ pub enum Outcome {
 /// client's id, fitted to the client's UDP limit (TC set) when `udp`, or a
 /// SERVFAIL built from the query. Pure, so the `dns_stub_answer` fuzz
 /// target drives it with arbitrary host answers.
-pub fn finish(
-    query: &[u8],
-    udp: bool,
-    result: Result<Vec<u8>, QueryError>,
-) -> (Vec<u8>, Outcome) {
+pub fn finish(query: &[u8], udp: bool, result: Result<Vec<u8>, QueryError>) -> (Vec<u8>, Outcome) {
     match result {
         Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
             wire::set_id(&mut ans, wire::id(query));

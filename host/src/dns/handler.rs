@@ -261,11 +261,27 @@ impl Handler {
     #[cold]
     fn unaudited(&self, query: &[u8], start: Instant) -> Vec<u8> {
         let Ok(q) = wire::parse(query) else {
-            let _ = self.log("", None, "servfail", Some(Rule::AuditLog), &[], false, start);
+            let _ = self.log(
+                "",
+                None,
+                "servfail",
+                Some(Rule::AuditLog),
+                &[],
+                false,
+                start,
+            );
             return wire::bare_answer(query, ResponseCode::ServFail);
         };
         let rule = Some(Rule::AuditLog);
-        let _ = self.log(q.name.as_str(), Some(q.rtype), "servfail", rule, &[], false, start);
+        let _ = self.log(
+            q.name.as_str(),
+            Some(q.rtype),
+            "servfail",
+            rule,
+            &[],
+            false,
+            start,
+        );
         wire::local_answer(&q, ResponseCode::ServFail)
     }
 
