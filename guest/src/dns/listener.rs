@@ -224,8 +224,30 @@ async fn read_tcp_msg<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Opt
     Ok(Some(msg))
 }
 
+/// UDP receive buffer the stub asks for: room for a burst of several
+/// thousand queries (a small query takes about 1 KiB of buffer on
+/// loopback), where the kernel default (208 KiB) drops after a few hundred.
+pub const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// Ask for [`UDP_RECV_BUFFER`]: forced past `net.core.rmem_max` when we
+/// may (root, as in the guest), else as much as the limit allows.
+fn grow_recv_buffer(sock: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &UDP_RECV_BUFFER).is_err() {
+        if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &UDP_RECV_BUFFER) {
+            tracing::debug!("dns-stub: cannot grow the UDP receive buffer: {e}");
+        }
+    }
+}
+
 /// Bind UDP and TCP on `addr` (port 0 picks one free port for both).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let (udp, tcp) = bind_pair(addr).await?;
+    grow_recv_buffer(&udp);
+    Ok((udp, tcp))
+}
+
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
         return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
     }
