@@ -16,7 +16,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-targets=(frame_decoder messages manifest)
+targets=(frame_decoder messages manifest dns_host_query dns_stub_answer http_scan)
 
 # Seed the manifest corpus with the example manifests.
 mkdir -p corpus/manifest

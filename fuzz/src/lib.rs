@@ -2,6 +2,12 @@
 //!
 //! [`every_message`] decodes one frame payload as every message type of the
 //! protocol and, where a decode succeeds, checks the re-encode round trip.
+//! [`dns`], [`stub`] and [`scan`] hold the checks of `dns_host_query`,
+//! `dns_stub_answer` and `http_scan`.
+
+pub mod dns;
+pub mod scan;
+pub mod stub;
 
 use std::fmt::Debug;
 

@@ -1,4 +1,5 @@
-//! Where the binaries under test are: `$CARGO_TARGET_DIR/debug` or
+//! Where the binaries under test are: `$BOTTLE_BIN_DIR` if set (e.g.
+//! `target/release` for `bench/load.sh`), else `$CARGO_TARGET_DIR/debug` or
 //! `<workspace>/target/debug`. The test command (`tests/run-all.sh`) builds
 //! the whole workspace first.
 
@@ -15,7 +16,8 @@ pub fn target_debug() -> PathBuf {
 /// The path of a workspace binary; panics with what to do if it is not
 /// built.
 pub fn binary(name: &str) -> PathBuf {
-    let p = target_debug().join(name);
+    let dir = std::env::var_os("BOTTLE_BIN_DIR").map_or_else(target_debug, PathBuf::from);
+    let p = dir.join(name);
     assert!(
         p.is_file(),
         "{} is missing: build the workspace first (`cargo build --workspace`)",

@@ -11,17 +11,21 @@
 //! - [`dig`]: running `dig` and reading its answer.
 //! - [`https`]: an HTTPS echo server with its own test CA.
 //! - [`load`]: `dig` loops running while a test breaks something.
+//! - [`channel`]: a bare DNS-channel client, to drive `bottle-host dns` alone.
+//! - [`sys`]: signals, peak memory, stray processes, the fd limit.
 //!
 //! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
+pub mod channel;
 pub mod dig;
 pub mod https;
 pub mod load;
 pub mod netns;
 pub mod proc;
+pub mod sys;
 pub mod upstream;
 pub mod vm;
 

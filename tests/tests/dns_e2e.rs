@@ -240,10 +240,13 @@ async fn host_killed_and_restarted_under_load_no_client_hangs() {
         return;
     };
     let load = Load::start(rig.ns.clone(), "allowed.test", 6);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    rig.kill_host().await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    rig.restart_host().await;
+    // Two outages in a row: the stub must recover from each.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        rig.kill_host().await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        rig.restart_host().await;
+    }
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let results = load.stop().await;
     let hung: Vec<_> = results

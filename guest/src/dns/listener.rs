@@ -64,50 +64,64 @@ pub async fn answer(ctx: &Ctx, packet: Vec<u8>, transport: DnsTransport) -> Opti
         return None;
     }
     ctx.stats.query(udp);
-    let limit = if udp {
-        wire::udp_limit(&packet)
-    } else {
-        usize::MAX
-    };
-    let client_id = wire::id(&packet);
     let fallback = packet.clone();
     let result = ctx.client.query(transport, packet).await;
-    Some(finish(ctx, result, udp, limit, client_id, &fallback))
+    Some(reply(ctx, &fallback, udp, result))
 }
 
-/// The client's reply from the host's `result` for `query`: the client's
-/// id restored, truncated to `limit` over UDP, SERVFAIL if the host failed.
-pub fn finish(
-    ctx: &Ctx,
-    result: Result<Vec<u8>, QueryError>,
-    udp: bool,
-    limit: usize,
-    client_id: u16,
-    query: &[u8],
-) -> Vec<u8> {
-    match result {
-        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
-            ctx.stats.answered(&ans);
-            wire::set_id(&mut ans, client_id);
-            if !udp {
-                return ans;
-            }
-            let (ans, truncated) = wire::fit_udp(ans, limit);
+/// [`finish`] plus the counters and logs: the reply to send the client.
+pub fn reply(ctx: &Ctx, query: &[u8], udp: bool, result: Result<Vec<u8>, QueryError>) -> Vec<u8> {
+    let (reply, outcome) = finish(query, udp, result);
+    match outcome {
+        Outcome::Answered { truncated } => {
+            ctx.stats.answered(&reply);
             if truncated {
                 ctx.stats.truncated();
             }
-            ans
         }
-        Ok(short) => {
-            tracing::warn!(len = short.len(), "dns-stub: host sent a runt answer");
+        Outcome::Runt(len) => {
+            tracing::warn!(len, "dns-stub: host sent a runt answer");
             ctx.stats.servfail();
-            wire::servfail(query)
         }
-        Err(e) => {
+        Outcome::Failed(e) => {
             tracing::debug!("dns-stub: SERVFAIL: {e}");
             ctx.stats.servfail();
-            wire::servfail(query)
         }
+    }
+    reply
+}
+
+/// What [`finish`] made of the host's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The host's answer, passed on (truncated to the UDP limit if set).
+    Answered {
+        /// TC was set because the answer did not fit.
+        truncated: bool,
+    },
+    /// The host's answer was shorter than a header (its length): SERVFAIL.
+    Runt(usize),
+    /// No answer from the host: SERVFAIL.
+    Failed(QueryError),
+}
+
+/// The reply to a client's `query` (already classified as a query) once
+/// the host has answered with `result`: the host's answer under the
+/// client's id, fitted to the client's UDP limit (TC set) when `udp`, or a
+/// SERVFAIL built from the query. Pure, so the `dns_stub_answer` fuzz
+/// target drives it with arbitrary host answers.
+pub fn finish(query: &[u8], udp: bool, result: Result<Vec<u8>, QueryError>) -> (Vec<u8>, Outcome) {
+    match result {
+        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
+            wire::set_id(&mut ans, wire::id(query));
+            if !udp {
+                return (ans, Outcome::Answered { truncated: false });
+            }
+            let (ans, truncated) = wire::fit_udp(ans, wire::udp_limit(query));
+            (ans, Outcome::Answered { truncated })
+        }
+        Ok(short) => (wire::servfail(query), Outcome::Runt(short.len())),
+        Err(e) => (wire::servfail(query), Outcome::Failed(e)),
     }
 }
 
@@ -188,8 +202,30 @@ async fn read_tcp_msg<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Opt
     Ok(Some(msg))
 }
 
+/// UDP receive buffer the stub asks for: room for a burst of several
+/// thousand queries (a small query takes about 1 KiB of buffer on
+/// loopback), where the kernel default (208 KiB) drops after a few hundred.
+pub const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// Ask for [`UDP_RECV_BUFFER`]: forced past `net.core.rmem_max` when we
+/// may (root, as in the guest), else as much as the limit allows.
+fn grow_recv_buffer(sock: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &UDP_RECV_BUFFER).is_err() {
+        if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &UDP_RECV_BUFFER) {
+            tracing::debug!("dns-stub: cannot grow the UDP receive buffer: {e}");
+        }
+    }
+}
+
 /// Bind UDP and TCP on `addr` (port 0 picks one free port for both).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let (udp, tcp) = bind_pair(addr).await?;
+    grow_recv_buffer(&udp);
+    Ok((udp, tcp))
+}
+
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
         return Ok((UdpSocket::bind(addr).await?, TcpListener::bind(addr).await?));
     }

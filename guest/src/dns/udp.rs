@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::client::{QueryError, Submission};
-use super::listener::{finish, Ctx};
+use super::listener::{reply, Ctx};
 use super::wire;
 
 /// Most datagrams taken from the socket per batch.
@@ -76,12 +76,10 @@ fn submission(
     packet: Vec<u8>,
     permit: OwnedSemaphorePermit,
 ) -> Submission {
-    let limit = wire::udp_limit(&packet);
-    let client_id = wire::id(&packet);
     let query = packet.clone();
     let (ctx, sock) = (ctx.clone(), Arc::clone(sock));
     let done = move |result: Result<Vec<u8>, QueryError>| {
-        let reply = finish(&ctx, result, true, limit, client_id, &query);
+        let reply = reply(&ctx, &query, true, result);
         send(&sock, reply, peer);
         drop(permit);
     };

@@ -67,6 +67,10 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
         };
         tracing::info!("proxy: serving on {shown}");
         let addr = running.addr;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // On SIGINT/SIGTERM the bridge listener is dropped, removing its
+        // socket file; every audit line was written before its request
+        // went on.
         tokio::select! {
             r = running.wait() => r?,
             r = async {
@@ -75,7 +79,8 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
                     None => std::future::pending().await,
                 }
             } => r?,
-            _ = tokio::signal::ctrl_c() => tracing::info!("proxy: interrupted"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("proxy: interrupted, stopping"),
+            _ = term.recv() => tracing::info!("proxy: terminated, stopping"),
         }
         Ok::<_, anyhow::Error>(0)
     })

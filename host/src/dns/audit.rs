@@ -6,13 +6,23 @@
 //! and when the [`Audit`] is dropped. Each write holds whole lines, so on
 //! an `O_APPEND` file lines never interleave or split.
 //!
-//! Without a file, each decision is logged through `tracing` only.
+//! Without a file, each decision is logged through `tracing` only. With a
+//! file, a write that fails (full disk, I/O error) fails closed: what was
+//! written of it is cut off (no torn line), the lines are kept for the
+//! next attempt, [`Audit::failing`] is set, and [`Audit::record`] returns
+//! `false` without buffering, so the handler answers SERVFAIL and sends
+//! nothing upstream until a flush succeeds again. Answers fresh from the
+//! upstream are written through at once (the handler flushes after each
+//! cache miss), so none is given out unaudited; denials and cache hits
+//! answered from the buffer when a write fails (at most [`FLUSH_INTERVAL`]
+//! or [`FLUSH_BYTES`] of them) are retried, not dropped.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -48,6 +58,8 @@ pub struct AuditRecord<'a> {
 #[derive(Debug)]
 struct Sink {
     state: Mutex<SinkState>,
+    /// The last write failed; cleared by the next one that succeeds.
+    failing: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -64,14 +76,35 @@ impl Sink {
 }
 
 impl SinkState {
-    fn write_out(&mut self) {
+    /// Write the buffer out; `false` if that failed (the buffer is kept).
+    fn write_out(&mut self, failing: &AtomicBool) -> bool {
         if self.buf.is_empty() {
-            return;
+            return !failing.load(Ordering::Relaxed);
         }
-        if let Err(e) = self.file.write_all(self.buf.as_bytes()) {
-            tracing::error!("audit: write failed: {e}");
+        let before = self.file.metadata().map(|m| m.len()).ok();
+        match self.file.write_all(self.buf.as_bytes()) {
+            Ok(()) => {
+                self.buf.clear();
+                if failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("dns audit log: writable again, resolving");
+                }
+                true
+            }
+            Err(e) => {
+                // A full disk can take part of the buffer: cut it off, so
+                // the log never holds a torn line; the lines stay buffered.
+                if let Some(len) = before {
+                    let _ = self.file.set_len(len);
+                }
+                if !failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "dns audit log: write failed: {e}; answering SERVFAIL \
+                         (nothing is resolved) until the log can be written"
+                    );
+                }
+                false
+            }
         }
-        self.buf.clear();
     }
 }
 
@@ -112,6 +145,7 @@ impl Audit {
                 file,
                 buf: String::with_capacity(FLUSH_BYTES + 1024),
             }),
+            failing: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&sink);
         std::thread::Builder::new()
@@ -127,8 +161,19 @@ impl Audit {
         self.sink.is_some() || tracing::enabled!(tracing::Level::DEBUG)
     }
 
-    /// Record one decision, stamped with the current time.
-    pub fn record(&self, rec: &AuditRecord<'_>) {
+    /// Did the last write to the file fail? While it did, the handler
+    /// sends nothing upstream.
+    pub fn failing(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_some_and(|s| s.failing.load(Ordering::Relaxed))
+    }
+
+    /// Record one decision, stamped with the current time. `false` means
+    /// the log cannot be written (see the module docs): the caller must
+    /// not give the answer out.
+    #[must_use]
+    pub fn record(&self, rec: &AuditRecord<'_>) -> bool {
         tracing::debug!(
             name = rec.name,
             rtype = ?rec.rtype,
@@ -138,26 +183,31 @@ impl Audit {
             latency_us = rec.latency_us,
             "dns decision"
         );
-        let Some(sink) = &self.sink else { return };
+        let Some(sink) = &self.sink else { return true };
+        if sink.failing.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = SystemTime::now();
         let mut st = sink.lock();
         write_line(&mut st.buf, now, rec);
         if st.buf.len() >= FLUSH_BYTES {
-            st.write_out();
+            return st.write_out(&sink.failing);
         }
+        true
     }
 
-    /// Write every buffered line to the file now.
-    pub fn flush(&self) {
-        if let Some(sink) = &self.sink {
-            sink.lock().write_out();
+    /// Write every buffered line to the file now; `false` if that failed.
+    pub fn flush(&self) -> bool {
+        match &self.sink {
+            Some(sink) => sink.lock().write_out(&sink.failing),
+            None => true,
         }
     }
 }
 
 impl Drop for Audit {
     fn drop(&mut self) {
-        self.flush();
+        let _ = self.flush();
     }
 }
 
@@ -167,7 +217,7 @@ fn flusher(sink: &Weak<Sink>) {
     loop {
         std::thread::sleep(FLUSH_INTERVAL);
         let Some(sink) = sink.upgrade() else { return };
-        sink.lock().write_out();
+        let _ = sink.lock().write_out(&sink.failing);
     }
 }
 

@@ -121,6 +121,9 @@ impl Handler {
     /// Synchronous and cheap, so the server runs it inline.
     pub fn try_local(&self, query: &[u8]) -> Result<Vec<u8>, NeedsUpstream> {
         let start = Instant::now();
+        if self.audit.failing() {
+            return Ok(self.unaudited(query, start));
+        }
         let q = match wire::parse(query) {
             Ok(q) => q,
             Err(reject) => {
@@ -128,7 +131,9 @@ impl Handler {
                     Reject::FormErr => (ResponseCode::FormErr, Rule::Malformed, "formerr"),
                     Reject::NotImp => (ResponseCode::NotImp, Rule::Opcode, "notimp"),
                 };
-                self.log("", None, verdict, Some(rule), &[], false, start);
+                if !self.log("", None, verdict, Some(rule), &[], false, start) {
+                    return Ok(wire::bare_answer(query, ResponseCode::ServFail));
+                }
                 return Ok(wire::bare_answer(query, rcode));
             }
         };
@@ -146,13 +151,17 @@ impl Handler {
                 } else {
                     (ResponseCode::NXDomain, "nxdomain")
                 };
-                self.log(raw, Some(q.rtype), verdict, Some(rule), &[], false, start);
+                if !self.log(raw, Some(q.rtype), verdict, Some(rule), &[], false, start) {
+                    return Ok(wire::local_answer(&q, ResponseCode::ServFail));
+                }
                 return Ok(wire::local_answer(&q, rcode));
             }
         };
         if let Some(hit) = self.cache.get(&name, q.rtype, start) {
             let out = hit.render(&q, start);
-            self.log_answer(raw, q.rtype, &hit, true, start);
+            if !self.log_answer(raw, q.rtype, &hit, true, start) {
+                return Ok(wire::local_answer(&q, ResponseCode::ServFail));
+            }
             return Ok(out);
         }
         Err(NeedsUpstream { name, start })
@@ -169,12 +178,17 @@ impl Handler {
         match self.resolve(&name, q.rtype, start).await {
             Some(answer) => {
                 let out = answer.render(&q, Instant::now());
-                self.log_answer(raw, q.rtype, &answer, false, start);
+                // A fresh upstream answer is written through at once (one
+                // write per cache miss): if the log cannot take it, the
+                // client gets SERVFAIL and nothing more goes upstream.
+                if !self.log_answer(raw, q.rtype, &answer, false, start) || !self.audit.flush() {
+                    return wire::local_answer(&q, ResponseCode::ServFail);
+                }
                 out
             }
             None => {
                 let rule = Some(Rule::Upstream);
-                self.log(raw, Some(q.rtype), "servfail", rule, &[], false, start);
+                let _ = self.log(raw, Some(q.rtype), "servfail", rule, &[], false, start);
                 wire::local_answer(&q, ResponseCode::ServFail)
             }
         }
@@ -261,6 +275,37 @@ impl Handler {
         (kept, dropped)
     }
 
+    /// SERVFAIL for `query` while the audit log cannot be written; the
+    /// attempt to record it tells whether the log works again.
+    #[cold]
+    fn unaudited(&self, query: &[u8], start: Instant) -> Vec<u8> {
+        let Ok(q) = wire::parse(query) else {
+            let _ = self.log(
+                "",
+                None,
+                "servfail",
+                Some(Rule::AuditLog),
+                &[],
+                false,
+                start,
+            );
+            return wire::bare_answer(query, ResponseCode::ServFail);
+        };
+        let rule = Some(Rule::AuditLog);
+        let _ = self.log(
+            q.name.as_str(),
+            Some(q.rtype),
+            "servfail",
+            rule,
+            &[],
+            false,
+            start,
+        );
+        wire::local_answer(&q, ResponseCode::ServFail)
+    }
+
+    /// Record an answer; `false` if the audit log could not be written.
+    #[must_use]
     fn log_answer(
         &self,
         name: &str,
@@ -268,7 +313,7 @@ impl Handler {
         a: &CachedAnswer,
         cached: bool,
         start: Instant,
-    ) {
+    ) -> bool {
         let verdict = if a.rcode == ResponseCode::NXDomain {
             "nxdomain"
         } else {
@@ -278,10 +323,12 @@ impl Handler {
         if a.filtered && !cached {
             tracing::warn!("dns: {name} {rtype}: private answers dropped (rule private-answer)");
         }
-        self.log(name, Some(rtype), verdict, rule, &a.addrs, cached, start);
+        self.log(name, Some(rtype), verdict, rule, &a.addrs, cached, start)
     }
 
+    /// Record a decision; `false` if the audit log could not be written.
     #[allow(clippy::too_many_arguments)]
+    #[must_use]
     fn log(
         &self,
         name: &str,
@@ -291,14 +338,14 @@ impl Handler {
         answers: &[IpAddr],
         cached: bool,
         start: Instant,
-    ) {
+    ) -> bool {
         if let Some(r) = rule {
-            if !matches!(r, Rule::PrivateAnswer | Rule::Upstream) {
+            if !matches!(r, Rule::PrivateAnswer | Rule::Upstream | Rule::AuditLog) {
                 self.denials.note(name, rtype, verdict, r, start);
             }
         }
         if !self.audit.enabled() {
-            return;
+            return true;
         }
         self.audit.record(&AuditRecord {
             name,
@@ -308,6 +355,6 @@ impl Handler {
             answers,
             cached,
             latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-        });
+        })
     }
 }

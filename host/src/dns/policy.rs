@@ -43,6 +43,8 @@ pub enum Rule {
     Opcode,
     /// Upstream failed or timed out.
     Upstream,
+    /// The audit log cannot be written: fail closed (SERVFAIL).
+    AuditLog,
 }
 
 impl Rule {
@@ -61,6 +63,7 @@ impl Rule {
             Rule::Malformed => "malformed",
             Rule::Opcode => "opcode",
             Rule::Upstream => "upstream",
+            Rule::AuditLog => "audit-log",
         }
     }
 }

@@ -92,8 +92,16 @@ impl AuditLog {
             .file
             .lock()
             .map_err(|_| err(std::io::Error::other("poisoned lock")))?;
-        f.write_all(&line).map_err(err)?;
-        f.flush().map_err(err)
+        let before = f.metadata().map(|m| m.len()).ok();
+        let res = f.write_all(&line).and_then(|()| f.flush());
+        if res.is_err() {
+            // A full disk can take part of the line: cut it off, so the
+            // log never holds a torn line.
+            if let Some(len) = before {
+                let _ = f.set_len(len);
+            }
+        }
+        res.map_err(err)
     }
 }
 

@@ -201,7 +201,7 @@ async fn echo(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes
 
 /// Start the HTTPS upstream (h2 + http/1.1) and a plain HTTP one; returns
 /// (upstream CA PEM, tls port, plain port).
-async fn upstreams() -> (String, u16, u16) {
+pub async fn upstreams() -> (String, u16, u16) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -335,7 +335,7 @@ fn audit_names_are_escaped_json() {
     let path = dir.path().join("audit.jsonl");
     let audit = crate::dns::Audit::to_file(&path).unwrap();
     let name = "a\"b\\c\u{1}.";
-    audit.record(&crate::dns::audit::AuditRecord {
+    let ok = audit.record(&crate::dns::audit::AuditRecord {
         name,
         rtype: None,
         verdict: "formerr",
@@ -344,6 +344,7 @@ fn audit_names_are_escaped_json() {
         cached: false,
         latency_us: 3,
     });
+    assert!(ok);
     drop(audit);
     let text = std::fs::read_to_string(&path).unwrap();
     let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
@@ -401,4 +402,35 @@ fn non_in_class_is_refused() {
     let a = parse(&rt().block_on(h.handle(&q)));
     assert_eq!((a.id(), a.response_code()), (31, R::Refused));
     assert_eq!(up.calls(), 0);
+}
+
+#[test]
+fn an_unwritable_audit_log_fails_closed() {
+    // /dev/full takes the open but refuses every write (ENOSPC).
+    let up = FakeUpstream::with(vec![(
+        "www.example.com",
+        T::A,
+        addrs("www.example.com", 300, &["93.184.216.34"]),
+    )]);
+    let audit = crate::dns::Audit::to_file(std::path::Path::new("/dev/full")).unwrap();
+    let h = crate::dns::Handler::new(&manifest(""), up.clone(), audit);
+    rt().block_on(async {
+        let cases = [
+            (1, "www.example.com.", T::A),
+            (2, "www.example.com.", T::A),
+            (3, "evil.net.", T::A),
+            (4, "www.example.com.", T::TXT),
+        ];
+        for (id, name, rtype) in cases {
+            let a = parse(&h.handle(&query(id, name, rtype, false)).await);
+            assert_eq!((a.id(), a.response_code()), (id, R::ServFail), "{name}");
+            assert!(a.answers().is_empty(), "{name}: an unaudited answer");
+        }
+        // Malformed: SERVFAIL too, under its id.
+        let a = h.handle(&[0xab, 0xcd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).await;
+        assert_eq!((a[..2].to_vec(), a[3] & 0x0f), (vec![0xab, 0xcd], 2));
+    });
+    // Only the first query reached the upstream: after its line failed,
+    // nothing more is resolved.
+    assert_eq!(up.calls(), 1);
 }
