@@ -10,8 +10,8 @@
 //! file, a write that fails (full disk, I/O error) fails closed: what was
 //! written of it is cut off (no torn line), the lines are kept for the
 //! next attempt, [`Audit::failing`] is set, and [`Audit::record`] returns
-//! `false` without buffering, so the handler answers SERVFAIL and sends
-//! nothing upstream until a flush succeeds again. Answers fresh from the
+//! `false` (after retrying the kept lines) so the handler answers SERVFAIL
+//! and sends nothing upstream until a write succeeds again. Answers fresh from the
 //! upstream are written through at once (the handler flushes after each
 //! cache miss), so none is given out unaudited; denials and cache hits
 //! answered from the buffer when a write fails (at most [`FLUSH_INTERVAL`]
@@ -184,13 +184,17 @@ impl Audit {
             "dns decision"
         );
         let Some(sink) = &self.sink else { return true };
-        if sink.failing.load(Ordering::Relaxed) {
-            return false;
-        }
         let now = SystemTime::now();
         let mut st = sink.lock();
+        // While failing, each decision first retries the kept lines: the
+        // first one after the disk has room again finds out, and its own
+        // line is written through with them.
+        let recovering = sink.failing.load(Ordering::Relaxed);
+        if recovering && !st.write_out(&sink.failing) {
+            return false;
+        }
         write_line(&mut st.buf, now, rec);
-        if st.buf.len() >= FLUSH_BYTES {
+        if recovering || st.buf.len() >= FLUSH_BYTES {
             return st.write_out(&sink.failing);
         }
         true
