@@ -13,11 +13,13 @@
 //! - [`load`]: `dig` loops running while a test breaks something.
 //!
 //! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
+//! - [`escape`]: the escape & exfiltration suite's runner (one boot, every probe).
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
 pub mod dig;
+pub mod escape;
 pub mod https;
 pub mod load;
 pub mod netns;
