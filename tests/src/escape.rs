@@ -54,6 +54,8 @@ pub struct Suite {
     pub main: Run,
     /// The rebinding run: private answers dropped, private upstreams refused.
     pub rebind: Run,
+    /// The connector run: private answers kept, private upstreams refused.
+    pub connector: Run,
 }
 
 /// Which manifest a run uses.
@@ -63,6 +65,9 @@ pub enum Mode {
     Main,
     /// `allow_private = false`, `allow_private_answers = false`.
     Rebind,
+    /// `allow_private = false`, `allow_private_answers = true`: the proxy's
+    /// own address check is the only guard.
+    Connector,
 }
 
 /// A TOML basic string holding `s`.
@@ -91,13 +96,11 @@ pub fn manifest(bed: &Testbed, mode: Mode) -> std::path::PathBuf {
     std::fs::write(&secret_file, HOST_SECRET).expect("secret file");
     let sha = ring::digest::digest(&ring::digest::SHA256, TOKEN.as_bytes());
     let sha: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let (mode_name, private, routes) = match mode {
-        Mode::Main => ("main", "true", vec!["api.bottle.test"]),
-        Mode::Rebind => (
-            "rebind",
-            "false",
-            vec!["api.bottle.test", "meta.rebind.test", "lan.rebind.test"],
-        ),
+    let rebind = vec!["api.bottle.test", "meta.rebind.test", "lan.rebind.test"];
+    let (mode_name, private, private_answers, routes) = match mode {
+        Mode::Main => ("main", true, true, vec!["api.bottle.test"]),
+        Mode::Rebind => ("rebind", false, false, rebind),
+        Mode::Connector => ("connector", false, true, rebind),
     };
     let mut toml = format!(
         r#"[vm]
@@ -125,7 +128,7 @@ allow_private = {private}
 
 [dns]
 upstreams = ["{dns}"]
-allow_private_answers = {private}
+allow_private_answers = {private_answers}
 extra_names = ["*.tunnel.bottle.test"]
 
 [dns.limits]
