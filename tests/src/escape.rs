@@ -1,5 +1,5 @@
 //! The escape & exfiltration suite's runner: one VM boot runs every probe
-//! of `tests/probes/probes.py` as the bottle's (root) agent, a second boot
+//! of `tests/probes/*.py` as the bottle's (root) agent, a second boot
 //! runs the rebinding probes under a manifest that keeps private answers
 //! out. Each probe prints `PROBE <name> ok|FAIL <detail> <ms>ms`; the
 //! results, the console output and what the stand-in internet saw are kept
@@ -14,8 +14,18 @@ use base64::Engine as _;
 use crate::https::Seen;
 use crate::vm::{Testbed, TOKEN};
 
-/// The probe script, run in the guest by `python3 -c`.
-pub const SCRIPT: &str = include_str!("../probes/probes.py");
+/// The probe script, run in the guest by `python3 -c`: the files of
+/// `tests/probes/`, one per channel, in this order.
+pub const SCRIPT: &str = concat!(
+    include_str!("../probes/common.py"),
+    include_str!("../probes/helpers.py"),
+    include_str!("../probes/dns.py"),
+    include_str!("../probes/net.py"),
+    include_str!("../probes/proxy.py"),
+    include_str!("../probes/secrets.py"),
+    include_str!("../probes/tamper.py"),
+    include_str!("../probes/boots.py"),
+);
 
 /// A host secret the agent is assumed to have read (in a repository, say):
 /// the probes try to get it out in every encoding.

@@ -1,6 +1,6 @@
 //! The escape & exfiltration suite (issue #7): one `probe_<channel>_<what>`
 //! test per way out an untrusted root agent could try from inside a real
-//! VM. One boot runs every guest-side probe (`tests/probes/probes.py`), a
+//! VM. One boot runs every guest-side probe (`tests/probes/*.py`), a
 //! second boot runs the rebinding probes; each test reads its probe's line
 //! (see `bottle_e2e::escape`). The `probe_host_*` tests check the same runs
 //! from outside: what the stand-in internet received. docs/security.md
