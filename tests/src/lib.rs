@@ -15,12 +15,14 @@
 //! - [`sys`]: signals, peak memory, stray processes, the fd limit.
 //!
 //! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
+//! - [`escape`]: the escape & exfiltration suite's runner (one boot, every probe).
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
 pub mod channel;
 pub mod dig;
+pub mod escape;
 pub mod https;
 pub mod load;
 pub mod netns;

@@ -8,6 +8,8 @@
 //! | `big.wild.test` A | 60 addresses 93.184.216.0..60 (over 512 bytes) |
 //! | `*.wild.test` A | 93.184.216.8 |
 //! | `bottle.test`, `*.bottle.test` A | 127.0.0.1 (the demo's and the VM tests' servers) |
+//! | `meta.rebind.test` A | 169.254.169.254 (cloud metadata: rebinding probes) |
+//! | `lan.rebind.test` A | 10.0.0.5 (a private address: rebinding probes) |
 //! | any other type of a name above | NOERROR, no data |
 //! | anything else | NXDOMAIN |
 //!
@@ -16,7 +18,8 @@
 //! private answers by default; only the `bottle.test` names answer
 //! 127.0.0.1, for manifests that allow private answers.
 //! It counts the queries it sees per name, so tests can check that denied
-//! names never leave the host.
+//! names never leave the host, and keeps every raw query, so tests can check
+//! that no payload (an EDNS option, padding) was carried through.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +43,7 @@ pub struct Upstream {
     /// Its address (UDP and TCP).
     pub addr: SocketAddr,
     seen: Arc<Mutex<HashMap<String, u32>>>,
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -65,11 +69,17 @@ impl Upstream {
     fn serve(udp: UdpSocket, tcp: TcpListener) -> Upstream {
         let addr = udp.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(HashMap::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let tasks = vec![
-            tokio::spawn(serve_udp(udp, seen.clone())),
-            tokio::spawn(serve_tcp(tcp, seen.clone())),
+            tokio::spawn(serve_udp(udp, seen.clone(), raw.clone())),
+            tokio::spawn(serve_tcp(tcp, seen.clone(), raw.clone())),
         ];
-        Upstream { addr, seen, tasks }
+        Upstream {
+            addr,
+            seen,
+            raw,
+            tasks,
+        }
     }
 
     /// How many queries for `name` (no trailing dot, any case) arrived.
@@ -79,6 +89,31 @@ impl Upstream {
             .lock()
             .map(|m| m.get(&key).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Every name queried so far (lower case, no trailing dot).
+    pub fn names(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many raw queries (as received, any name) contain `needle`.
+    pub fn raw_containing(&self, needle: &[u8]) -> usize {
+        self.raw
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|q| q.windows(needle.len().max(1)).any(|w| w == needle))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// How many raw queries arrived in all.
+    pub fn raw_count(&self) -> usize {
+        self.raw.lock().map(|r| r.len()).unwrap_or(0)
     }
 
     /// Answer one query directly (no network): for in-process relays.
@@ -148,6 +183,14 @@ fn answer(query: &[u8], seen: &Mutex<HashMap<String, u32>>) -> Option<Vec<u8>> {
         if rtype == RecordType::A {
             m.add_answer(a([127, 0, 0, 1]));
         }
+    } else if name == "meta.rebind.test" || name == "lan.rebind.test" {
+        if rtype == RecordType::A {
+            m.add_answer(a(if name.starts_with("meta") {
+                [169, 254, 169, 254]
+            } else {
+                [10, 0, 0, 5]
+            }));
+        }
     } else if name.ends_with(".wild.test") {
         if rtype == RecordType::A {
             m.add_answer(a([93, 184, 216, 8]));
@@ -158,12 +201,21 @@ fn answer(query: &[u8], seen: &Mutex<HashMap<String, u32>>) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-async fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, u32>>>) {
+type Raw = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn keep(raw: &Raw, query: &[u8]) {
+    if let Ok(mut r) = raw.lock() {
+        r.push(query.to_vec());
+    }
+}
+
+async fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, u32>>>, raw: Raw) {
     let mut buf = vec![0u8; 65535];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        keep(&raw, &buf[..n]);
         if let Some(mut reply) = answer(&buf[..n], &seen) {
             if reply.len() > 512 {
                 // Over the plain UDP limit: question only, TC set.
@@ -177,9 +229,9 @@ async fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<HashMap<String, u32>>>) {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<HashMap<String, u32>>>) {
+async fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<HashMap<String, u32>>>, raw: Raw) {
     while let Ok((mut s, _)) = listener.accept().await {
-        let seen = seen.clone();
+        let (seen, raw) = (seen.clone(), raw.clone());
         tokio::spawn(async move {
             loop {
                 let Ok(len) = s.read_u16().await else { return };
@@ -187,6 +239,7 @@ async fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<HashMap<String, u32>>>
                 if s.read_exact(&mut msg).await.is_err() {
                     return;
                 }
+                keep(&raw, &msg);
                 let Some(reply) = answer(&msg, &seen) else {
                     return;
                 };

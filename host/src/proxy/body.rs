@@ -146,7 +146,7 @@ impl FormScan {
 
 /// Read, bound and scan `body`; `encoding` is its `Content-Encoding`;
 /// `form` says it is `application/x-www-form-urlencoded`, so it is also
-/// scanned percent-decoded.
+/// scanned percent-decoded; any other plain body is too from its first `%`.
 pub async fn read_scanned<B>(
     mut body: B,
     encoding: Option<&str>,
@@ -166,7 +166,7 @@ where
         scanner: StreamScanner::new(dlp.clone()),
         carry: Vec::new(),
     });
-    let mut raw = StreamScanner::new(dlp);
+    let mut raw = StreamScanner::new(dlp.clone());
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyRefusal::Read(e.to_string()))?;
@@ -178,6 +178,21 @@ where
         }
         if let Some(hit) = raw.push(&data) {
             return Err(BodyRefusal::Dlp(hit));
+        }
+        if form.is_none() && decoder.is_none() && data.contains(&b'%') {
+            // Whatever the content type says, a body holding `%` escapes
+            // is also scanned decoded (a secret sent as `%68%73...` hides
+            // from the raw scan). Until now decoded and raw bytes were the
+            // same, so the decoded scan starts with the raw tail.
+            let mut f = FormScan {
+                scanner: StreamScanner::new(dlp.clone()),
+                carry: Vec::new(),
+            };
+            let seam = &buf[buf.len().saturating_sub(dlp.overlap())..];
+            if let Some(hit) = f.push(seam, false) {
+                return Err(BodyRefusal::Dlp(hit));
+            }
+            form = Some(f);
         }
         if let Some(d) = decoder.as_mut() {
             d.feed(Some(&data))?;
@@ -258,6 +273,23 @@ mod tests {
                 "form, escape split",
                 vec![b"a=correct%2Dhorse%2".to_vec(), b"Dbattery-staple".to_vec()],
                 Some("form"),
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                // Escape probe regression: every character escaped, in a
+                // body that does not say it is a form.
+                "plain body, all escaped",
+                vec![b"data=%63%6F%72%72%65%63%74%2D%68%6F%72%73%65%2D%62%61%74%74%65%72%79%2D%73%74%61%70%6C%65".to_vec()],
+                None,
+                1 << 20,
+                Some("secret:k:raw"),
+            ),
+            (
+                // The first `%` arrives after part of the secret.
+                "plain body, escapes start mid-secret",
+                vec![b"x correct-hor".to_vec(), b"se-%62attery-staple".to_vec()],
+                None,
                 1 << 20,
                 Some("secret:k:raw"),
             ),

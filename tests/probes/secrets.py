@@ -1,0 +1,189 @@
+# Part of the escape probe script: the files of tests/probes/ are
+# concatenated in the order tests/src/escape.rs gives (common.py first).
+# -------------------------------------------------------------- secrets
+
+def enc_forms(s):
+    b = s.encode()
+    return {
+        "base64": base64.b64encode(b).decode(),
+        "base64url": base64.urlsafe_b64encode(b).decode().rstrip("="),
+        "hex": b.hex(),
+        "base32": base64.b32encode(b).decode(),
+        "urlencoded": "".join(f"%{c:02X}" for c in b),
+    }
+
+
+COMMON = {
+    "github": "ghp_" + "aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5",
+    "aws": "AKIA" + "IOSFODNN7EXAMPLQ",
+    "anthropic": "sk-ant-api03-" + "x" * 20 + "Yz9_" + "a" * 70,
+    "slack": "xoxb-" + "123456789012-1234567890123-" + "aBcDeFgHiJkLmNoPqRsTuVwX",
+    "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n",
+}
+
+if MODE == "main":
+    @probe("secrets_url_path")
+    def _():
+        return must_403("GET", "/leak/" + urllib.parse.quote(SECRET))
+
+    @probe("secrets_query")
+    def _():
+        return must_403("GET", "/leak?k=" + urllib.parse.quote(SECRET))
+
+    @probe("secrets_header")
+    def _():
+        return must_403("GET", "/leak", {"X-Leak": SECRET})
+
+    @probe("secrets_cookie")
+    def _():
+        return must_403("GET", "/leak", {"Cookie": f"session=abc; leak={SECRET}"})
+
+    @probe("secrets_basic_auth")
+    def _():
+        cred = base64.b64encode(f"user:{SECRET}".encode()).decode()
+        return must_403("GET", "/leak", {"X-Other-Auth": f"Basic {cred}"})
+
+    @probe("secrets_json_body")
+    def _():
+        return must_403("POST", "/leak", {"Content-Type": "application/json"},
+                        json.dumps({"note": "hi", "data": SECRET}).encode())
+
+    @probe("secrets_form_body")
+    def _():
+        return must_403("POST", "/leak", {"Content-Type": "application/x-www-form-urlencoded"},
+                        urllib.parse.urlencode({"a": "1", "b": SECRET + "&"}).encode())
+
+    @probe("secrets_multipart_body")
+    def _():
+        body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\n"
+                + SECRET.encode() + b"\r\n--XyZ--\r\n")
+        return must_403("POST", "/leak", {"Content-Type": "multipart/form-data; boundary=XyZ"}, body)
+
+    @probe("secrets_chunked_body_split")
+    def _():
+        b = ("x" * 5000 + SECRET + "y" * 100).encode()
+        cut = 5000 + len(SECRET) // 2
+        return must_403("POST", "/leak", {"Content-Type": "text/plain"},
+                        chunks=[b[:cut], b[cut:cut + 3], b[cut + 3:]])
+
+    @probe("secrets_gzip_body")
+    def _():
+        return must_403("POST", "/leak", {"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+                        gzip.compress(("pad " * 100 + SECRET).encode()))
+
+    @probe("secrets_unknown_content_encoding")
+    def _():
+        st, h, data = https("POST", "/leak-br", {"Content-Encoding": "br"}, b"\x1b\x00" + SECRET.encode()[::-1])
+        if st in (403, 415):
+            return f"{st} {h.get('x-bottle-rule', '')}"
+        raise Refused(f"opaque encoding passed: {st}")
+
+    for form in ["base64", "base64url", "hex", "base32", "urlencoded"]:
+        probe(f"secrets_{form}_query")(
+            lambda form=form: must_403("GET", "/leak?d=" + urllib.parse.quote(enc_forms(SECRET)[form], safe="%")))
+        probe(f"secrets_{form}_body")(
+            lambda form=form: must_403("POST", "/leak", {"Content-Type": "text/plain"},
+                                       ("data=" + enc_forms(SECRET)[form] + "\n").encode()))
+
+    @probe("secrets_split_across_requests")
+    def _():
+        # Known limit: each request is scanned on its own. Halves of at
+        # least 8 characters each are sent in two requests; this probe
+        # records whether both pass (documented in docs/security.md).
+        half = len(SECRET) // 2
+        a = must_403_or_status("GET", "/split-1?p=" + urllib.parse.quote(SECRET[:half]))
+        b = must_403_or_status("GET", "/split-2?p=" + urllib.parse.quote(SECRET[half:]))
+        if a == 200 and b == 200:
+            raise Refused("both halves reached the upstream")
+        return f"{a} {b}"
+
+    def must_403_or_status(method, path):
+        return https(method, path)[0]
+
+    for kind, value in COMMON.items():
+        probe(f"secrets_builtin_{kind}")(
+            lambda value=value: must_403("POST", "/leak", {"Content-Type": "application/json"},
+                                         json.dumps({"k": value}).encode()))
+
+    @probe("secrets_builtin_github_header")
+    def _():
+        return must_403("GET", "/leak", {"X-Token": COMMON["github"]})
+
+
+def token_in(data):
+    """True if the injected token (known only by its hash) is in `data`."""
+    if not TOKEN_SHA or not TOKEN_LEN:
+        raise Refused("no token hash given")
+    i = data.find(TOKEN_FIRST)
+    while i != -1:
+        if hashlib.sha256(data[i:i + TOKEN_LEN]).hexdigest() == TOKEN_SHA:
+            return True
+        i = data.find(TOKEN_FIRST, i + 1)
+    return False
+
+
+def readable_files(roots, max_size=1 << 20):
+    for root in roots:
+        for dirpath, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+            for f in files:
+                p = os.path.join(dirpath, f)
+                try:
+                    if os.path.islink(p) or os.path.getsize(p) > max_size:
+                        continue
+                    with open(p, "rb") as fh:
+                        yield p, fh.read()
+                except OSError:
+                    continue
+
+
+if MODE == "main":
+    @probe("secrets_token_not_in_guest_env", limit_ms=20000)
+    def _():
+        n = 0
+        for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+            for what in ("environ", "cmdline"):
+                try:
+                    data = open(f"/proc/{pid}/{what}", "rb").read()
+                except OSError:
+                    continue
+                n += 1
+                if token_in(data):
+                    raise Refused(f"token in /proc/{pid}/{what}")
+        if token_in(open("/proc/cmdline", "rb").read()):
+            raise Refused("token on the kernel command line")
+        return f"{n} environ/cmdline files clean"
+
+    @probe("secrets_token_not_in_guest_files", limit_ms=60000)
+    def _():
+        n = 0
+        for p, data in readable_files(["/etc", "/run", "/tmp", "/root", "/var", "/home"]):
+            n += 1
+            if token_in(data):
+                raise Refused(f"token in {p}")
+        return f"{n} files clean"
+
+    @probe("tamper_pid1_memory_has_no_token", limit_ms=60000)
+    def _():
+        n = 0
+        with open("/proc/1/maps") as maps, open("/proc/1/mem", "rb", 0) as mem:
+            for line in maps:
+                addr, perms = line.split()[:2]
+                if "r" not in perms:
+                    continue
+                lo, hi = (int(x, 16) for x in addr.split("-"))
+                if hi - lo > 64 << 20:
+                    continue
+                try:
+                    mem.seek(lo)
+                    data = mem.read(hi - lo)
+                except (OSError, ValueError, OverflowError):
+                    continue
+                n += len(data)
+                if token_in(data):
+                    raise Refused(f"token in PID 1 memory at {lo:#x}")
+        if n == 0:
+            raise Refused("could not read PID 1 memory at all")
+        return f"{n >> 10} KiB of PID 1 read, no token"
+
+
