@@ -224,15 +224,15 @@ fn probe_net_vsock_unserved_port_reset() {
     run.assert_probe("net_vsock_unserved_port_reset");
 }
 
+// Closed gaps: a refusing host channel ends with `linger_close` (shut down
+// writing, drain briefly), and a second control connection is refused.
 #[test]
-#[ignore = "a host channel that closes with unread guest bytes leaves the guest's connection hanging (vhost-device-vsock gets ECONNRESET and tells the guest nothing)"]
 fn probe_net_vsock_garbage_trailing_bytes() {
     let Some(run) = main_run() else { return };
     run.assert_probe("net_vsock_garbage_trailing_bytes");
 }
 
 #[test]
-#[ignore = "the host accepts one control connection; a second one waits in the listen backlog forever instead of being refused"]
 fn probe_net_vsock_garbage_6001() {
     let Some(run) = main_run() else { return };
     run.assert_probe("net_vsock_garbage_6001");

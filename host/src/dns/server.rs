@@ -88,7 +88,16 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// write. Cache misses run in their own tasks and come back over a
 /// channel into the same buffer.
 pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<(), ConnError> {
-    accept_hello(&mut stream, Role::Host, Channel::Dns, SOFTWARE).await?;
+    let r = serve_connection(&mut stream, handler).await;
+    if r.is_err() {
+        // A refused hello or a bad frame: end cleanly, never a hang.
+        bottle_shared::io::linger_close(&mut stream).await;
+    }
+    r
+}
+
+async fn serve_connection(stream: &mut BoxStream, handler: Arc<Handler>) -> Result<(), ConnError> {
+    accept_hello(stream, Role::Host, Channel::Dns, SOFTWARE).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<DnsResponse>();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let max = Channel::Dns.max_frame();
@@ -113,7 +122,7 @@ pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<
                 Ok(answer) => {
                     push_answer(&mut out, id, answer, max);
                     if out.len() >= WRITE_BATCH {
-                        write_out(&mut stream, &mut out).await?;
+                        write_out(stream, &mut out).await?;
                     }
                     continue;
                 }
@@ -124,7 +133,7 @@ pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<
                 Ok(p) => p,
                 Err(_) => {
                     // Full: send what we have, then wait for a miss to end.
-                    write_out(&mut stream, &mut out).await?;
+                    write_out(stream, &mut out).await?;
                     match Arc::clone(&slots).acquire_owned().await {
                         Ok(p) => p,
                         Err(_) => return Ok(()),
@@ -146,7 +155,7 @@ pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<
             in_flight -= 1;
             push_answer(&mut out, id, wire, max);
         }
-        write_out(&mut stream, &mut out).await?;
+        write_out(stream, &mut out).await?;
         if eof {
             if in_flight == 0 {
                 return input.finish().map_err(ConnError::Frame);

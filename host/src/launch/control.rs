@@ -4,8 +4,10 @@
 //! `Shutdown` when asked to.
 
 use bottle_shared::channel::Channel;
-use bottle_shared::io::{accept_hello, read_message, write_message, HandshakeError};
-use bottle_shared::message::{BootInfo, GuestConfig, GuestMessage, HostMessage, Role};
+use std::time::Duration;
+
+use bottle_shared::io::{accept_hello, linger_close, read_message, write_message, HandshakeError};
+use bottle_shared::message::{BootInfo, GuestConfig, GuestMessage, HelloReply, HostMessage, Role};
 use bottle_shared::transport::{BoxStream, Listener};
 use bottle_shared::{FrameError, Hello};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -72,6 +74,25 @@ pub async fn accept(listener: &Listener, config: &GuestConfig) -> Result<Session
     write_message(&mut s, &HostMessage::Config(Box::new(config.clone())), max).await?;
     let (rd, wr) = tokio::io::split(s);
     Ok(Session { peer, boot, rd, wr })
+}
+
+/// Refuse a further connection to the control port once the guest's
+/// session exists: read its hello (briefly), answer `Refused`, and close
+/// cleanly, so nothing waits in the listen backlog.
+pub async fn refuse(mut s: BoxStream) {
+    let max = Channel::Control.max_frame();
+    let hello = tokio::time::timeout(
+        Duration::from_secs(1),
+        read_message::<_, Hello>(&mut s, max),
+    )
+    .await;
+    if matches!(hello, Ok(Ok(Some(_)))) {
+        let reply = HelloReply::Refused {
+            reason: "the control channel is already in use".into(),
+        };
+        let _ = write_message(&mut s, &reply, max).await;
+    }
+    linger_close(&mut s).await;
 }
 
 impl Session {
@@ -165,6 +186,25 @@ mod tests {
         sd.send(5).await.unwrap();
         guest.await.unwrap();
         assert_eq!(ev.next().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_is_refused_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Address::Unix(dir.path().join("c"));
+        let listener = Listener::bind(&addr).await.unwrap();
+        let second = tokio::spawn(async move {
+            let mut s = connect(&addr).await.unwrap();
+            dial_hello(&mut s, Role::Guest, Channel::Control, "intruder").await
+        });
+        let s = listener.accept().await.unwrap();
+        refuse(s).await;
+        let r = tokio::time::timeout(Duration::from_secs(2), second)
+            .await
+            .expect("the second connection was left waiting")
+            .unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("already in use"), "{e}");
     }
 
     #[tokio::test]

@@ -246,6 +246,13 @@ async fn supervise(
                 Err(e) => break Ended::Failed(format!("control channel: {e}")),
             },
             st = vm.wait() => break Ended::VmStopped(st?),
+            extra = control.accept() => {
+                // Only bottle-guest's session may exist; anyone else (the
+                // agent dialling port 6001) is refused, never left waiting.
+                if let Ok(s) = extra {
+                    tokio::spawn(control::refuse(s));
+                }
+            }
             _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
                 eprintln!("bottle: interrupted; stopping the agent (again to kill the VM)");
                 shutdown_sent = true;

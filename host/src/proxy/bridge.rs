@@ -20,6 +20,7 @@ pub async fn serve(listener: Listener, proxy: SocketAddr) -> std::io::Result<()>
         tokio::spawn(async move {
             if let Err(e) = accept_hello(&mut guest, Role::Host, Channel::Egress, SOFTWARE).await {
                 tracing::warn!("proxy: egress channel hello failed: {e}");
+                bottle_shared::io::linger_close(&mut guest).await;
                 return;
             }
             let mut upstream = match TcpStream::connect(proxy).await {
