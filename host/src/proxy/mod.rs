@@ -7,6 +7,7 @@
 //!   TLS with the system roots (plus `--upstream-ca`).
 //! - [`audit`]: one JSON line per request, fail closed.
 //! - [`handler`]: the hudsucker handler tying them together.
+//! - [`websocket`]: WebSocket upgrades, relayed with client messages scanned.
 //! - [`bridge`]: serving the guest's egress channel (`unix://`, vsock).
 //!
 //! Every CONNECT is intercepted; see `docs/proxy.md`.
@@ -18,6 +19,9 @@ pub mod connector;
 pub mod dlp;
 pub mod handler;
 pub mod policy;
+mod reply;
+mod tunnel;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -131,7 +135,8 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
     let resolver =
         connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter)
             .with_hosts(cfg.static_hosts);
-    let connector = connector::build(resolver, cfg.upstream_ca.as_deref())?;
+    let connector = connector::build(resolver.clone(), cfg.upstream_ca.as_deref(), true)?;
+    let ws_connector = connector::build(resolver, cfg.upstream_ca.as_deref(), false)?;
     let shared = Arc::new(handler::Shared {
         routes: cfg.manifest.egress.routes.clone(),
         dlp: dlp::Dlp::new(&cfg.secrets)?,
@@ -142,6 +147,7 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
             .collect::<HashMap<_, _>>(),
         audit: audit::AuditLog::open(&cfg.audit_log)?,
         max_body: cfg.manifest.egress.max_body_bytes,
+        ws_connector,
     });
     let mut server = ServerBuilder::new(TokioExecutor::new());
     server
