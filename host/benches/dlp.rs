@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
             ),
         ),
         ("english prose", {
-            let words = b"the quick brown fox jumps over a lazy dog and then some more words follow ";
+            let words =
+                b"the quick brown fox jumps over a lazy dog and then some more words follow ";
             words.iter().copied().cycle().take(size).collect()
         }),
     ];

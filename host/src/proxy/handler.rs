@@ -186,7 +186,7 @@ impl Handler {
                 .websocket(req, rec, start, (scheme, &host, port, &pq), inject)
                 .await;
         }
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
         let encoding = match parts.headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
             Some(Ok(e)) => Some(e.to_string()),
             Some(Err(_)) => Some("(not text)".to_string()),
@@ -201,7 +201,7 @@ impl Handler {
                     .starts_with("application/x-www-form-urlencoded")
             });
         let body = match read_scanned(
-            body,
+            &mut body,
             encoding.as_deref(),
             form,
             shared.dlp.clone(),
@@ -210,7 +210,10 @@ impl Handler {
         .await
         {
             Ok(b) => b,
-            Err(b) => return self.refuse(rec, b.into(), start).into(),
+            Err(b) => {
+                super::body::drain(body);
+                return self.refuse(rec, b.into(), start).into();
+            }
         };
         rec.bytes_up = body.len() as u64;
         // Credential injection: whatever the guest sent is replaced.

@@ -121,7 +121,10 @@ impl Dlp {
         let secret = self
             .groups
             .iter()
-            .filter_map(|(ac, base)| ac.find(hay).map(|m| (m.end(), base + m.pattern().as_usize())))
+            .filter_map(|(ac, base)| {
+                ac.find(hay)
+                    .map(|m| (m.end(), base + m.pattern().as_usize()))
+            })
             .min();
         if let Some((_, i)) = secret {
             return Some(Found::Secret(i));
