@@ -78,6 +78,36 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Peer, same run: the previous design's first stage alone (one
+    // standard-semantics automaton over every secret form and rule prefix,
+    // overlapping search), on the first input.
+    let mut patterns: Vec<Vec<u8>> = bottle_host::proxy::dlp::secrets::forms(&secrets())
+        .into_iter()
+        .map(|f| f.pattern)
+        .collect();
+    patterns.extend(
+        bottle_host::proxy::dlp::rules::PREFIXES
+            .iter()
+            .map(|p| p.as_bytes().to_vec()),
+    );
+    let old = aho_corasick::AhoCorasick::new(&patterns).unwrap();
+    let mut g = c.benchmark_group("peer");
+    g.throughput(Throughput::Bytes(size as u64));
+    g.sample_size(10);
+    g.bench_function(
+        "one standard automaton, overlapping (json-like text)",
+        |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for chunk in inputs[0].1.chunks(64 << 10) {
+                    n += old.find_overlapping_iter(black_box(chunk)).count();
+                }
+                n
+            })
+        },
+    );
+    g.finish();
 }
 
 criterion_group!(benches, bench);

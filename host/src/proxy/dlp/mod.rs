@@ -35,9 +35,20 @@ enum Found {
     Rule(usize),
 }
 
-/// Secret forms per automaton: small groups keep aho-corasick on its
-/// SIMD (Teddy) prefilter, which it gives up for large pattern sets.
-const FORMS_PER_GROUP: usize = 24;
+/// Secret forms per automaton: aho-corasick's SIMD (Teddy) prefilter
+/// handles at most 64 patterns, and only for leftmost match semantics.
+const FORMS_PER_GROUP: usize = 64;
+
+/// A leftmost-first automaton (so the SIMD prefilter can be used).
+fn automaton<I, P>(patterns: I) -> Result<aho_corasick::AhoCorasick, BuildError>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<[u8]>,
+{
+    Ok(aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(patterns)?)
+}
 
 /// The compiled rules; cheap to share.
 #[derive(Clone, Debug)]
@@ -64,13 +75,13 @@ impl Dlp {
             .chunks(FORMS_PER_GROUP)
             .enumerate()
             .map(|(i, forms)| {
-                let ac = aho_corasick::AhoCorasick::new(forms.iter().map(|f| &f.pattern))?;
+                let ac = automaton(forms.iter().map(|f| &f.pattern))?;
                 Ok((ac, i * FORMS_PER_GROUP))
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Arc::new(Dlp {
             set: rules::compile(),
-            prefixes: aho_corasick::AhoCorasick::new(rules::PREFIXES)?,
+            prefixes: automaton(rules::PREFIXES)?,
             longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
             groups,
             secrets,
@@ -109,8 +120,8 @@ impl Dlp {
 
     /// The secret form ending first in `hay`, then the first rule.
     ///
-    /// Secrets: one search per group of forms (standard semantics report
-    /// the earliest-ending match). Rules: the `RegexSet` runs only on
+    /// Secrets: one leftmost-first search per group of forms; the
+    /// leftmost match wins (then the form added first). Rules: the `RegexSet` runs only on
     /// windows around the rules' literal prefixes (merged, so the work
     /// stays linear). Every rule match starts at such a prefix and is at
     /// most [`rules::MAX_MATCH`] long; a prefix occurrence the
