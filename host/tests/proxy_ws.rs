@@ -86,7 +86,7 @@ async fn websocket_echo_works_and_leaks_close_the_connection() {
         .unwrap();
     let echoed = next(&mut ws).await.unwrap().unwrap();
     assert!(echoed.into_text().unwrap().ends_with(&key[..9]));
-    ws.send(Message::binary(key[9..].as_bytes().to_vec()))
+    ws.send(Message::binary(key.as_bytes()[9..].to_vec()))
         .await
         .unwrap();
     assert_eq!(closed_with(&mut ws).await, Some(CloseCode::Policy));
