@@ -166,11 +166,20 @@ impl Handler {
                 if inject.is_some_and(|i| i.header == name.as_str()) {
                     return None; // replaced below
                 }
-                let place = format!("header {name}");
-                shared.dlp.scan(value.as_bytes(), &place).or_else(|| {
-                    let decoded = super::dlp::percent_decode(value.as_bytes());
-                    shared.dlp.scan(&decoded, &place)
-                })
+                // The place is only spelled out for a hit (hot path).
+                let v = value.as_bytes();
+                shared
+                    .dlp
+                    .scan(v, "")
+                    .or_else(|| {
+                        super::dlp::has_escapes(v)
+                            .then(|| shared.dlp.scan(&super::dlp::percent_decode(v), ""))
+                            .flatten()
+                    })
+                    .map(|h| super::dlp::Hit {
+                        place: format!("header {name}"),
+                        ..h
+                    })
             });
         }
         if let Some(h) = hit {

@@ -164,12 +164,23 @@ impl Dlp {
     /// Scan the request target: as sent, and percent-decoded (twice, to
     /// catch double encoding).
     pub fn scan_target(&self, target: &str) -> Option<Hit> {
-        let once = percent_decode(target.as_bytes());
-        let twice = percent_decode(&once);
-        [target.as_bytes(), &once, &twice]
-            .iter()
-            .find_map(|t| self.scan(t, "url"))
+        let mut t = std::borrow::Cow::Borrowed(target.as_bytes());
+        for round in 0..3 {
+            if let Some(h) = self.scan(&t, "url") {
+                return Some(h);
+            }
+            if round == 2 || !has_escapes(&t) {
+                return None;
+            }
+            t = std::borrow::Cow::Owned(percent_decode(&t));
+        }
+        None
     }
+}
+
+/// Does `s` hold anything [`percent_decode`] would change (`%` or `+`)?
+pub fn has_escapes(s: &[u8]) -> bool {
+    s.iter().any(|&b| b == b'%' || b == b'+')
 }
 
 /// Decode `%XX` escapes and `+`; invalid escapes are kept as they are.
