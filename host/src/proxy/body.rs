@@ -148,7 +148,7 @@ impl FormScan {
 /// `form` says it is `application/x-www-form-urlencoded`, so it is also
 /// scanned percent-decoded; any other plain body is too from its first `%`.
 pub async fn read_scanned<B>(
-    mut body: B,
+    body: &mut B,
     encoding: Option<&str>,
     form: bool,
     dlp: Arc<Dlp>,
@@ -158,6 +158,10 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    // A declared length over the limit is refused before reading anything.
+    if http_body::Body::size_hint(body).lower() > limit {
+        return Err(BodyRefusal::TooLarge(limit));
+    }
     let mut decoder = match encoding {
         Some(e) => Decoder::new(e, dlp.clone(), limit)?,
         None => None,
@@ -210,6 +214,31 @@ where
     Ok(buf.freeze())
 }
 
+/// How long, and how many bytes, a refused body is still read and thrown
+/// away, so the client sees the refusal instead of a reset (HTTP/2 resets
+/// a stream whose body is dropped before the reply is sent).
+pub const DRAIN: (std::time::Duration, u64) = (std::time::Duration::from_secs(5), 16 << 20);
+
+/// Read and discard what is left of a refused body, within [`DRAIN`].
+pub fn drain<B>(mut body: B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut left = DRAIN.1;
+        let _ = tokio::time::timeout(DRAIN.0, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +278,7 @@ mod tests {
             .into_iter()
             .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c))));
         let body = StreamBody::new(futures_util_stream(frames));
-        read_scanned(body, enc, form, dlp(), limit).await
+        read_scanned(&mut { body }, enc, form, dlp(), limit).await
     }
 
     fn futures_util_stream<I: Iterator + Unpin>(
@@ -366,7 +395,14 @@ mod tests {
                 (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
             }
         }
-        let full = read_scanned(Full::new(Bytes::from_static(b"ok")), None, false, dlp(), 10).await;
+        let full = read_scanned(
+            &mut Full::new(Bytes::from_static(b"ok")),
+            None,
+            false,
+            dlp(),
+            10,
+        )
+        .await;
         assert_eq!(full.unwrap(), Bytes::from_static(b"ok"));
     }
 }

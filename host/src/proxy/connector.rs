@@ -238,10 +238,13 @@ impl tower_service::Service<Name> for CheckedResolver {
 /// The connector hudsucker's client uses.
 pub type Connector = HttpsConnector<HttpConnector<CheckedResolver>>;
 
-/// Build the connector: system roots, plus `extra_ca` (PEM) if given.
+/// Build the connector: system roots, plus `extra_ca` (PEM) if given;
+/// ALPN offers h2 and http/1.1, or only http/1.1 when `http2` is false
+/// (WebSocket upgrades need HTTP/1.1).
 pub fn build(
     resolver: CheckedResolver,
     extra_ca: Option<&Path>,
+    http2: bool,
 ) -> Result<Connector, ConnectError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -272,12 +275,15 @@ pub fn build(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http))
+        .enable_http1();
+    Ok(if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.wrap_connector(http)
+    })
 }
 
 #[cfg(test)]

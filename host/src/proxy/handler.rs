@@ -9,23 +9,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hudsucker::hyper::header::{HeaderValue, CONTENT_ENCODING, HOST};
-use hudsucker::hyper::{Method, Request, Response, StatusCode, Uri};
+use hudsucker::hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING};
+use hudsucker::hyper::{Method, Request, Response, Uri};
 use hudsucker::{Body, HttpContext, HttpHandler, RequestOrResponse};
 
 use super::audit::{self, AuditLog, Record};
-use super::body::{read_scanned, BodyRefusal};
-use super::connector::ConnectError;
+use super::body::read_scanned;
+use super::connector::{ConnectError, Connector};
 use super::dlp::Dlp;
 use super::policy::{self, Denied};
-use crate::manifest::Route;
+use super::reply::{audit_failed, error_chain, reply, target, Refusal};
+use super::tunnel::{destination, Tunnel};
+use super::websocket;
+use crate::manifest::{Inject, Route};
 
-/// The authority hudsucker is given for every tunnel instead of the real
-/// one. hudsucker opens a raw TCP tunnel to the CONNECT authority when the
-/// client speaks neither TLS nor HTTP; pointing it here makes that tunnel
-/// fail instead of bypassing policy. Real destinations are rebuilt from
-/// [`Tunnel`].
-pub const SENTINEL_AUTHORITY: &str = "0.0.0.0:0";
+pub use super::tunnel::SENTINEL_AUTHORITY;
 
 /// What every handler clone shares.
 #[derive(Debug)]
@@ -38,17 +36,10 @@ pub struct Shared {
     pub secrets: HashMap<String, String>,
     /// Audit log.
     pub audit: AuditLog,
-    /// Largest request body, bytes.
+    /// Largest request body (and WebSocket message), bytes.
     pub max_body: u64,
-}
-
-/// A CONNECT tunnel's checked destination.
-#[derive(Clone, Debug)]
-struct Tunnel {
-    host: String,
-    port: u16,
-    /// The TLS SNI, normalised; `None` until the client hello is seen.
-    sni: Option<Result<String, String>>,
+    /// HTTP/1.1-only upstream connector for WebSocket upgrades.
+    pub ws_connector: Connector,
 }
 
 /// An allowed request waiting for its response to be audited.
@@ -64,56 +55,6 @@ pub struct Handler {
     shared: Arc<Shared>,
     tunnel: Option<Tunnel>,
     pending: Option<Pending>,
-}
-
-/// A refusal: status, rule and a reason safe to show the client.
-#[derive(Debug)]
-struct Refusal {
-    status: u16,
-    rule: String,
-    reason: String,
-}
-
-impl From<Denied> for Refusal {
-    fn from(d: Denied) -> Refusal {
-        Refusal {
-            status: 403,
-            rule: d.rule().into(),
-            reason: d.to_string(),
-        }
-    }
-}
-
-impl From<BodyRefusal> for Refusal {
-    fn from(b: BodyRefusal) -> Refusal {
-        let (status, rule) = b.status_rule();
-        Refusal {
-            status,
-            rule,
-            reason: b.to_string(),
-        }
-    }
-}
-
-/// A plain-text reply from the proxy itself.
-fn reply(status: u16, rule: &str, reason: &str) -> Response<Body> {
-    let mut res = Response::new(Body::from(format!(
-        "bot-bottle egress proxy: refused ({rule}): {reason}\n"
-    )));
-    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-    if let Ok(v) = HeaderValue::from_str(rule) {
-        res.headers_mut().insert("x-bottle-rule", v);
-    }
-    res.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain"));
-    res
-}
-
-/// The request's path and query, or `/`.
-fn target(uri: &Uri) -> String {
-    uri.path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into())
 }
 
 impl Handler {
@@ -182,94 +123,6 @@ impl Handler {
         req.into()
     }
 
-    /// Work out the destination of a non-CONNECT request:
-    /// (scheme, host, port).
-    fn destination(&self, req: &Request<Body>) -> Result<(&'static str, String, u16), Denied> {
-        let uri = req.uri();
-        let host_header = match req.headers().get(HOST) {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| Denied::Mismatch("Host header is not text".into()))?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let same = |authority: &str, host: &str, port: u16, default: u16| -> bool {
-            let (h, p) = policy::split_host_port(authority);
-            let p = match p {
-                Some(p) => p.parse().ok(),
-                None => Some(default),
-            };
-            policy::check_name(h).ok().as_deref() == Some(host) && p == Some(port)
-        };
-        if let Some(t) = &self.tunnel {
-            let scheme = if uri.scheme_str() == Some("http") {
-                "http"
-            } else {
-                "https"
-            };
-            if scheme == "https" {
-                match &t.sni {
-                    Some(Ok(sni)) if *sni == t.host => {}
-                    Some(Ok(sni)) => {
-                        return Err(Denied::Mismatch(format!(
-                            "TLS SNI {sni:?} differs from CONNECT host {:?}",
-                            t.host
-                        )))
-                    }
-                    Some(Err(bad)) => return Err(Denied::Mismatch(format!("bad TLS SNI {bad:?}"))),
-                    None => {
-                        return Err(Denied::Mismatch(
-                            "TLS without SNI; name the host in the client hello".into(),
-                        ))
-                    }
-                }
-            }
-            let default = if scheme == "http" { 80 } else { 443 };
-            let default = if t.port == default { default } else { t.port };
-            if let Some(a) = uri.authority().map(|a| a.as_str()) {
-                if a != SENTINEL_AUTHORITY && !same(a, &t.host, t.port, default) {
-                    return Err(Denied::Mismatch(format!(
-                        "request authority {a:?} differs from CONNECT host {:?}",
-                        t.host
-                    )));
-                }
-            }
-            match &host_header {
-                Some(h) if !same(h, &t.host, t.port, default) => {
-                    return Err(Denied::Mismatch(format!(
-                        "Host {h:?} differs from CONNECT host {:?}",
-                        t.host
-                    )))
-                }
-                None if uri.authority().map(|a| a.as_str()) == Some(SENTINEL_AUTHORITY) => {
-                    return Err(Denied::Mismatch("request without a Host header".into()))
-                }
-                _ => {}
-            }
-            return Ok((scheme, t.host.clone(), t.port));
-        }
-        // A plain proxy request: absolute http:// URI.
-        if uri.scheme_str() != Some("http") {
-            return Err(Denied::Unsupported(
-                "only absolute http:// URIs and CONNECT are proxied".into(),
-            ));
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| Denied::Unsupported("request without a host".into()))?;
-        let host = policy::check_name(authority.host())?;
-        let port = authority.port_u16().unwrap_or(80);
-        if let Some(h) = &host_header {
-            if !same(h, &host, port, 80) {
-                return Err(Denied::Mismatch(format!(
-                    "Host {h:?} differs from the request URI's host {host:?}"
-                )));
-            }
-        }
-        Ok(("http", host, port))
-    }
-
     /// Everything but CONNECT.
     async fn request(&mut self, req: Request<Body>, start: Instant) -> RequestOrResponse {
         let pq = target(req.uri());
@@ -285,7 +138,7 @@ impl Handler {
             path: req.uri().path().to_string(),
             ..Record::default()
         };
-        let (scheme, host, port) = match self.destination(&req) {
+        let (scheme, host, port) = match destination(self.tunnel.as_ref(), &req) {
             Ok(d) => d,
             Err(d) => return self.refuse(rec, d.into(), start).into(),
         };
@@ -297,11 +150,12 @@ impl Handler {
             Ok(r) => r,
             Err(d) => return self.refuse(rec, d.into(), start).into(),
         };
+        let ws = websocket::is_upgrade(&req);
         if req.method() == Method::CONNECT
-            || req.headers().contains_key("upgrade")
+            || (req.headers().contains_key("upgrade") && !ws)
             || req.method().as_str() == "PRI"
         {
-            let d = Denied::Unsupported("protocol upgrades (WebSocket) are not proxied".into());
+            let d = Denied::Unsupported("protocol upgrades other than WebSocket".into());
             return self.refuse(rec, d.into(), start).into();
         }
         // DLP on the request line and headers (before injection).
@@ -312,11 +166,20 @@ impl Handler {
                 if inject.is_some_and(|i| i.header == name.as_str()) {
                     return None; // replaced below
                 }
-                let place = format!("header {name}");
-                shared.dlp.scan(value.as_bytes(), &place).or_else(|| {
-                    let decoded = super::dlp::percent_decode(value.as_bytes());
-                    shared.dlp.scan(&decoded, &place)
-                })
+                // The place is only spelled out for a hit (hot path).
+                let v = value.as_bytes();
+                shared
+                    .dlp
+                    .scan(v, "")
+                    .or_else(|| {
+                        super::dlp::has_escapes(v)
+                            .then(|| shared.dlp.scan(&super::dlp::percent_decode(v), ""))
+                            .flatten()
+                    })
+                    .map(|h| super::dlp::Hit {
+                        place: format!("header {name}"),
+                        ..h
+                    })
             });
         }
         if let Some(h) = hit {
@@ -327,7 +190,12 @@ impl Handler {
             };
             return self.refuse(rec, r, start).into();
         }
-        let (mut parts, body) = req.into_parts();
+        if ws {
+            return self
+                .websocket(req, rec, start, (scheme, &host, port, &pq), inject)
+                .await;
+        }
+        let (mut parts, mut body) = req.into_parts();
         let encoding = match parts.headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
             Some(Ok(e)) => Some(e.to_string()),
             Some(Err(_)) => Some("(not text)".to_string()),
@@ -342,7 +210,7 @@ impl Handler {
                     .starts_with("application/x-www-form-urlencoded")
             });
         let body = match read_scanned(
-            body,
+            &mut body,
             encoding.as_deref(),
             form,
             shared.dlp.clone(),
@@ -351,36 +219,16 @@ impl Handler {
         .await
         {
             Ok(b) => b,
-            Err(b) => return self.refuse(rec, b.into(), start).into(),
+            Err(b) => {
+                super::body::drain(body);
+                return self.refuse(rec, b.into(), start).into();
+            }
         };
         rec.bytes_up = body.len() as u64;
         // Credential injection: whatever the guest sent is replaced.
         if let Some(i) = inject {
-            let Some(secret) = shared.secrets.get(&i.secret) else {
-                let r = Refusal {
-                    status: 500,
-                    rule: "inject-secret-missing".into(),
-                    reason: format!("secret {:?} is not loaded", i.secret),
-                };
+            if let Err(r) = inject_header(&mut parts.headers, i, &shared.secrets) {
                 return self.refuse(rec, r, start).into();
-            };
-            match HeaderValue::from_str(&i.render(secret)) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    parts.headers.insert(
-                        hudsucker::hyper::header::HeaderName::from_bytes(i.header.as_bytes())
-                            .unwrap_or(HOST),
-                        v,
-                    );
-                }
-                Err(_) => {
-                    let r = Refusal {
-                        status: 500,
-                        rule: "inject-bad-value".into(),
-                        reason: format!("secret {:?} is not a valid header value", i.secret),
-                    };
-                    return self.refuse(rec, r, start).into();
-                }
             }
         }
         let uri = format!("{scheme}://{host}:{port}{pq}");
@@ -394,6 +242,55 @@ impl Handler {
         rec.verdict = "allow";
         self.pending = Some(Pending { record: rec, start });
         Request::from_parts(parts, Body::from(body)).into()
+    }
+
+    /// A checked WebSocket upgrade: inject, open upstream, audit the reply.
+    async fn websocket(
+        &mut self,
+        mut req: Request<Body>,
+        rec: Record,
+        start: Instant,
+        (scheme, host, port, pq): (&str, &str, u16, &str),
+        inject: Option<&Inject>,
+    ) -> RequestOrResponse {
+        let shared = self.shared.clone();
+        if let Some(i) = inject {
+            if let Err(r) = inject_header(req.headers_mut(), i, &shared.secrets) {
+                return self.refuse(rec, r, start).into();
+            }
+        }
+        let uri = match format!("{scheme}://{host}:{port}{pq}").parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => {
+                let d = Denied::Unsupported(format!("cannot rebuild URI for {host:?}"));
+                return self.refuse(rec, d.into(), start).into();
+            }
+        };
+        let rec = Record {
+            verdict: "allow",
+            ..rec
+        };
+        self.pending = Some(Pending {
+            record: rec.clone(),
+            start,
+        });
+        match websocket::open(shared, req, uri, rec).await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                self.finish(status, None, res).into()
+            }
+            Err(e) if e.refused() => {
+                let res = reply(403, "upstream-address-refused", &e.to_string());
+                self.finish(403, Some("upstream-address-refused".into()), res)
+                    .into()
+            }
+            Err(e) => {
+                let why = error_chain(&e);
+                tracing::warn!("proxy: websocket upstream failed: {why}");
+                let res = reply(502, "upstream-error", &why);
+                self.finish(502, Some("upstream-error".into()), res).into()
+            }
+        }
     }
 
     /// Audit an allowed request once its outcome is known.
@@ -412,12 +309,6 @@ impl Handler {
             Err(e) => audit_failed(&e),
         }
     }
-}
-
-/// The reply when the audit log cannot be written: fail closed.
-fn audit_failed(e: &audit::AuditError) -> Response<Body> {
-    tracing::error!("proxy: {e}; refusing requests until it can be written");
-    reply(503, "audit-log-unwritable", &e.to_string())
 }
 
 impl HttpHandler for Handler {
@@ -484,14 +375,27 @@ impl HttpHandler for Handler {
     }
 }
 
-/// An error and its sources on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+/// Set the route's injected header to the rendered secret.
+fn inject_header(
+    headers: &mut HeaderMap,
+    i: &Inject,
+    secrets: &HashMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(secret) = secrets.get(&i.secret) else {
+        return Err(Refusal {
+            status: 500,
+            rule: "inject-secret-missing".into(),
+            reason: format!("secret {:?} is not loaded", i.secret),
+        });
+    };
+    let bad = || Refusal {
+        status: 500,
+        rule: "inject-bad-value".into(),
+        reason: format!("secret {:?} is not a valid header value", i.secret),
+    };
+    let mut v = HeaderValue::from_str(&i.render(secret)).map_err(|_| bad())?;
+    v.set_sensitive(true);
+    let name = HeaderName::from_bytes(i.header.as_bytes()).map_err(|_| bad())?;
+    headers.insert(name, v);
+    Ok(())
 }

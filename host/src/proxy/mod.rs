@@ -7,6 +7,7 @@
 //!   TLS with the system roots (plus `--upstream-ca`).
 //! - [`audit`]: one JSON line per request, fail closed.
 //! - [`handler`]: the hudsucker handler tying them together.
+//! - [`websocket`]: WebSocket upgrades, relayed with client messages scanned.
 //! - [`bridge`]: serving the guest's egress channel (`unix://`, vsock).
 //!
 //! Every CONNECT is intercepted; see `docs/proxy.md`.
@@ -18,6 +19,9 @@ pub mod connector;
 pub mod dlp;
 pub mod handler;
 pub mod policy;
+mod reply;
+mod tunnel;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -124,6 +128,10 @@ impl Running {
 /// Start the proxy on `listener` (TCP).
 pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, ProxyError> {
     let addr = listener.local_addr()?;
+    // hudsucker does not set TCP_NODELAY on accepted sockets; on Linux they
+    // inherit it from the listener. Without it, Nagle and delayed ACKs add
+    // ~40 ms to the CONNECT + TLS handshake of every new connection.
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
     if cfg.manifest.egress.allow_private {
         tracing::warn!(
             "proxy: egress.allow_private = true: upstreams on loopback and private \
@@ -134,7 +142,8 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
         connector::CheckedResolver::new(cfg.manifest.egress.allow_private, cfg.addr_filter)
             .with_hosts(cfg.static_hosts)
             .with_lookup(cfg.lookup);
-    let connector = connector::build(resolver, cfg.upstream_ca.as_deref())?;
+    let connector = connector::build(resolver.clone(), cfg.upstream_ca.as_deref(), true)?;
+    let ws_connector = connector::build(resolver, cfg.upstream_ca.as_deref(), false)?;
     let shared = Arc::new(handler::Shared {
         routes: cfg.manifest.egress.routes.clone(),
         dlp: dlp::Dlp::new(&cfg.secrets)?,
@@ -145,6 +154,7 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
             .collect::<HashMap<_, _>>(),
         audit: audit::AuditLog::open(&cfg.audit_log)?,
         max_body: cfg.manifest.egress.max_body_bytes,
+        ws_connector,
     });
     let mut server = ServerBuilder::new(TokioExecutor::new());
     server

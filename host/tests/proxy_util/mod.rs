@@ -172,7 +172,12 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
 }
 
 /// The upstream's echo: the body back, and what it saw in headers.
-async fn echo(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn echo(
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if let Some(res) = websocket_echo(&mut req) {
+        return Ok(res);
+    }
     let seen = |n: &str| {
         req.headers()
             .get(n)
@@ -197,6 +202,62 @@ async fn echo(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes
         .header("x-seen-version", version)
         .body(Full::new(body))
         .unwrap())
+}
+
+/// A WebSocket upgrade: answer 101 and echo every text and binary
+/// message; the first message echoed is prefixed with the `x-api-key` the
+/// upstream saw (`key=VALUE;`).
+fn websocket_echo(req: &mut Request<hyper::body::Incoming>) -> Option<Response<Full<Bytes>>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+    let is_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !is_ws {
+        return None;
+    }
+    let key = req.headers().get("sec-websocket-key")?.as_bytes().to_vec();
+    let api_key = req
+        .headers()
+        .get("x-api-key")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let extensions = req.headers().contains_key("sec-websocket-extensions");
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(up) = on.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(up),
+            Role::Server,
+            None,
+        )
+        .await;
+        let mut first = true;
+        while let Some(Ok(m)) = ws.next().await {
+            let reply = match m {
+                Message::Text(t) if first => {
+                    Message::text(format!("key={api_key};ext={extensions};{}", t.as_str()))
+                }
+                Message::Text(_) | Message::Binary(_) => m,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            first = false;
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some(
+        Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", derive_accept_key(&key))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
 }
 
 /// Start the HTTPS upstream (h2 + http/1.1) and a plain HTTP one; returns
@@ -239,7 +300,10 @@ pub async fn upstreams() -> (String, u16, u16) {
                     return;
                 };
                 let _ = Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(echo))
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(s),
+                        hyper::service::service_fn(echo),
+                    )
                     .await;
             });
         }
@@ -253,7 +317,10 @@ pub async fn upstreams() -> (String, u16, u16) {
             };
             tokio::spawn(async move {
                 let _ = Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(echo))
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(s),
+                        hyper::service::service_fn(echo),
+                    )
                     .await;
             });
         }

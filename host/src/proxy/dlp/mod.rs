@@ -1,8 +1,9 @@
 //! Data-loss prevention: refuse requests that carry credentials.
 //!
-//! Two passes over every scanned byte: the built-in rules ([`rules`], one
-//! `RegexSet`) and the host's own secrets ([`secrets`], Aho-Corasick over
-//! every encoding). Bodies are scanned chunk by chunk by a
+//! The host's own secrets ([`secrets`]: every encoding, a few small
+//! Aho-Corasick automata) and the built-in rules ([`rules`]: one ASCII
+//! `RegexSet`, run only near the rules' literal prefixes, which one more
+//! automaton finds). Bodies are scanned chunk by chunk by a
 //! [`StreamScanner`], which also scans the seam between chunks, so a
 //! secret split across two chunks is still found.
 
@@ -34,14 +35,32 @@ enum Found {
     Rule(usize),
 }
 
+/// Secret forms per automaton: aho-corasick's SIMD (Teddy) prefilter
+/// handles at most 64 patterns, and only for leftmost match semantics.
+const FORMS_PER_GROUP: usize = 64;
+
+/// A leftmost-first automaton (so the SIMD prefilter can be used).
+fn automaton<I, P>(patterns: I) -> Result<aho_corasick::AhoCorasick, BuildError>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<[u8]>,
+{
+    Ok(aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build(patterns)?)
+}
+
 /// The compiled rules; cheap to share.
 #[derive(Clone, Debug)]
 pub struct Dlp {
     set: RegexSet,
-    /// One automaton: every secret form (ids `0..n_forms`), then the
-    /// rules' literal prefixes.
-    combined: aho_corasick::AhoCorasick,
-    n_forms: usize,
+    /// The rules' literal prefixes.
+    prefixes: aho_corasick::AhoCorasick,
+    /// The longest prefix, bytes.
+    longest_prefix: usize,
+    /// The secret forms, [`FORMS_PER_GROUP`] per automaton, each with the
+    /// index of its first form.
+    groups: Vec<(aho_corasick::AhoCorasick, usize)>,
     secrets: secrets::SecretMatcher,
     overlap: usize,
 }
@@ -51,18 +70,20 @@ impl Dlp {
     pub fn new(secrets: &[Secret]) -> Result<Arc<Dlp>, BuildError> {
         let secrets = secrets::SecretMatcher::new(secrets)?;
         let overlap = rules::MAX_MATCH.max(secrets.longest());
-        let n_forms = secrets.forms().len();
-        let patterns: Vec<&[u8]> = secrets
+        let groups = secrets
             .forms()
-            .iter()
-            .map(|f| f.pattern.as_slice())
-            .chain(rules::PREFIXES.iter().map(|p| p.as_bytes()))
-            .collect();
-        let combined = aho_corasick::AhoCorasick::new(patterns)?;
+            .chunks(FORMS_PER_GROUP)
+            .enumerate()
+            .map(|(i, forms)| {
+                let ac = automaton(forms.iter().map(|f| &f.pattern))?;
+                Ok((ac, i * FORMS_PER_GROUP))
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Arc::new(Dlp {
             set: rules::compile(),
-            combined,
-            n_forms,
+            prefixes: automaton(rules::PREFIXES)?,
+            longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
+            groups,
             secrets,
             overlap,
         }))
@@ -97,22 +118,35 @@ impl Dlp {
         }
     }
 
-    /// One pass of the combined automaton. A secret form is a hit at once.
-    /// The `RegexSet` runs only on windows around the rules' literal
-    /// prefixes (merged, so the work stays linear); every rule match
-    /// starts at such a prefix and is at most [`rules::MAX_MATCH`] long,
-    /// so this equals a `RegexSet` scan of all of `hay`.
+    /// The secret form ending first in `hay`, then the first rule.
+    ///
+    /// Secrets: one leftmost-first search per group of forms; the
+    /// leftmost match wins (then the form added first). Rules: the `RegexSet` runs only on
+    /// windows around the rules' literal prefixes (merged, so the work
+    /// stays linear). Every rule match starts at such a prefix and is at
+    /// most [`rules::MAX_MATCH`] long; a prefix occurrence the
+    /// non-overlapping search skips starts inside a reported one, within
+    /// `longest_prefix` bytes, so windows reaching that much further still
+    /// hold every match whole. This equals a `RegexSet` scan of all of `hay`.
     fn first_hit(&self, hay: &[u8]) -> Option<Found> {
+        let secret = self
+            .groups
+            .iter()
+            .filter_map(|(ac, base)| {
+                ac.find(hay)
+                    .map(|m| (m.end(), base + m.pattern().as_usize()))
+            })
+            .min();
+        if let Some((_, i)) = secret {
+            return Some(Found::Secret(i));
+        }
         let check =
             |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next().map(Found::Rule);
+        let reach = rules::MAX_MATCH + self.longest_prefix;
         let mut win: Option<(usize, usize)> = None;
-        for m in self.combined.find_overlapping_iter(hay) {
-            let id = m.pattern().as_usize();
-            if id < self.n_forms {
-                return Some(Found::Secret(id));
-            }
+        for m in self.prefixes.find_iter(hay) {
             let s = m.start().saturating_sub(1);
-            let e = (m.start() + rules::MAX_MATCH).min(hay.len());
+            let e = (m.start() + reach).min(hay.len());
             win = match win {
                 Some((ws, we)) if s <= we => Some((ws, e.max(we))),
                 Some(w) => {
@@ -130,12 +164,23 @@ impl Dlp {
     /// Scan the request target: as sent, and percent-decoded (twice, to
     /// catch double encoding).
     pub fn scan_target(&self, target: &str) -> Option<Hit> {
-        let once = percent_decode(target.as_bytes());
-        let twice = percent_decode(&once);
-        [target.as_bytes(), &once, &twice]
-            .iter()
-            .find_map(|t| self.scan(t, "url"))
+        let mut t = std::borrow::Cow::Borrowed(target.as_bytes());
+        for round in 0..3 {
+            if let Some(h) = self.scan(&t, "url") {
+                return Some(h);
+            }
+            if round == 2 || !has_escapes(&t) {
+                return None;
+            }
+            t = std::borrow::Cow::Owned(percent_decode(&t));
+        }
+        None
     }
+}
+
+/// Does `s` hold anything [`percent_decode`] would change (`%` or `+`)?
+pub fn has_escapes(s: &[u8]) -> bool {
+    s.iter().any(|&b| b == b'%' || b == b'+')
 }
 
 /// Decode `%XX` escapes and `+`; invalid escapes are kept as they are.

@@ -1,0 +1,130 @@
+//! Hostile input to the egress proxy: bodies over the limit (declared,
+//! chunked, and through curl), garbage inside an allowed CONNECT tunnel;
+//! each refused cleanly while the proxy keeps serving others.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_util;
+
+use std::time::Duration;
+
+use proxy_util::{file, read_head, setup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The test manifest's `egress.max_body_bytes`.
+const LIMIT: usize = 16 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_over_the_limit_are_413_and_the_proxy_keeps_serving() {
+    let env = setup(true).await;
+
+    // curl, a real body one byte over the limit.
+    let big = vec![b'a'; LIMIT + 1];
+    let path = file(&env, "huge.bin", &big);
+    let at = format!("@{}", path.display());
+    for extra in [
+        &["--http1.1"][..],
+        &["--http2"][..],
+        &["--http1.1", "-H", "Transfer-Encoding: chunked"][..],
+    ] {
+        let mut args = vec!["--data-binary", at.as_str()];
+        args.extend_from_slice(extra);
+        let r = env.curl(&env.https("open.test", "/upload"), &args).await;
+        assert_eq!(r.code, 413, "{extra:?}: {r:?}");
+        assert_eq!(r.header("x-bottle-rule").as_deref(), Some("body-too-large"));
+    }
+
+    // A declared 10 GB body is refused before any of it is read.
+    let port = env.plain_port;
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\
+             Content-Length: 10000000000\r\n\r\nabc"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("refused without waiting for the body");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+    // Chunked without end: refused once past the limit, not buffered on.
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let chunk = format!("4000\r\n{}\r\n", "b".repeat(0x4000));
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while sent < 8 * LIMIT && wr.write_all(chunk.as_bytes()).await.is_ok() {
+            sent += 0x4000;
+        }
+        sent
+    });
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut rd))
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    drop(rd);
+    let sent = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("writer ends")
+        .unwrap();
+    // The limit, then at most 16 MiB drained (body::DRAIN), plus socket
+    // buffers.
+    assert!(
+        sent < LIMIT + (16 << 20) + (8 << 20),
+        "proxy kept reading: {sent} bytes"
+    );
+
+    // Still serving.
+    let r = env.curl(&env.https("open.test", "/after"), &[]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    env.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_inside_an_allowed_tunnel_reaches_nothing() {
+    let env = setup(true).await;
+    let connect = format!("open.test:{}", env.tls_port);
+    for garbage in [
+        &b"\x00\x01\x02\x03 not tls, not http\r\n\r\n"[..],
+        // A TLS record header followed by junk.
+        &b"\x16\x03\x01\x00\x05junkjunkjunk"[..],
+        // HTTP inside the tunnel without TLS, to a host the tunnel is not for.
+        &b"GET / HTTP/1.1\r\nHost: denied.test\r\nConnection: close\r\n\r\n"[..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+            .await
+            .unwrap();
+        s.write_all(format!("CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        s.write_all(garbage).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("the proxy ends the tunnel after {garbage:?}"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("x-seen-"), "reached the upstream: {text}");
+    }
+    let r = env.curl(&env.https("open.test", "/after"), &[]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    env.proxy.stop().await;
+}

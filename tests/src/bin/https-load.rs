@@ -1,0 +1,188 @@
+//! A small HTTPS load generator for `bench/proxy.sh`: N connections, each
+//! sending GETs back to back for a fixed time, optionally through an HTTP
+//! proxy (CONNECT), with keep-alive or a new connection (TCP, CONNECT,
+//! TLS) per request. Prints one line:
+//! `requests=N errors=N rps=R p50_ms=X p99_ms=Y`.
+//!
+//! Usage: https-load URL --cacert FILE [--proxy HOST:PORT] [-c 32]
+//!        [-d SECONDS] [--new-conn]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+struct Opts {
+    host: String,
+    port: u16,
+    path: String,
+    proxy: Option<String>,
+    cacert: String,
+    conns: usize,
+    secs: u64,
+    new_conn: bool,
+}
+
+fn parse() -> Result<Opts> {
+    let mut args = std::env::args().skip(1);
+    let mut url = None;
+    let (mut proxy, mut cacert, mut conns, mut secs, mut new_conn) = (None, None, 32, 10, false);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--proxy" => proxy = Some(val()?),
+            "--cacert" => cacert = Some(val()?),
+            "-c" => conns = val()?.parse()?,
+            "-d" => secs = val()?.parse()?,
+            "--new-conn" => new_conn = true,
+            _ if url.is_none() => url = Some(a),
+            _ => bail!("unexpected argument {a:?}"),
+        }
+    }
+    let url = url.ok_or_else(|| anyhow!("usage: https-load URL --cacert FILE [--proxy H:P]"))?;
+    let uri: hyper::Uri = url.parse().context("URL")?;
+    if uri.scheme_str() != Some("https") {
+        bail!("only https:// URLs");
+    }
+    Ok(Opts {
+        host: uri.host().context("URL host")?.to_string(),
+        port: uri.port_u16().unwrap_or(443),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        proxy,
+        cacert: cacert.context("--cacert is required")?,
+        conns,
+        secs,
+        new_conn,
+    })
+}
+
+fn tls(cacert: &str) -> Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(cacert).with_context(|| cacert.to_string())?;
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// TCP (and CONNECT), TLS, HTTP/1.1 handshake.
+async fn connect(o: &Opts, tls: &TlsConnector) -> Result<Sender> {
+    let target = format!("{}:{}", o.host, o.port);
+    let mut tcp = TcpStream::connect(o.proxy.as_deref().unwrap_or(&target)).await?;
+    tcp.set_nodelay(true)?;
+    if o.proxy.is_some() {
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if tcp.read(&mut b).await? == 0 {
+                bail!("proxy closed during CONNECT");
+            }
+            head.push(b[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+            bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
+        }
+    }
+    let name = rustls::pki_types::ServerName::try_from(o.host.clone())?;
+    let stream = tls.connect(name, tcp).await?;
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+async fn get(o: &Opts, send: &mut Sender) -> Result<()> {
+    send.ready().await?;
+    let req = hyper::Request::get(o.path.as_str())
+        .header("host", format!("{}:{}", o.host, o.port))
+        .body(Empty::new())?;
+    let res = send.send_request(req).await?;
+    if !res.status().is_success() {
+        bail!("status {}", res.status());
+    }
+    res.into_body().collect().await?;
+    Ok(())
+}
+
+/// One connection's loop; returns latencies (µs) and errors.
+async fn worker(o: Arc<Opts>, tls: TlsConnector, until: Instant) -> (Vec<u32>, u64) {
+    let (mut lat, mut errors) = (Vec::new(), 0u64);
+    let mut send: Option<Sender> = None;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let r = async {
+            let s = match send.as_mut() {
+                Some(s) if !o.new_conn => s,
+                _ => send.insert(connect(&o, &tls).await?),
+            };
+            get(&o, s).await
+        }
+        .await;
+        match r {
+            Ok(()) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+            Err(e) => {
+                errors += 1;
+                send = None;
+                if errors <= 3 {
+                    eprintln!("https-load: {e:#}");
+                }
+            }
+        }
+        if o.new_conn {
+            send = None;
+        }
+    }
+    (lat, errors)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = Arc::new(parse()?);
+    let tls = tls(&o.cacert)?;
+    let start = Instant::now();
+    let until = start + Duration::from_secs(o.secs);
+    let tasks: Vec<_> = (0..o.conns)
+        .map(|_| tokio::spawn(worker(o.clone(), tls.clone(), until)))
+        .collect();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p) as usize).min(lat.len() - 1);
+        lat[i] as f64 / 1000.0
+    };
+    println!(
+        "requests={} errors={errors} rps={:.0} p50_ms={:.2} p99_ms={:.2}",
+        lat.len(),
+        lat.len() as f64 / secs,
+        pct(0.50),
+        pct(0.99)
+    );
+    Ok(())
+}
