@@ -55,9 +55,21 @@ fn past_the_key_limit_every_denial_is_logged() {
     let t0 = Instant::now();
     let log = DenialLog::new(t0);
     for i in 0..MAX_KEYS {
-        assert!(log.note(&format!("n{i}.net."), Some(T::A), "nxdomain", Rule::NotAllowlisted, t0));
+        assert!(log.note(
+            &format!("n{i}.net."),
+            Some(T::A),
+            "nxdomain",
+            Rule::NotAllowlisted,
+            t0
+        ));
     }
     for _ in 0..3 {
-        assert!(log.note("late.net.", Some(T::A), "nxdomain", Rule::NotAllowlisted, t0));
+        assert!(log.note(
+            "late.net.",
+            Some(T::A),
+            "nxdomain",
+            Rule::NotAllowlisted,
+            t0
+        ));
     }
 }
