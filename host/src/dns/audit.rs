@@ -259,6 +259,12 @@ fn write_line(out: &mut String, time: SystemTime, rec: &AuditRecord<'_>) {
 /// Append `s` as a JSON string literal.
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Names from the wire parser never need escaping: copy them whole.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -1,10 +1,11 @@
 //! The host's allowlisting DNS resolver, served to the guest on the DNS
 //! channel (vsock port 6002).
 //!
-//! A query travels: [`server`] (frames, one task per query) →
+//! A query travels: [`server`] (frames read in bursts into a [`framebuf`]) →
 //! [`handler`] (parse, [`policy`] with [`exfil`] limits, [`cache`],
 //! [`upstream`], [`rebind`] floor, [`learned`] addresses, [`audit`]) →
-//! back as wire bytes. Byte-level helpers live in [`wire`]. See
+//! back as wire bytes. Byte-level helpers live in [`wire`]; repeated
+//! denials are folded into counts by [`denylog`]. See
 //! `docs/dns.md`.
 
 pub mod audit;

@@ -99,6 +99,8 @@ pub async fn connection(mut stream: BoxStream, handler: Arc<Handler>) -> Result<
 async fn serve_connection(stream: &mut BoxStream, handler: Arc<Handler>) -> Result<(), ConnError> {
     accept_hello(stream, Role::Host, Channel::Dns, SOFTWARE).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<DnsResponse>();
+    // Dropped at end of input, so `rx` ends once every miss task has.
+    let mut tx = Some(tx);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let max = Channel::Dns.max_frame();
     let mut input = FrameBuf::new(max);
@@ -141,7 +143,10 @@ async fn serve_connection(stream: &mut BoxStream, handler: Arc<Handler>) -> Resu
                 }
             };
             let handler = Arc::clone(&handler);
-            let tx = tx.clone();
+            let Some(tx) = tx.clone() else {
+                // Unreachable: no frames arrive after end of input.
+                continue;
+            };
             in_flight += 1;
             tokio::spawn(async move {
                 let answer = handler.resolve_miss(&wire, miss).await;
@@ -157,15 +162,19 @@ async fn serve_connection(stream: &mut BoxStream, handler: Arc<Handler>) -> Resu
         }
         write_out(stream, &mut out).await?;
         if eof {
+            tx = None;
             if in_flight == 0 {
                 return input.finish().map_err(ConnError::Frame);
             }
             // Let the queries in flight be answered before closing.
-            if let Some(DnsResponse::Answer { id, wire }) = rx.recv().await {
-                in_flight -= 1;
-                push_answer(&mut out, id, wire, max);
+            match rx.recv().await {
+                Some(DnsResponse::Answer { id, wire }) if in_flight > 0 => {
+                    in_flight -= 1;
+                    push_answer(&mut out, id, wire, max);
+                    continue;
+                }
+                _ => return input.finish().map_err(ConnError::Frame),
             }
-            continue;
         }
         tokio::select! {
             n = stream.read_buf(input.spare(READ_CHUNK)) => {

@@ -20,15 +20,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bottle_shared::frame::{encode_message, FrameError};
-use bottle_shared::io::{dial_hello, read_message};
-use bottle_shared::message::{DnsRequest, DnsResponse, DnsTransport, Role};
-use bottle_shared::transport::{connect, BoxStream};
+use bottle_shared::frame::encode_message;
+use bottle_shared::message::{DnsRequest, DnsTransport};
 use bottle_shared::{Address, Channel};
-use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::stats::{InFlightOwned, Stats};
+
+mod conn;
 
 /// Timings of the host client.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +173,7 @@ impl HostClient {
         };
         let (c1, c2) = (client.clone(), client.clone());
         let task = tokio::spawn(async move {
-            tokio::join!(connection_loop(c1, addr), sweep_loop(c2));
+            tokio::join!(conn::connection_loop(c1, addr), conn::sweep_loop(c2));
         });
         (client, task)
     }
@@ -388,120 +387,6 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Time out submitted queries: while any are pending, look every eighth of
-/// the query timeout (5 to 250 ms); otherwise sleep until one is submitted.
-async fn sweep_loop(client: HostClient) {
-    let every = (client.inner.timings.query_timeout / 8)
-        .clamp(Duration::from_millis(5), Duration::from_millis(250));
-    loop {
-        if client.lock().calls == 0 {
-            client.inner.sweep.notified().await;
-        }
-        tokio::time::sleep(every).await;
-        client.expire(Instant::now());
-    }
-}
-
 fn max_frame() -> usize {
     Channel::Dns.max_frame()
-}
-
-/// Dial, serve, and redial forever.
-async fn connection_loop(client: HostClient, addr: Address) {
-    let t = client.inner.timings;
-    let mut backoff = t.backoff_initial;
-    let mut ever_connected = false;
-    loop {
-        match tokio::time::timeout(t.connect_timeout, dial(&addr)).await {
-            Ok(Ok(stream)) => {
-                if ever_connected {
-                    client.inner.stats.reconnected();
-                    tracing::info!(%addr, "dns-stub: reconnected to host");
-                } else {
-                    tracing::info!(%addr, "dns-stub: connected to host");
-                }
-                ever_connected = true;
-                backoff = t.backoff_initial;
-                serve(&client, stream).await;
-                client.down();
-            }
-            Ok(Err(e)) => tracing::debug!(%addr, "dns-stub: cannot reach host: {e}"),
-            Err(_) => tracing::debug!(%addr, "dns-stub: dialing host timed out"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(t.backoff_max);
-    }
-}
-
-/// Dial and say hello.
-async fn dial(addr: &Address) -> Result<BoxStream, DialError> {
-    let mut s = connect(addr).await?;
-    let software = concat!("bottle-guest ", env!("CARGO_PKG_VERSION"));
-    dial_hello(&mut s, Role::Guest, Channel::Dns, software).await?;
-    Ok(s)
-}
-
-/// Dialing the host failed.
-#[derive(Debug, thiserror::Error)]
-enum DialError {
-    #[error("connect: {0}")]
-    Connect(#[from] std::io::Error),
-    #[error("hello: {0}")]
-    Hello(#[from] bottle_shared::io::HandshakeError),
-}
-
-/// Run one connection until it breaks.
-async fn serve(client: &HostClient, stream: BoxStream) {
-    let (r, w) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel();
-    client.up(tx);
-    let mut writer = tokio::spawn(write_loop(w, rx));
-    tokio::select! {
-        res = read_loop(client, BufReader::new(r)) => match res {
-            Ok(()) => tracing::warn!("dns-stub: host closed the DNS channel"),
-            Err(e) => tracing::warn!("dns-stub: closing host DNS channel: {e}"),
-        },
-        res = &mut writer => {
-            if let Ok(Err(e)) = res {
-                tracing::warn!("dns-stub: writing to host failed: {e}");
-            }
-        }
-    }
-    writer.abort();
-}
-
-async fn read_loop(
-    client: &HostClient,
-    mut r: BufReader<ReadHalf<BoxStream>>,
-) -> Result<(), FrameError> {
-    while let Some(msg) = read_message::<_, DnsResponse>(&mut r, max_frame()).await? {
-        match msg {
-            DnsResponse::Answer { id, wire } => client.deliver(id, wire),
-            other => tracing::debug!("dns-stub: ignoring unknown message {other:?}"),
-        }
-    }
-    Ok(())
-}
-
-/// Write queued frames, coalescing whatever is already queued into one
-/// write.
-async fn write_loop(
-    mut w: WriteHalf<BoxStream>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    const COALESCE: usize = 64 * 1024;
-    let mut buf = Vec::with_capacity(COALESCE);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        while buf.len() < COALESCE {
-            match rx.try_recv() {
-                Ok(f) => buf.extend_from_slice(&f),
-                Err(_) => break,
-            }
-        }
-        w.write_all(&buf).await?;
-        w.flush().await?;
-    }
-    Ok(())
 }
