@@ -139,6 +139,28 @@ pub async fn accept_hello<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(theirs)
 }
 
+/// How long [`linger_close`] waits for the peer to finish sending.
+pub const LINGER: Duration = Duration::from_millis(500);
+
+/// Close a connection the host is refusing without leaving the peer
+/// hanging: say we are done writing, then read and discard what the peer
+/// still sends until it closes or [`LINGER`] passes. (Closing a socket with
+/// unread bytes makes the kernel reset it, and vsock relays such as
+/// `vhost-device-vsock` may not pass a reset on: the guest would wait
+/// forever. A clean end of stream always reaches it.)
+pub async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
+    let _ = s.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,24 +236,3 @@ mod tests {
     }
 }
 
-/// How long [`linger_close`] waits for the peer to finish sending.
-pub const LINGER: Duration = Duration::from_millis(500);
-
-/// Close a connection the host is refusing without leaving the peer
-/// hanging: say we are done writing, then read and discard what the peer
-/// still sends until it closes or [`LINGER`] passes. (Closing a socket with
-/// unread bytes makes the kernel reset it, and vsock relays such as
-/// `vhost-device-vsock` may not pass a reset on: the guest would wait
-/// forever. A clean end of stream always reaches it.)
-pub async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
-    let _ = s.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = s.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
-}
