@@ -156,7 +156,11 @@ async fn concurrent_queries_through_stub_and_host() {
     );
     let mut kinds: Vec<String> = errors
         .iter()
-        .map(|e| e.split_once(": ").map_or(e.as_str(), |(_, k)| k).to_string())
+        .map(|e| {
+            e.split_once(": ")
+                .map_or(e.as_str(), |(_, k)| k)
+                .to_string()
+        })
         .collect();
     kinds.sort();
     kinds.dedup();
