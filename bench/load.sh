@@ -22,12 +22,14 @@ TARGET=${CARGO_TARGET_DIR:-target}
 echo "==> building (release)"
 cargo build --release -p bottle-host -p bottle-guest
 
+BIN_DIR=$(cd "$TARGET/release" && pwd)
+
 echo "==> DNS: $DNS_QUERIES concurrent queries"
-BOTTLE_BIN_DIR="$TARGET/release" BOTTLE_LOAD_DNS=$DNS_QUERIES \
+BOTTLE_BIN_DIR="$BIN_DIR" BOTTLE_LOAD_DNS=$DNS_QUERIES \
     cargo test --release -p bottle-e2e --test dns_load -- --nocapture 2>&1 |
-    grep -E '^dns load:|panicked|test result'
+    grep -E '^dns load|panicked|test result' || true
 
 echo "==> proxy: $PROXY_CONNS concurrent HTTPS connections"
 BOTTLE_LOAD_PROXY=$PROXY_CONNS \
     cargo test --release -p bottle-host --test proxy_load -- --nocapture 2>&1 |
-    grep -E '^proxy load:|skipped|panicked|test result'
+    grep -E '^proxy load:|skipped|panicked|test result' || true

@@ -1,6 +1,7 @@
 //! Fuzz DLP scanning of request bytes (`bottle_host::proxy::dlp`): the
 //! bytes split at an arbitrary point into two chunks fed to a
-//! `StreamScanner` must give the same verdict as one scan of the whole, and
+//! `StreamScanner` must find everything one scan of the whole finds (a
+//! split may refuse more at a word boundary; docs/security.md), and
 //! nothing may panic (the URL scan included).
 //!
 //! Input layout: bytes 0–1 (big-endian) pick the split point modulo the

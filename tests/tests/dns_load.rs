@@ -154,6 +154,19 @@ async fn concurrent_queries_through_stub_and_host() {
         host_hwm as f64 / 1024.0,
         stub_hwm as f64 / 1024.0,
     );
+    let mut kinds: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            e.split_once(": ")
+                .map_or(e.as_str(), |(_, k)| k)
+                .to_string()
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    if !kinds.is_empty() {
+        println!("dns load: kinds of errors: {kinds:?}");
+    }
     assert!(
         errors.is_empty(),
         "{} errors, first: {:?}",

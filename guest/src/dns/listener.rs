@@ -83,6 +83,10 @@ pub fn reply(ctx: &Ctx, query: &[u8], udp: bool, result: Result<Vec<u8>, QueryEr
             tracing::warn!(len, "dns-stub: host sent a runt answer");
             ctx.stats.servfail();
         }
+        Outcome::NotAResponse => {
+            tracing::warn!("dns-stub: host sent a query (QR clear) as its answer");
+            ctx.stats.servfail();
+        }
         Outcome::Failed(e) => {
             tracing::debug!("dns-stub: SERVFAIL: {e}");
             ctx.stats.servfail();
@@ -101,6 +105,9 @@ pub enum Outcome {
     },
     /// The host's answer was shorter than a header (its length): SERVFAIL.
     Runt(usize),
+    /// The host's answer had QR clear, so the client would drop it and
+    /// wait: SERVFAIL instead.
+    NotAResponse,
     /// No answer from the host: SERVFAIL.
     Failed(QueryError),
 }
@@ -108,17 +115,21 @@ pub enum Outcome {
 /// The reply to a client's `query` (already classified as a query) once
 /// the host has answered with `result`: the host's answer under the
 /// client's id, fitted to the client's UDP limit (TC set) when `udp`, or a
-/// SERVFAIL built from the query. Pure, so the `dns_stub_answer` fuzz
+/// SERVFAIL built from the query when the host failed or sent something
+/// that is not a DNS response (shorter than a header, or QR clear). Pure, so the `dns_stub_answer` fuzz
 /// target drives it with arbitrary host answers.
 pub fn finish(query: &[u8], udp: bool, result: Result<Vec<u8>, QueryError>) -> (Vec<u8>, Outcome) {
     match result {
-        Ok(mut ans) if ans.len() >= wire::HEADER_LEN => {
+        Ok(mut ans) if wire::classify(&ans) == wire::Verdict::NotAQuery => {
             wire::set_id(&mut ans, wire::id(query));
             if !udp {
                 return (ans, Outcome::Answered { truncated: false });
             }
             let (ans, truncated) = wire::fit_udp(ans, wire::udp_limit(query));
             (ans, Outcome::Answered { truncated })
+        }
+        Ok(ans) if wire::classify(&ans) == wire::Verdict::Query => {
+            (wire::servfail(query), Outcome::NotAResponse)
         }
         Ok(short) => (wire::servfail(query), Outcome::Runt(short.len())),
         Err(e) => (wire::servfail(query), Outcome::Failed(e)),

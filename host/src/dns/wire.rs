@@ -119,7 +119,8 @@ fn read_qname(wire: &[u8]) -> Result<(String, usize), Reject> {
         }
         name.push('.');
         pos += 1 + len;
-        if pos - HEADER_LEN > MAX_WIRE_NAME {
+        // The name on the wire, the root label's byte included.
+        if pos - HEADER_LEN + 1 > MAX_WIRE_NAME {
             return Err(Reject::FormErr);
         }
     }

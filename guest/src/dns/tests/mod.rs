@@ -19,6 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::{ClientTimings, ListenLimits, Stub};
 
 mod fake_host;
+mod finish;
 use fake_host::{fake_host, Mode};
 
 // ------------------------------------------------------------ clients

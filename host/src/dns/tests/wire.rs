@@ -109,3 +109,25 @@ fn name_skipping_and_ttl_offsets() {
         .collect();
     assert_eq!(ttls, vec![10, 20]);
 }
+
+#[test]
+fn names_over_255_wire_bytes_are_formerr() {
+    // Found by the `dns_host_query` fuzz target: a 256-byte name was
+    // accepted, and the refusal echoing it did not parse.
+    let with_name = |labels: &[usize]| {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for &n in labels {
+            q.push(u8::try_from(n).unwrap());
+            q.extend(std::iter::repeat_n(b'a', n));
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    };
+    let at_limit = with_name(&[63, 63, 63, 61]); // 255 bytes with the root
+    let q = parse(&at_limit).unwrap();
+    assert_eq!(q.question_end, at_limit.len());
+    assert!(Message::from_vec(&at_limit).is_ok(), "hickory agrees");
+    let over = with_name(&[63, 63, 63, 62]); // 256
+    assert!(Message::from_vec(&over).is_err(), "hickory agrees");
+    assert_eq!(parse(&over).unwrap_err(), Reject::FormErr);
+}
