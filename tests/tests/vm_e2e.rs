@@ -116,15 +116,29 @@ async fn sleeping_agent(bed: &Testbed) -> (bottle_e2e::vm::Launching, String) {
     (l, run_dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
+/// The serial lock, a testbed and a launch whose agent sleeps; `None`
+/// (after printing why) when this machine cannot run VMs.
+async fn sleeping_bottle() -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
+    Testbed,
+    bottle_e2e::vm::Launching,
+    String,
+)> {
     if let Some(why) = vm_unavailable() {
         eprintln!("skipped: {why}");
-        return;
+        return None;
     }
-    let _serial = bottle_e2e::serial().await;
+    let serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
     let (l, run_dir) = sleeping_agent(&bed).await;
+    Some((serial, bed, l, run_dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
+    let Some((_serial, _bed, l, run_dir)) = sleeping_bottle().await else {
+        return;
+    };
     let kids = children_of(l.pid());
     let qemu = kids
         .iter()
@@ -156,13 +170,9 @@ async fn vm_killed_from_outside_is_reported_and_cleaned_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_interrupt_stops_the_agent_and_powers_off() {
-    if let Some(why) = vm_unavailable() {
-        eprintln!("skipped: {why}");
+    let Some((_serial, _bed, l, run_dir)) = sleeping_bottle().await else {
         return;
-    }
-    let _serial = bottle_e2e::serial().await;
-    let bed = Testbed::start().await;
-    let (l, run_dir) = sleeping_agent(&bed).await;
+    };
     let kids: Vec<u32> = children_of(l.pid()).into_iter().map(|k| k.0).collect();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(l.pid() as i32, libc::SIGINT) };
