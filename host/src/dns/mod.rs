@@ -22,7 +22,7 @@ pub mod upstream;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use audit::Audit;
 pub use handler::{Handler, NeedsUpstream};

@@ -64,41 +64,25 @@ pub async fn resolve(handler: &Handler, host: &str) -> std::io::Result<Vec<IpAdd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::upstream::{BoxFuture, Upstream, UpstreamAnswer, UpstreamError};
+    use crate::dns::tests::support::{addrs, manifest, FakeUpstream};
     use crate::dns::Audit;
-    use std::path::Path;
 
-    /// Answers every query with one public A or AAAA record.
-    #[derive(Debug)]
-    struct Fixed;
-
-    impl Upstream for Fixed {
-        fn resolve(
-            &self,
-            name: Name,
-            rtype: RecordType,
-        ) -> BoxFuture<'_, Result<UpstreamAnswer, UpstreamError>> {
-            Box::pin(async move {
-                let rdata = match rtype {
-                    RecordType::A => RData::A("93.184.216.34".parse().unwrap()),
-                    _ => RData::AAAA("2606:2800:220:1::1".parse().unwrap()),
-                };
-                Ok(UpstreamAnswer {
-                    rcode: ResponseCode::NoError,
-                    records: vec![hickory_proto::rr::Record::from_rdata(name, 60, rdata)],
-                    negative_ttl: 0,
-                })
-            })
-        }
-    }
-
+    /// The DNS tests' manifest (allows `*.example.com`) and fake upstream
+    /// with one A and one AAAA answer for `api.example.com`.
     fn handler() -> Handler {
-        let m = crate::manifest::parse(
-            "[agent]\ncommand = [\"true\"]\n[[egress.routes]]\nhost = \"api.example.com\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        Handler::new(&m, Arc::new(Fixed), Audit::tracing_only())
+        let up = FakeUpstream::with(vec![
+            (
+                "api.example.com",
+                RecordType::A,
+                addrs("api.example.com", 60, &["93.184.216.34"]),
+            ),
+            (
+                "api.example.com",
+                RecordType::AAAA,
+                addrs("api.example.com", 60, &["2606:2800:220:1::1"]),
+            ),
+        ]);
+        Handler::new(&manifest(""), up, Audit::tracing_only())
     }
 
     #[tokio::test]

@@ -11,5 +11,5 @@ mod policy;
 mod rebind;
 mod server;
 
-mod support;
+pub(crate) mod support;
 mod wire;
