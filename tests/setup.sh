@@ -10,7 +10,7 @@ SUDO=""
 # benchmarks, musl-tools for the static guest, QEMU and a kernel for the
 # real-VM tests, busybox for minimal guest images, gcc for the fake libkrun
 # the libkrun FFI tests build.
-PKGS=(gcc dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 iproute2 util-linux)
+PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 iproute2 util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,8 +31,6 @@ if ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
   rustup target add x86_64-unknown-linux-musl
 fi
 
-# The vsock daemon QEMU's vhost-user-vsock device talks to (rust-vmm).
-if ! command -v vhost-device-vsock >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
-  echo "setup: installing vhost-device-vsock (cargo install; about two minutes)"
-  cargo install --locked --quiet vhost-device-vsock
-fi
+# The vsock daemon QEMU's vhost-user-vsock device talks to (rust-vmm),
+# patched to refuse connections nobody serves with a reset.
+bash "$(dirname "${BASH_SOURCE[0]}")/../images/vsock-daemon.sh"

@@ -109,11 +109,13 @@ if MODE == "main":
     VSOCK_REFUSED = (errno.ECONNRESET, errno.ECONNREFUSED, errno.ENODEV,
                      errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
 
-    def vsock_connect(cid, port, wait=0.5):
-        """Connect over vsock: the refusal errno, or "dropped" when the
-        request got no answer within `wait` (vhost-device-vsock drops
-        requests for ports nobody serves and for unknown CIDs without a
-        reset). Raises Refused if a connection is made."""
+    def vsock_connect(cid, port, wait=1.5):
+        """Connect over vsock: the refusal errno. Raises Refused if a
+        connection is made, or if the request got no answer within `wait`
+        (a drop, not a refusal: the unpatched vhost-device-vsock 0.3 drops
+        requests for unserved ports and unknown CIDs, and the guest then
+        waits out its 2 s connect timeout; images/vsock-daemon.sh installs
+        the build that answers with a reset)."""
         s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         s.settimeout(wait)
         try:
@@ -122,10 +124,8 @@ if MODE == "main":
                 return "accepted then closed at once"
             raise Refused(f"connected to CID {cid} port {port}")
         except socket.timeout:
-            return "dropped"
+            raise Refused(f"CID {cid} port {port}: no answer within {wait} s (dropped, not refused)")
         except OSError as e:
-            if e.errno == errno.ETIMEDOUT:
-                return "dropped"
             if e.errno in VSOCK_REFUSED:
                 return errno.errorcode[e.errno]
             raise Refused(f"unexpected {e!r}")
@@ -137,15 +137,6 @@ if MODE == "main":
 
     for cid, label in ((0, "hypervisor"), (1, "local"), (3, "self"), (4, "other"), (0xFFFFFFFF - 1, "high")):
         probe(f"net_vsock_cid_{label}")(lambda cid=cid: vsock_connect(cid, 6003))
-
-    @probe("net_vsock_unserved_port_reset")
-    def _():
-        # Strict form: an unserved port must be refused with a reset, not
-        # dropped. Fails while vhost-device-vsock drops such requests.
-        r = vsock_connect(2, 6004, wait=1.5)
-        if r == "dropped":
-            raise Refused("connection request dropped, no reset (ETIMEDOUT after the kernel's 2 s)")
-        return r
 
     def vsock_garbage(port, trailing):
         # A well-formed frame that is no hello ("GET /"), optionally

@@ -37,9 +37,7 @@ pub fn vm_unavailable() -> Option<String> {
         .map(|h| Path::new(&h).join(".cargo/bin/vhost-device-vsock"))
         .is_some_and(|p| p.is_file());
     if !crate::bins::on_path("vhost-device-vsock") && !home_daemon {
-        return Some(
-            "vhost-device-vsock is not installed (cargo install vhost-device-vsock)".into(),
-        );
+        return Some("vhost-device-vsock is not installed (bash images/vsock-daemon.sh)".into());
     }
     let img = image_dir();
     if !img.join("vmlinuz").is_file() || !img.join("initramfs.cpio").is_file() {

@@ -217,13 +217,6 @@ probes!(connector_run:
 // tests fail while the gap is open, so they are ignored with the reason
 // (docs/security.md, "Not covered"). `cargo test -- --ignored` shows them.
 
-#[test]
-#[ignore = "vhost-device-vsock 0.3 drops connection requests to unserved ports without a reset: ETIMEDOUT after 2 s, not a refusal"]
-fn probe_net_vsock_unserved_port_reset() {
-    let Some(run) = main_run() else { return };
-    run.assert_probe("net_vsock_unserved_port_reset");
-}
-
 // Closed gaps: a refusing host channel ends with `linger_close` (shut down
 // writing, drain briefly), and a second control connection is refused.
 #[test]

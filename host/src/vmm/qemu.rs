@@ -111,7 +111,7 @@ impl Qemu {
         })?;
         let daemon = find_program(VSOCK_DAEMON).ok_or_else(|| VmmError::Missing {
             program: VSOCK_DAEMON.into(),
-            hint: "install it with `cargo install --locked vhost-device-vsock` (or run `bash tests/setup.sh`)"
+            hint: "install it with `bash images/vsock-daemon.sh` (or run `bash tests/setup.sh`)"
                 .into(),
         })?;
         let kvm = kvm_usable(Path::new("/dev/kvm"), Path::new("/sys/module"));
