@@ -85,17 +85,36 @@ if MODE == "main":
             lambda form=form: must_403("POST", "/leak", {"Content-Type": "text/plain"},
                                        ("data=" + enc_forms(SECRET)[form] + "\n").encode()))
 
+    def split_halves(send_a, send_b):
+        # The secret in two halves (13 characters each), one per request:
+        # each half is a piece of the secret (12 bytes or more), refused on
+        # its own.
+        half = len(SECRET) // 2
+        a = send_a(SECRET[:half])
+        b = send_b(SECRET[half:])
+        if a != 403 or b != 403:
+            raise Refused(f"halves answered {a} and {b}")
+        return f"{a} {b}"
+
     @probe("secrets_split_across_requests")
     def _():
-        # Known limit: each request is scanned on its own. Halves of at
-        # least 8 characters each are sent in two requests; this probe
-        # records whether both pass (documented in docs/security.md).
-        half = len(SECRET) // 2
-        a = must_403_or_status("GET", "/split-1?p=" + urllib.parse.quote(SECRET[:half]))
-        b = must_403_or_status("GET", "/split-2?p=" + urllib.parse.quote(SECRET[half:]))
-        if a == 200 and b == 200:
-            raise Refused("both halves reached the upstream")
-        return f"{a} {b}"
+        return split_halves(
+            lambda p: must_403_or_status("GET", "/split-1?p=" + urllib.parse.quote(p)),
+            lambda p: must_403_or_status("GET", "/split-2?p=" + urllib.parse.quote(p)))
+
+    @probe("secrets_split_across_header_and_body_hex")
+    def _():
+        return split_halves(
+            lambda p: https("GET", "/split-3", {"X-Part": p.encode().hex()})[0],
+            lambda p: https("POST", "/split-4", {"Content-Type": "text/plain"},
+                            p.encode().hex().encode())[0])
+
+    @probe("secrets_split_across_requests_base64")
+    def _():
+        return split_halves(
+            lambda p: must_403_or_status("GET", "/split-5?p=" + urllib.parse.quote(base64.b64encode(p.encode()).decode())),
+            lambda p: https("POST", "/split-6", {"Content-Type": "application/json"},
+                            json.dumps({"p": base64.b64encode(p.encode()).decode()}).encode())[0])
 
     def must_403_or_status(method, path):
         return https(method, path)[0]

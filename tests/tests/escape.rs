@@ -167,6 +167,9 @@ probes!(main_run:
     probe_secrets_form_body,
     probe_secrets_multipart_body,
     probe_secrets_chunked_body_split,
+    probe_secrets_split_across_requests,
+    probe_secrets_split_across_header_and_body_hex,
+    probe_secrets_split_across_requests_base64,
     probe_secrets_gzip_body,
     probe_secrets_unknown_content_encoding,
     probe_secrets_base64_query,
@@ -229,13 +232,6 @@ fn probe_net_vsock_garbage_trailing_bytes() {
 fn probe_net_vsock_garbage_6001() {
     let Some(run) = main_run() else { return };
     run.assert_probe("net_vsock_garbage_6001");
-}
-
-#[test]
-#[ignore = "DLP scans each request on its own: a secret split across two requests passes"]
-fn probe_secrets_split_across_requests() {
-    let Some(run) = main_run() else { return };
-    run.assert_probe("secrets_split_across_requests");
 }
 
 #[test]

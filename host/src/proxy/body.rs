@@ -250,7 +250,7 @@ mod tests {
     fn dlp() -> Arc<Dlp> {
         Dlp::new(&[Secret {
             name: "k".into(),
-            value: "correct-horse-battery-staple".into(),
+            value: "horse-battery-stpl".into(),
         }])
         .unwrap()
     }
@@ -289,7 +289,9 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_table() {
-        let secret = b"correct-horse-battery-staple".to_vec();
+        // Short enough (under 20 bytes) that piece matching (dlp::fragments)
+        // stays out of the way: these cases test whole-secret seams.
+        let secret = b"horse-battery-stpl".to_vec();
         let mut with_secret = vec![b'a'; 10_000];
         with_secret.extend_from_slice(&secret);
         let clean = vec![b'b'; 100_000];
@@ -300,7 +302,7 @@ mod tests {
             ("clean", vec![clean.clone()], None, 1 << 20, None),
             (
                 "form, escape split",
-                vec![b"a=correct%2Dhorse%2".to_vec(), b"Dbattery-staple".to_vec()],
+                vec![b"a=horse%2Dbattery%2".to_vec(), b"Dstpl".to_vec()],
                 Some("form"),
                 1 << 20,
                 Some("secret:k:raw"),
@@ -309,7 +311,7 @@ mod tests {
                 // Escape probe regression: every character escaped, in a
                 // body that does not say it is a form.
                 "plain body, all escaped",
-                vec![b"data=%63%6F%72%72%65%63%74%2D%68%6F%72%73%65%2D%62%61%74%74%65%72%79%2D%73%74%61%70%6C%65".to_vec()],
+                vec![b"data=%68%6F%72%73%65%2D%62%61%74%74%65%72%79%2D%73%74%70%6C".to_vec()],
                 None,
                 1 << 20,
                 Some("secret:k:raw"),
@@ -317,7 +319,7 @@ mod tests {
             (
                 // The first `%` arrives after part of the secret.
                 "plain body, escapes start mid-secret",
-                vec![b"x correct-hor".to_vec(), b"se-%62attery-staple".to_vec()],
+                vec![b"x horse-bat".to_vec(), b"tery-%73tpl".to_vec()],
                 None,
                 1 << 20,
                 Some("secret:k:raw"),

@@ -1,12 +1,15 @@
 //! Data-loss prevention: refuse requests that carry credentials.
 //!
 //! The host's own secrets ([`secrets`]: every encoding, a few small
-//! Aho-Corasick automata) and the built-in rules ([`rules`]: one ASCII
+//! Aho-Corasick automata; and [`fragments`]: any piece of 12 bytes or
+//! more of one, so a secret split over requests is still found) and the
+//! built-in rules ([`rules`]: one ASCII
 //! `RegexSet`, run only near the rules' literal prefixes, which one more
 //! automaton finds). Bodies are scanned chunk by chunk by a
 //! [`StreamScanner`], which also scans the seam between chunks, so a
 //! secret split across two chunks is still found.
 
+pub mod fragments;
 pub mod rules;
 pub mod secrets;
 
@@ -33,6 +36,8 @@ enum Found {
     Secret(usize),
     /// Index into [`rules::RULES`].
     Rule(usize),
+    /// A piece of a secret: its rule name.
+    Piece(String),
 }
 
 /// Secret forms per automaton: aho-corasick's SIMD (Teddy) prefilter
@@ -62,12 +67,14 @@ pub struct Dlp {
     /// index of its first form.
     groups: Vec<(aho_corasick::AhoCorasick, usize)>,
     secrets: secrets::SecretMatcher,
+    fragments: fragments::FragmentMatcher,
     overlap: usize,
 }
 
 impl Dlp {
     /// Compile the built-in rules and the secrets' forms.
     pub fn new(secrets: &[Secret]) -> Result<Arc<Dlp>, BuildError> {
+        let fragments = fragments::FragmentMatcher::new(secrets)?;
         let secrets = secrets::SecretMatcher::new(secrets)?;
         let overlap = rules::MAX_MATCH.max(secrets.longest());
         let groups = secrets
@@ -85,6 +92,7 @@ impl Dlp {
             longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
             groups,
             secrets,
+            fragments,
             overlap,
         }))
     }
@@ -102,6 +110,7 @@ impl Dlp {
                 format!("secret:{}:{}", f.secret, f.encoding)
             }
             Found::Rule(i) => rules::RULES[i].0.to_string(),
+            Found::Piece(rule) => rule,
         };
         Some(Hit {
             rule,
@@ -114,11 +123,12 @@ impl Dlp {
     fn rules_match(&self, hay: &[u8]) -> Option<usize> {
         match self.first_hit(hay)? {
             Found::Rule(i) => Some(i),
-            Found::Secret(_) => None,
+            Found::Secret(_) | Found::Piece(_) => None,
         }
     }
 
-    /// The secret form ending first in `hay`, then the first rule.
+    /// The secret form ending first in `hay`, then a piece of a secret,
+    /// then the first rule.
     ///
     /// Secrets: one leftmost-first search per group of forms; the
     /// leftmost match wins (then the form added first). Rules: the `RegexSet` runs only on
@@ -139,6 +149,12 @@ impl Dlp {
             .min();
         if let Some((_, i)) = secret {
             return Some(Found::Secret(i));
+        }
+        if let Some(p) = self.fragments.find(hay) {
+            return Some(Found::Piece(format!(
+                "secret-piece:{}:{}",
+                p.secret, p.encoding
+            )));
         }
         let check =
             |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next().map(Found::Rule);

@@ -66,7 +66,12 @@ pub fn forms(secrets: &[Secret]) -> Vec<Form> {
 
 /// The characters of `enc(prefix ++ value)`, with `offset` prefix bytes,
 /// that encode only bits of `value`.
-fn stable_part(enc: &Encoding, bits: usize, offset: usize, value: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn stable_part(
+    enc: &Encoding,
+    bits: usize,
+    offset: usize,
+    value: &[u8],
+) -> Option<Vec<u8>> {
     let mut input = vec![0u8; offset];
     input.extend_from_slice(value);
     let text = enc.encode(&input).into_bytes();
@@ -78,7 +83,7 @@ fn stable_part(enc: &Encoding, bits: usize, offset: usize, value: &[u8]) -> Opti
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters.
-fn url_encode(v: &[u8], upper: bool) -> Vec<u8> {
+pub(super) fn url_encode(v: &[u8], upper: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len() * 3);
     for &b in v {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

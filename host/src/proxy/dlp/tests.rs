@@ -24,7 +24,12 @@ fn secret_split_at_every_seam_is_found() {
     for cut in at..=at + secret.len() {
         let mut s = StreamScanner::new(d.clone());
         let hit = s.push(&body[..cut]).or_else(|| s.push(&body[cut..]));
-        assert_eq!(hit.unwrap().rule, "secret:demo:raw", "cut at {cut}");
+        // Whole, or (when one side holds 12 bytes of it) as a piece.
+        let rule = hit.unwrap().rule;
+        assert!(
+            rule == "secret:demo:raw" || rule == "secret-piece:demo:raw",
+            "cut at {cut}: {rule}"
+        );
     }
     for size in [1, 3, 7, 64] {
         let mut s = StreamScanner::new(d.clone());
@@ -37,6 +42,30 @@ fn secret_split_at_every_seam_is_found() {
         .find_map(|c| s.push(c))
         .is_none());
     assert_eq!(s.scanned(), 100_000);
+}
+
+#[test]
+fn a_secret_split_over_two_requests_is_found_in_each() {
+    // Each request is scanned on its own; each half is a piece.
+    let d = dlp();
+    let value = "hunter2-very-secret-value";
+    let (a, b) = value.split_at(value.len() / 2);
+    for half in [a, b] {
+        let hit = d.scan_target(&format!("/part?d={half}"));
+        assert_eq!(
+            hit.map(|h| h.rule).as_deref(),
+            Some("secret-piece:demo:raw"),
+            "{half}"
+        );
+    }
+    let hex = data_encoding::HEXLOWER.encode(b.as_bytes());
+    let hit = d.scan(format!("{{\"d\":\"{hex}\"}}").as_bytes(), "body");
+    assert_eq!(
+        hit.map(|h| h.rule).as_deref(),
+        Some("secret-piece:demo:hex")
+    );
+    // 11 bytes are not a piece.
+    assert_eq!(d.scan_target("/part?d=hunter2-ver"), None);
 }
 
 #[test]

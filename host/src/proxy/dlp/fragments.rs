@@ -1,0 +1,257 @@
+//! Pieces of the host's secrets.
+//!
+//! Exact-value matching ([`super::secrets`]) misses a secret sent in pieces:
+//! half in one request and half in the next, or spread over the URL and a
+//! header. This matcher finds any piece of at least [`PIECE`] bytes of a
+//! secret, raw, URL-encoded, hex, base64 or base64url, wherever it is.
+//! (Not base32: its five alignments cost a third of the scan speed, and
+//! a whole secret in base32 is still found by the exact matcher.)
+//!
+//! How: every piece of [`PIECE`] bytes, once encoded, contains a window of
+//! `w` characters of the encoded secret (`w` per encoding: 12 raw and
+//! URL-encoded, 24 hex, 15 base64); cut each encoded secret into blocks of `w / 2`
+//! characters, and every such window holds a whole block. The blocks are
+//! searched for with Aho-Corasick (its SIMD prefilter, as for the exact
+//! forms); each block found is then extended both ways against the encoded
+//! secret, and a run of at least `w` equal characters is a hit.
+//!
+//! A secret's public prefix (`ghp_`, `sk-ant-api03-`, ...; see
+//! [`public_prefix`]) is left out, so the pieces hold only what is secret,
+//! and secrets whose remaining part is shorter than [`MIN_TAIL`] get no
+//! piece matching at all: their pieces would be too short to tell from
+//! chance. The limit is explicit: pieces shorter than [`PIECE`] bytes are
+//! not found, so an agent that holds a secret can still leak it
+//! [`PIECE`]` - 1` bytes at a time (docs/security.md).
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, Input, MatchKind};
+use data_encoding::{Encoding, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXUPPER};
+
+use super::rules;
+use super::secrets::{stable_part, url_encode, BuildError};
+use crate::manifest::Secret;
+
+/// The shortest piece of a secret that is found, bytes.
+pub const PIECE: usize = 12;
+
+/// Secrets whose secret part (after [`public_prefix`]) is shorter than
+/// this get no piece matching, bytes.
+pub const MIN_TAIL: usize = 20;
+
+/// Patterns per automaton, as for the exact forms (the SIMD prefilter's
+/// limit).
+const BLOCKS_PER_GROUP: usize = 64;
+
+/// One encoded secret part and the window a piece must cover in it.
+#[derive(Clone, Debug)]
+struct Encoded {
+    secret: String,
+    encoding: &'static str,
+    text: Vec<u8>,
+    window: usize,
+}
+
+/// Where a block lies: which [`Encoded`], at which character.
+#[derive(Clone, Copy, Debug)]
+struct Spot {
+    encoded: usize,
+    at: usize,
+}
+
+/// A piece found: the secret's name and the encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// The secret's name.
+    pub secret: &'a str,
+    /// The encoding of the piece, e.g. `base64`.
+    pub encoding: &'static str,
+}
+
+/// The compiled piece matcher.
+#[derive(Clone, Debug, Default)]
+pub struct FragmentMatcher {
+    encoded: Vec<Encoded>,
+    /// Automata over the blocks, each with the index of its first block.
+    groups: Vec<(AhoCorasick, usize)>,
+    /// The distinct blocks, in pattern order.
+    blocks: Vec<Vec<u8>>,
+    /// For each distinct block, every place it comes from.
+    spots: Vec<Vec<Spot>>,
+}
+
+/// Length of `value`'s public prefix: the credential-format marker every
+/// secret of its kind starts with (`ghp_`, `github_pat_`, `xoxb-123456-`,
+/// `sk-ant-api03-`). Only values starting with a built-in rule's literal
+/// prefix ([`rules::PREFIXES`]) have one: that literal, extended to the
+/// last `-` or `_` within the first 16 bytes (letters, digits, `-`, `_`).
+pub fn public_prefix(value: &[u8]) -> usize {
+    let Some(known) = rules::PREFIXES
+        .iter()
+        .filter(|p| value.starts_with(p.as_bytes()))
+        .map(|p| p.len())
+        .max()
+    else {
+        return 0;
+    };
+    value
+        .iter()
+        .take(16)
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
+        .enumerate()
+        .filter(|(_, b)| **b == b'-' || **b == b'_')
+        .map(|(i, _)| i + 1)
+        .fold(known, usize::max)
+}
+
+/// Characters of `enc` that a piece of [`PIECE`] bytes always holds,
+/// whatever its alignment.
+fn window(enc: &Encoding, bits: usize, group: usize) -> usize {
+    let piece = [0u8; PIECE];
+    (0..group)
+        .filter_map(|offset| stable_part(enc, bits, offset, &piece))
+        .map(|p| p.len())
+        .min()
+        .unwrap_or(0)
+}
+
+/// Every encoding of every secret's secret part.
+fn encode_all(secrets: &[Secret]) -> Vec<Encoded> {
+    let mut out = Vec::new();
+    for s in secrets {
+        let v = s.value.as_bytes();
+        let tail = &v[public_prefix(v)..];
+        if tail.len() < MIN_TAIL {
+            continue;
+        }
+        let mut add = |encoding: &'static str, text: Vec<u8>, window: usize| {
+            out.push(Encoded {
+                secret: s.name.clone(),
+                encoding,
+                text,
+                window,
+            })
+        };
+        add("raw", tail.to_vec(), PIECE);
+        add("url", url_encode(tail, false), PIECE);
+        add("url", url_encode(tail, true), PIECE);
+        add("hex", HEXLOWER.encode(tail).into_bytes(), 2 * PIECE);
+        add("hex", HEXUPPER.encode(tail).into_bytes(), 2 * PIECE);
+        for (name, enc, bits, group) in [
+            ("base64", &BASE64_NOPAD, 6, 3),
+            ("base64url", &BASE64URL_NOPAD, 6, 3),
+        ] {
+            let w = window(enc, bits, group);
+            for offset in 0..group {
+                if let Some(p) = stable_part(enc, bits, offset, tail) {
+                    add(name, p, w);
+                }
+            }
+        }
+    }
+    out.retain(|e| e.window > 0 && e.text.len() >= e.window);
+    out
+}
+
+impl FragmentMatcher {
+    /// Build from the loaded secrets.
+    pub fn new(secrets: &[Secret]) -> Result<FragmentMatcher, BuildError> {
+        let encoded = encode_all(secrets);
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let mut spots: Vec<Vec<Spot>> = Vec::new();
+        for (e, enc) in encoded.iter().enumerate() {
+            let len = enc.window / 2;
+            for (k, block) in enc.text.chunks_exact(len).enumerate() {
+                let id = *index.entry(block.to_vec()).or_insert_with(|| {
+                    blocks.push(block.to_vec());
+                    spots.push(Vec::new());
+                    blocks.len() - 1
+                });
+                spots[id].push(Spot {
+                    encoded: e,
+                    at: k * len,
+                });
+            }
+        }
+        let groups = blocks
+            .chunks(BLOCKS_PER_GROUP)
+            .enumerate()
+            .map(|(i, group)| {
+                let ac = AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(group)?;
+                Ok((ac, i * BLOCKS_PER_GROUP))
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        Ok(FragmentMatcher {
+            encoded,
+            groups,
+            blocks,
+            spots,
+        })
+    }
+
+    /// True when no secret is long enough for piece matching.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The first piece found in `hay` (by where its block starts).
+    pub fn find(&self, hay: &[u8]) -> Option<Piece<'_>> {
+        self.groups
+            .iter()
+            .filter_map(|(ac, base)| self.find_in_group(ac, *base, hay))
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, e)| Piece {
+                secret: &self.encoded[e].secret,
+                encoding: self.encoded[e].encoding,
+            })
+    }
+
+    /// The first verified piece among one automaton's blocks: where its
+    /// block starts in `hay`, and which [`Encoded`] it is from.
+    fn find_in_group(&self, ac: &AhoCorasick, base: usize, hay: &[u8]) -> Option<(usize, usize)> {
+        let mut from = 0;
+        while from < hay.len() {
+            let at = ac.find(Input::new(hay).range(from..))?.start();
+            // Every block of this automaton starting here, not only the one
+            // reported: one block may be a prefix of another.
+            let ids = base..(base + BLOCKS_PER_GROUP).min(self.blocks.len());
+            for id in ids.filter(|&id| hay[at..].starts_with(&self.blocks[id])) {
+                let len = self.blocks[id].len();
+                for spot in &self.spots[id] {
+                    if self.run_len(spot, len, hay, at) >= self.encoded[spot.encoded].window {
+                        return Some((at, spot.encoded));
+                    }
+                }
+            }
+            // Not a piece: look again from the next byte, so an overlapping
+            // block that is one is not skipped.
+            from = at + 1;
+        }
+        None
+    }
+
+    /// How many characters around a block found at `hay[start..]` equal
+    /// the encoded secret around the block's spot (the block included).
+    fn run_len(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> usize {
+        let text = &self.encoded[spot.encoded].text;
+        let left = hay[..start]
+            .iter()
+            .rev()
+            .zip(text[..spot.at].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let right = hay[start + len..]
+            .iter()
+            .zip(text[spot.at + len..].iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        left + len + right
+    }
+}
+
+#[cfg(test)]
+#[path = "fragments_tests.rs"]
+mod tests;
