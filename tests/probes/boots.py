@@ -38,13 +38,13 @@ def refused_by_proxy(name, statuses, rule=None):
 
 
 if MODE == "rebind":
-    # The DNS filter drops private answers; the proxy then has no address
-    # for the name (its lookups go through the same filter): a 502 from the
-    # proxy itself (x-bottle-rule upstream-error), no connection made.
+    # The DNS filter drops private answers; the proxy's lookups go through
+    # the same filter, which tells it the addresses were dropped: a 403
+    # upstream-address-refused from the proxy itself, no connection made.
     for name, label in REBIND:
         probe(f"dns_rebind_{label}_dropped")(lambda name=name: dns_no_address(name))
         probe(f"proxy_allowed_name_{label}_refused")(
-            lambda name=name: refused_by_proxy(name, (403, 502)))
+            lambda name=name: refused_by_proxy(name, (403,), "upstream-address-refused"))
 
 if MODE == "connector":
     # Private answers kept by DNS, but egress.allow_private is off: the

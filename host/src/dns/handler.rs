@@ -108,6 +108,17 @@ impl Handler {
         self.audit.flush();
     }
 
+    /// Did the rebinding floor drop addresses from the current answer for
+    /// `name` (A or AAAA)? For the proxy's lookup, to tell a refusal from
+    /// a name without addresses.
+    pub fn private_dropped(&self, name: &str) -> bool {
+        let now = Instant::now();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .any(|t| self.cache.get(&name, t, now).is_some_and(|a| a.filtered))
+    }
+
     /// The answer to `query` (wire format). Always returns a DNS message.
     pub async fn handle(&self, query: &[u8]) -> Vec<u8> {
         match self.try_local(query) {

@@ -34,7 +34,8 @@ fn query(host: &str, rtype: RecordType, id: u16) -> std::io::Result<Vec<u8>> {
 }
 
 /// A and AAAA for `host` from the filter; an error names the filter's
-/// verdict when it gave no address.
+/// verdict when it gave no address, and is `PermissionDenied` when the
+/// rebinding floor dropped every address (the proxy then answers 403).
 pub async fn resolve(handler: &Handler, host: &str) -> std::io::Result<Vec<IpAddr>> {
     let mut out = Vec::new();
     let mut codes = Vec::new();
@@ -51,6 +52,13 @@ pub async fn resolve(handler: &Handler, host: &str) -> std::io::Result<Vec<IpAdd
         }
     }
     if out.is_empty() {
+        if handler.private_dropped(host) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the bottle's DNS filter dropped its loopback/private/link-local \
+                 answers (rule private-answer)",
+            ));
+        }
         let why = match codes.first() {
             Some(ResponseCode::NXDomain) => "NXDOMAIN from the bottle's DNS filter".to_string(),
             Some(c) if *c != ResponseCode::NoError => format!("{c} from the bottle's DNS filter"),
@@ -100,6 +108,35 @@ mod tests {
         assert!(h
             .learned()
             .is_learned("api.example.com", "93.184.216.34".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn names_rebound_to_private_addresses_are_refused() {
+        let up = FakeUpstream::with(vec![
+            (
+                "meta.example.com",
+                RecordType::A,
+                addrs("meta.example.com", 60, &["169.254.169.254"]),
+            ),
+            (
+                "local.example.com",
+                RecordType::A,
+                addrs("local.example.com", 60, &["127.0.0.1"]),
+            ),
+        ]);
+        let h = Handler::new(&manifest(""), up, Audit::tracing_only());
+        for name in ["meta.example.com", "local.example.com"] {
+            let e = resolve(&h, name).await.unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{name}: {e}"
+            );
+            assert!(e.to_string().contains("private-answer"), "{e}");
+        }
+        // A name with no address at all is not a refusal.
+        let e = resolve(&h, "none.example.com").await.unwrap_err();
+        assert_ne!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     }
 
     #[tokio::test]

@@ -23,7 +23,9 @@ pub type AddrFilter = Arc<dyn Fn(&str, IpAddr) -> bool + Send + Sync>;
 /// Resolves an upstream name instead of the system resolver: under
 /// `bottle-host launch` this is the bottle's own DNS filter, so the proxy
 /// dials only addresses that filter answered for that name (allowlist,
-/// exfiltration limits and the rebinding floor included).
+/// exfiltration limits and the rebinding floor included). An error of
+/// kind `PermissionDenied` means the name's addresses were refused (403
+/// `upstream-address-refused`); any other error is a failed lookup (502).
 pub type Lookup = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
         + Send
@@ -208,14 +210,22 @@ impl tower_service::Service<Name> for CheckedResolver {
             let host = name.as_str().to_string();
             let ips = match (this.hosts.get(&host), &this.lookup) {
                 (Some(ips), _) => ips.clone(),
-                (None, Some(lookup)) => {
-                    lookup(host.clone())
-                        .await
-                        .map_err(|source| ConnectError::Resolve {
+                (None, Some(lookup)) => lookup(host.clone()).await.map_err(|source| {
+                    // The lookup refused the name's addresses (e.g. the DNS
+                    // filter's rebinding floor dropped them all): a refusal,
+                    // not a failure.
+                    if source.kind() == std::io::ErrorKind::PermissionDenied {
+                        ConnectError::Refused {
+                            host: host.clone(),
+                            addrs: source.to_string(),
+                        }
+                    } else {
+                        ConnectError::Resolve {
                             host: host.clone(),
                             source,
-                        })?
-                }
+                        }
+                    }
+                })?,
                 (None, None) => tokio::net::lookup_host((host.as_str(), 0))
                     .await
                     .map_err(|source| ConnectError::Resolve {
@@ -371,5 +381,25 @@ mod tests {
         assert!(filtered.check("a.test", ips(&["127.0.0.1"])).is_ok());
         assert!(filtered.check("b.test", ips(&["127.0.0.1"])).is_err());
         assert!(filtered.check("a.test", ips(&["10.0.0.1"])).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lookup_that_refuses_is_a_refusal_not_a_failure() {
+        use tower_service::Service;
+        let lookup: Lookup = Arc::new(|host: String| {
+            Box::pin(async move {
+                let kind = if host == "dropped.test" {
+                    std::io::ErrorKind::PermissionDenied
+                } else {
+                    std::io::ErrorKind::NotFound
+                };
+                Err(std::io::Error::new(kind, "no"))
+            })
+        });
+        let mut r = CheckedResolver::new(false, None).with_lookup(Some(lookup));
+        let e = r.call("dropped.test".parse().unwrap()).await.unwrap_err();
+        assert!(matches!(e, ConnectError::Refused { .. }), "{e}");
+        let e = r.call("missing.test".parse().unwrap()).await.unwrap_err();
+        assert!(matches!(e, ConnectError::Resolve { .. }), "{e}");
     }
 }
