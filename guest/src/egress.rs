@@ -160,9 +160,14 @@ mod tests {
 
     /// A host side that does the hello and echoes.
     async fn echo_host(path: &std::path::Path) -> Address {
+        echo_host_task(path).await.0
+    }
+
+    /// [`echo_host`], and its task (abort it to take the host away).
+    async fn echo_host_task(path: &std::path::Path) -> (Address, tokio::task::JoinHandle<()>) {
         let addr = Address::Unix(path.to_path_buf());
         let l = Listener::bind(&addr).await.unwrap();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let mut s = l.accept().await.unwrap();
                 tokio::spawn(async move {
@@ -174,7 +179,42 @@ mod tests {
                 });
             }
         });
-        addr
+        (addr, task)
+    }
+
+    /// One request through the forwarder: echoed back, or `None` when the
+    /// client was closed instead.
+    async fn round_trip(addr: SocketAddr) -> Option<Vec<u8>> {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 18];
+        c.read_exact(&mut buf).await.ok().map(|_| buf)
+    }
+
+    #[tokio::test]
+    async fn host_restart_egress_resumes_and_nothing_hangs_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("egress.sock");
+        let (host, task) = echo_host_task(&path).await;
+        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
+            .await
+            .unwrap();
+        let addr = f.local_addr().unwrap();
+        tokio::spawn(f.serve());
+        let limit = std::time::Duration::from_secs(2);
+        let ok = Some(b"GET / HTTP/1.1\r\n\r\n".to_vec());
+        assert_eq!(round_trip(addr).await, ok);
+        // The host goes away: clients are closed at once, not left waiting.
+        task.abort();
+        let _ = task.await;
+        // (The listener removes its socket file when dropped.)
+        let _ = std::fs::remove_file(&path);
+        let down = tokio::time::timeout(limit, round_trip(addr)).await;
+        assert_eq!(down.expect("closed within 2 s, not hung"), None);
+        // The host comes back on the same address: egress resumes.
+        let (_, _task) = echo_host_task(&path).await;
+        let up = tokio::time::timeout(limit, round_trip(addr)).await;
+        assert_eq!(up.expect("answered within 2 s"), ok);
     }
 
     #[tokio::test]

@@ -87,6 +87,16 @@ impl Testbed {
     /// `api.bottle.test` on the testbed's port with the token injected,
     /// `*.tunnel.bottle.test` resolvable, and `extra` TOML appended.
     pub fn manifest(&self, agent_script: &str, extra: &str) -> PathBuf {
+        self.manifest_with_agent(agent_script, "", extra)
+    }
+
+    /// [`Self::manifest`] with `agent_extra` TOML added to `[agent]`.
+    pub fn manifest_with_agent(
+        &self,
+        agent_script: &str,
+        agent_extra: &str,
+        extra: &str,
+    ) -> PathBuf {
         assert!(!agent_script.contains("'''"), "script must not contain '''");
         let toml = format!(
             r#"[vm]
@@ -96,6 +106,7 @@ memory_mib = 512
 [agent]
 command = ["/bin/sh", "-c", '''{agent_script}''']
 grace_period_ms = 2000
+{agent_extra}
 
 [secrets]
 token = {{ env = "BOTTLE_VMTEST_TOKEN" }}

@@ -185,6 +185,58 @@ async fn vm_interrupt_stops_the_agent_and_powers_off() {
     assert!(!std::path::Path::new(&run_dir).exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_agent_crash_loop_restarts_with_backoff_and_the_host_sees_each() {
+    if let Some(why) = vm_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    // Each run counts itself in guest /tmp (the same VM throughout), prints
+    // the guest's uptime and fails; DNS still answers on every attempt.
+    let script = r#"n=$(cat /tmp/attempt 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/attempt
+up=$(cut -d' ' -f1 /proc/uptime)
+if dnsq www.tunnel.bottle.test A >/dev/null 2>&1; then d=ok; else d=FAIL; fi
+echo "CHECK attempt-$n $d uptime=$up"
+exit 3"#;
+    let manifest = bed.manifest_with_agent(
+        script,
+        "restart = \"on-failure\"\nmax_restarts = 3\nrestart_backoff_ms = 300",
+        "",
+    );
+    let run = bed.launch(&manifest).finish(LIMIT).await;
+    // 1 run + 3 restarts, then the last failure's code comes back.
+    assert_eq!(run.code, Some(3), "{}", run.output);
+    let uptime = |n: u32| -> f64 {
+        let line = run.check(&format!("attempt-{n}"));
+        assert!(line.contains(" ok "), "attempt {n}: {line}");
+        line.rsplit("uptime=")
+            .next()
+            .and_then(|u| u.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no uptime in {line}"))
+    };
+    let times: Vec<f64> = (1..=4).map(uptime).collect();
+    assert!(
+        !run.output.contains("CHECK attempt-5"),
+        "restarted past max_restarts:\n{}",
+        run.output
+    );
+    // The host saw every restart, with the doubling delays...
+    for (attempt, delay) in [(1, 300), (2, 600), (3, 1200)] {
+        let want = format!("bottle: agent restarting (attempt {attempt}) in {delay} ms");
+        assert!(run.output.contains(&want), "{want}:\n{}", run.output);
+    }
+    // ... and the guest kept them: each gap at least its delay.
+    for (i, delay) in [0.3, 0.6, 1.2].iter().enumerate() {
+        let gap = times[i + 1] - times[i];
+        assert!(
+            gap >= *delay - 0.02,
+            "gap {i}: {gap:.2} s < {delay} s ({times:?})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn launch_refuses_bad_input_before_starting_anything() {
     let bed = Testbed::start().await;
