@@ -326,6 +326,39 @@ async fn secrets_are_refused_in_url_header_and_body_in_every_encoding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secret_deep_in_a_streamed_body_is_refused_and_audited() {
+    let env = setup(true).await;
+    // 5 MB: streamed upstream as it is scanned (body_stream.rs); the
+    // secret sits 4 MB in.
+    let mut big: Vec<u8> = (0..5_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    big[4_000_000..4_000_000 + LEAK.len()].copy_from_slice(LEAK.as_bytes());
+    let path = file(&env, "big-secret.bin", &big);
+    let at = format!("@{}", path.display());
+    for version in ["--http1.1", "--http2"] {
+        let r = env
+            .curl(
+                &env.https("open.test", "/upload"),
+                &[version, "--data-binary", &at],
+            )
+            .await;
+        assert_eq!(r.code, 403, "{version}: {r:?}");
+        let rule = r.header("x-bottle-rule").unwrap_or_default();
+        assert!(rule.starts_with("secret"), "{version}: {rule}");
+    }
+    let denied: Vec<_> = env
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["method"] == "POST" && l["verdict"] == "deny" && l["status"] == 403)
+        .collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    for l in &denied {
+        let sent = l["bytes_up"].as_u64().unwrap();
+        assert!(sent <= 4_000_000, "{sent} bytes went upstream");
+    }
+    env.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loopback_upstream_refused_without_allow_private() {
     let env = setup(false).await;
     let r = env.curl(&env.https("open.test", "/"), &[]).await;

@@ -2,8 +2,9 @@
 //! chunk by chunk as it arrives, and decompressed (gzip, deflate) into the
 //! scanner with the same bound so a decompression bomb is refused.
 //!
-//! The body is held until it has been scanned, so a hit can still be
-//! answered with a clean 403 before anything reaches the upstream.
+//! [`read_scanned`] holds the body until it has been scanned, so a hit can
+//! still be answered with a clean 403 before anything reaches the
+//! upstream; `body_stream` streams large bodies through the same [`Scan`].
 
 use std::io::Write;
 use std::sync::Arc;
@@ -144,9 +145,112 @@ impl FormScan {
     }
 }
 
-/// Read, bound and scan `body`; `encoding` is its `Content-Encoding`;
-/// `form` says it is `application/x-www-form-urlencoded`, so it is also
-/// scanned percent-decoded; any other plain body is too from its first `%`.
+/// The scanning state of one request body, fed chunk by chunk: the raw
+/// bytes, the percent-decoded view (forms, and any body from its first
+/// `%`), and the decompressed view (gzip, deflate), all within `limit`.
+pub struct Scan {
+    dlp: Arc<Dlp>,
+    limit: u64,
+    decoder: Option<Decoder>,
+    form: Option<FormScan>,
+    raw: StreamScanner,
+    /// The last `dlp.overlap()` raw bytes, to start a decoded view with.
+    tail: Vec<u8>,
+    seen: u64,
+}
+
+impl Scan {
+    /// A scan for a body with this `Content-Encoding`; `form` says it is
+    /// `application/x-www-form-urlencoded`.
+    pub fn new(
+        encoding: Option<&str>,
+        form: bool,
+        dlp: Arc<Dlp>,
+        limit: u64,
+    ) -> Result<Scan, BodyRefusal> {
+        let decoder = match encoding {
+            Some(e) => Decoder::new(e, dlp.clone(), limit)?,
+            None => None,
+        };
+        let form = form.then(|| FormScan {
+            scanner: StreamScanner::new(dlp.clone()),
+            carry: Vec::new(),
+        });
+        Ok(Scan {
+            raw: StreamScanner::new(dlp.clone()),
+            dlp,
+            limit,
+            decoder,
+            form,
+            tail: Vec::new(),
+            seen: 0,
+        })
+    }
+
+    /// Is the body compressed (scanned decompressed)?
+    pub fn compressed(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// Raw bytes fed so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Scan the next chunk.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), BodyRefusal> {
+        if self.seen + data.len() as u64 > self.limit {
+            return Err(BodyRefusal::TooLarge(self.limit));
+        }
+        self.seen += data.len() as u64;
+        if let Some(hit) = self.raw.push(data) {
+            return Err(BodyRefusal::Dlp(hit));
+        }
+        if self.form.is_none() && self.decoder.is_none() && data.contains(&b'%') {
+            // Whatever the content type says, a body holding `%` escapes
+            // is also scanned decoded (a secret sent as `%68%73...` hides
+            // from the raw scan). Until now decoded and raw bytes were the
+            // same, so the decoded scan starts with the raw tail.
+            let mut f = FormScan {
+                scanner: StreamScanner::new(self.dlp.clone()),
+                carry: Vec::new(),
+            };
+            if let Some(hit) = f.push(&self.tail, false) {
+                return Err(BodyRefusal::Dlp(hit));
+            }
+            self.form = Some(f);
+        }
+        if let Some(d) = self.decoder.as_mut() {
+            d.feed(Some(data))?;
+        } else if let Some(hit) = self.form.as_mut().and_then(|f| f.push(data, false)) {
+            return Err(BodyRefusal::Dlp(hit));
+        }
+        if self.form.is_none() && self.decoder.is_none() {
+            let keep = self.dlp.overlap();
+            self.tail
+                .extend_from_slice(&data[data.len().saturating_sub(keep)..]);
+            let excess = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..excess);
+        }
+        Ok(())
+    }
+
+    /// The body ended: scan what the decoded views still hold.
+    pub fn finish(&mut self) -> Result<(), BodyRefusal> {
+        if let Some(hit) = self.form.as_mut().and_then(|f| f.push(&[], true)) {
+            return Err(BodyRefusal::Dlp(hit));
+        }
+        if let Some(d) = self.decoder.as_mut() {
+            d.feed(None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Read, bound and scan `body` whole; `encoding` is its
+/// `Content-Encoding`; `form` says it is
+/// `application/x-www-form-urlencoded`, so it is also scanned
+/// percent-decoded; any other plain body is too from its first `%`.
 pub async fn read_scanned<B>(
     body: &mut B,
     encoding: Option<&str>,
@@ -162,56 +266,29 @@ where
     if http_body::Body::size_hint(body).lower() > limit {
         return Err(BodyRefusal::TooLarge(limit));
     }
-    let mut decoder = match encoding {
-        Some(e) => Decoder::new(e, dlp.clone(), limit)?,
-        None => None,
-    };
-    let mut form = form.then(|| FormScan {
-        scanner: StreamScanner::new(dlp.clone()),
-        carry: Vec::new(),
-    });
-    let mut raw = StreamScanner::new(dlp.clone());
+    let mut scan = Scan::new(encoding, form, dlp, limit)?;
     let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyRefusal::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not forwarded
-        };
-        if (buf.len() + data.len()) as u64 > limit {
-            return Err(BodyRefusal::TooLarge(limit));
-        }
-        if let Some(hit) = raw.push(&data) {
-            return Err(BodyRefusal::Dlp(hit));
-        }
-        if form.is_none() && decoder.is_none() && data.contains(&b'%') {
-            // Whatever the content type says, a body holding `%` escapes
-            // is also scanned decoded (a secret sent as `%68%73...` hides
-            // from the raw scan). Until now decoded and raw bytes were the
-            // same, so the decoded scan starts with the raw tail.
-            let mut f = FormScan {
-                scanner: StreamScanner::new(dlp.clone()),
-                carry: Vec::new(),
-            };
-            let seam = &buf[buf.len().saturating_sub(dlp.overlap())..];
-            if let Some(hit) = f.push(seam, false) {
-                return Err(BodyRefusal::Dlp(hit));
-            }
-            form = Some(f);
-        }
-        if let Some(d) = decoder.as_mut() {
-            d.feed(Some(&data))?;
-        } else if let Some(hit) = form.as_mut().and_then(|f| f.push(&data, false)) {
-            return Err(BodyRefusal::Dlp(hit));
-        }
+    while let Some(data) = next_data(body).await? {
+        scan.push(&data)?;
         buf.extend_from_slice(&data);
     }
-    if let Some(hit) = form.as_mut().and_then(|f| f.push(&[], true)) {
-        return Err(BodyRefusal::Dlp(hit));
-    }
-    if let Some(d) = decoder.as_mut() {
-        d.feed(None)?;
-    }
+    scan.finish()?;
     Ok(buf.freeze())
+}
+
+/// The next data frame of `body` (trailers are skipped: not forwarded).
+pub async fn next_data<B>(body: &mut B) -> Result<Option<Bytes>, BodyRefusal>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyRefusal::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
 }
 
 /// How long, and how many bytes, a refused body is still read and thrown

@@ -14,7 +14,7 @@ use hudsucker::hyper::{Method, Request, Response, Uri};
 use hudsucker::{Body, HttpContext, HttpHandler, RequestOrResponse};
 
 use super::audit::{self, AuditLog, Record};
-use super::body::read_scanned;
+use super::body_stream::{prepare, AuditOnRefusal, Prepared, StreamState};
 use super::connector::{ConnectError, Connector};
 use super::dlp::Dlp;
 use super::policy::{self, Denied};
@@ -47,6 +47,8 @@ pub struct Shared {
 struct Pending {
     record: Record,
     start: Instant,
+    /// Set when the body is streaming (`body_stream`).
+    stream: Option<Arc<StreamState>>,
 }
 
 /// The handler.
@@ -195,7 +197,7 @@ impl Handler {
                 .websocket(req, rec, start, (scheme, &host, port, &pq), inject)
                 .await;
         }
-        let (mut parts, mut body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let encoding = match parts.headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
             Some(Ok(e)) => Some(e.to_string()),
             Some(Err(_)) => Some("(not text)".to_string()),
@@ -209,28 +211,43 @@ impl Handler {
                 v.to_ascii_lowercase()
                     .starts_with("application/x-www-form-urlencoded")
             });
-        let body = match read_scanned(
-            &mut body,
+        // Credential injection: whatever the guest sent is replaced (after
+        // the header scan above, before the body is read, so a large body
+        // can stream).
+        if let Some(i) = inject {
+            if let Err(r) = inject_header(&mut parts.headers, i, &shared.secrets) {
+                super::body::drain(body);
+                return self.refuse(rec, r, start).into();
+            }
+        }
+        let on_refusal = AuditOnRefusal {
+            shared: shared.clone(),
+            record: Record {
+                verdict: "allow",
+                ..rec.clone()
+            },
+            start,
+        };
+        let prepared = prepare(
+            body,
             encoding.as_deref(),
             form,
             shared.dlp.clone(),
             shared.max_body,
+            on_refusal,
         )
-        .await
-        {
-            Ok(b) => b,
-            Err(b) => {
+        .await;
+        let (body, stream) = match prepared {
+            Ok(Prepared::Whole(b)) => {
+                rec.bytes_up = b.len() as u64;
+                (Body::from(b), None)
+            }
+            Ok(Prepared::Streaming(b, state)) => (b, Some(state)),
+            Err((r, body)) => {
                 super::body::drain(body);
-                return self.refuse(rec, b.into(), start).into();
+                return self.refuse(rec, r.into(), start).into();
             }
         };
-        rec.bytes_up = body.len() as u64;
-        // Credential injection: whatever the guest sent is replaced.
-        if let Some(i) = inject {
-            if let Err(r) = inject_header(&mut parts.headers, i, &shared.secrets) {
-                return self.refuse(rec, r, start).into();
-            }
-        }
         let uri = format!("{scheme}://{host}:{port}{pq}");
         match uri.parse::<Uri>() {
             Ok(u) => parts.uri = u,
@@ -240,8 +257,12 @@ impl Handler {
             }
         }
         rec.verdict = "allow";
-        self.pending = Some(Pending { record: rec, start });
-        Request::from_parts(parts, Body::from(body)).into()
+        self.pending = Some(Pending {
+            record: rec,
+            start,
+            stream,
+        });
+        Request::from_parts(parts, body).into()
     }
 
     /// A checked WebSocket upgrade: inject, open upstream, audit the reply.
@@ -273,6 +294,7 @@ impl Handler {
         self.pending = Some(Pending {
             record: rec.clone(),
             start,
+            stream: None,
         });
         match websocket::open(shared, req, uri, rec).await {
             Ok(res) => {
@@ -298,9 +320,11 @@ impl Handler {
         let Some(p) = self.pending.take() else {
             return res;
         };
+        let bytes_up = p.stream.as_ref().map_or(p.record.bytes_up, |s| s.sent());
         let rec = Record {
             status,
             rule,
+            bytes_up,
             duration_ms: p.start.elapsed().as_millis() as u64,
             ..p.record
         };
@@ -335,6 +359,16 @@ impl HttpHandler for Handler {
         _ctx: &HttpContext,
         err: hudsucker::hyper_util::client::legacy::Error,
     ) -> Response<Body> {
+        // A streaming body refused mid-way: its task has audited it.
+        let refused = self
+            .pending
+            .as_ref()
+            .and_then(|p| p.stream.as_ref()?.refusal());
+        if let Some(r) = refused {
+            self.pending = None;
+            let (status, rule) = r.status_rule();
+            return reply(status, &rule, &r.to_string());
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
         while let Some(e) = source {
             if let Some(ce @ ConnectError::Refused { .. }) = e.downcast_ref::<ConnectError>() {

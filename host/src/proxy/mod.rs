@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod body;
+pub mod body_stream;
 pub mod bridge;
 pub mod connector;
 pub mod dlp;
