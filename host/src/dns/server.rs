@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use bottle_shared::frame::{encode_message, FrameError};
+use bottle_shared::framebuf::FrameBuf;
 use bottle_shared::io::{accept_hello, HandshakeError};
 use bottle_shared::message::{DnsRequest, DnsResponse};
 use bottle_shared::transport::{BoxStream, Listener};
@@ -16,7 +17,6 @@ use bottle_shared::{Channel, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::framebuf::FrameBuf;
 use super::handler::Handler;
 
 /// Queries in flight per connection; the reader waits when this many are.

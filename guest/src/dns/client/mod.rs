@@ -13,11 +13,14 @@
 //! (TCP). [`HostClient::submit`] takes a batch of queries whose answers go
 //! to callbacks run on the reader task (UDP, no task per query); their
 //! timeouts are enforced by a sweeper, and a lost connection fails them at
-//! once like the others.
+//! once like the others. After each group of callbacks (the answers of one
+//! read, a lost connection, a sweep) the client calls the hook set with
+//! [`HostClient::on_flush`], so the UDP listener sends the replies the
+//! callbacks queued in one system call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bottle_shared::frame::encode_message;
@@ -81,6 +84,9 @@ type FrameTx = mpsc::UnboundedSender<Vec<u8>>;
 /// client's own tasks: it must not block.
 pub type Done = Box<dyn FnOnce(Result<Vec<u8>, QueryError>) + Send>;
 
+/// Run after a group of [`Done`] callbacks; see [`HostClient::on_flush`].
+pub type Flush = Box<dyn Fn() + Send + Sync>;
+
 /// One query for [`HostClient::submit`].
 pub struct Submission {
     /// How the client asked.
@@ -140,6 +146,8 @@ struct Inner {
     connected: watch::Sender<bool>,
     /// Wakes the sweeper when the first callback is registered.
     sweep: tokio::sync::Notify,
+    /// Run after each group of callbacks.
+    flush: OnceLock<Flush>,
     timings: ClientTimings,
     stats: Arc<Stats>,
 }
@@ -167,6 +175,7 @@ impl HostClient {
                 next_id: AtomicU32::new(1),
                 connected: watch::Sender::new(false),
                 sweep: tokio::sync::Notify::new(),
+                flush: OnceLock::new(),
                 timings,
                 stats,
             }),
@@ -176,6 +185,22 @@ impl HostClient {
             tokio::join!(conn::connection_loop(c1, addr), conn::sweep_loop(c2));
         });
         (client, task)
+    }
+
+    /// Run `hook` after every group of [`Done`] callbacks the client runs
+    /// (the answers of one read from the host, the failures of a lost
+    /// connection or of a sweep, refused submissions): callbacks may
+    /// queue their work and let `hook` do it for the whole group. Only the
+    /// first hook set is kept; `false` if one was already set.
+    pub fn on_flush(&self, hook: Flush) -> bool {
+        self.inner.flush.set(hook).is_ok()
+    }
+
+    /// Run the flush hook, if any.
+    pub fn flush(&self) {
+        if let Some(f) = self.inner.flush.get() {
+            f();
+        }
     }
 
     /// True while a connection to the host is up.
@@ -293,8 +318,11 @@ impl HostClient {
         if !frames.is_empty() {
             let _ = conn.send(frames);
         }
-        for done in refused {
-            done(Err(QueryError::TooLarge));
+        if !refused.is_empty() {
+            for done in refused {
+                done(Err(QueryError::TooLarge));
+            }
+            self.flush();
         }
         Ok(())
     }
@@ -334,21 +362,39 @@ impl HostClient {
                 (c.done)(Err(QueryError::ConnectionLost));
             }
         }
+        self.flush();
     }
 
-    /// Deliver an answer to its waiting query, if it still waits.
-    fn deliver(&self, id: u32, wire: Vec<u8>) {
-        let waiter = self.lock().take(id);
-        match waiter {
-            Some(Waiter::Task(tx)) => {
-                let _ = tx.send(wire);
+    /// Deliver answers to their waiting queries (those that still wait),
+    /// taking the lock once, then run the flush hook.
+    fn deliver(&self, answers: &mut Vec<(u32, Vec<u8>)>) {
+        let mut waiters = Vec::with_capacity(answers.len());
+        {
+            let mut st = self.lock();
+            for (id, wire) in answers.drain(..) {
+                match st.take(id) {
+                    Some(w) => waiters.push((w, wire)),
+                    None => {
+                        tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)");
+                    }
+                }
             }
-            Some(Waiter::Call(c)) => {
-                self.inner.stats.latency(c.started.elapsed());
-                (c.done)(Ok(wire));
-            }
-            None => tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)"),
         }
+        let now = Instant::now();
+        for (waiter, wire) in waiters {
+            match waiter {
+                Waiter::Task(tx) => {
+                    let _ = tx.send(wire);
+                }
+                Waiter::Call(c) => {
+                    self.inner
+                        .stats
+                        .latency(now.saturating_duration_since(c.started));
+                    (c.done)(Ok(wire));
+                }
+            }
+        }
+        self.flush();
     }
 
     /// Fail the callbacks whose time is up at `now`.
@@ -368,10 +414,14 @@ impl HostClient {
                 })
                 .collect()
         };
+        if expired.is_empty() {
+            return;
+        }
         let limit = self.inner.timings.query_timeout;
         for c in expired {
             (c.done)(Err(QueryError::Timeout(limit)));
         }
+        self.flush();
     }
 }
 
