@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use bottle_shared::frame::encode_message;
+use bottle_shared::frame::{encode_message, encode_message_into};
 use bottle_shared::message::{DnsRequest, DnsTransport};
 use bottle_shared::{Address, Channel};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -292,8 +292,8 @@ impl HostClient {
                 transport,
                 wire,
             };
-            match encode_message(&msg, max_frame()) {
-                Ok(f) => frames.extend_from_slice(&f),
+            match encode_message_into(&msg, max_frame(), &mut frames) {
+                Ok(()) => {}
                 Err(_) => {
                     refused.push(done);
                     continue;
