@@ -43,9 +43,21 @@ pub async fn serve_udp(ctx: Ctx, sock: UdpSocket) -> std::io::Result<()> {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         sock.readable().await?;
-        let n = match sock.try_io(Interest::READABLE, || recv.recv(fd)) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+        // A batch that did not fill every slot emptied the socket: report
+        // it as `WouldBlock` too, so tokio waits for the next datagram
+        // instead of letting us find out with one more empty call (any
+        // datagram arriving after this call raises a new epoll event).
+        let mut got = 0;
+        let res = sock.try_io(Interest::READABLE, || {
+            got = recv.recv(fd)?;
+            if got < mmsg::SLOTS {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        let n = match res {
+            Ok(()) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => got,
             // ICMP errors from earlier sends surface here; keep serving.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
