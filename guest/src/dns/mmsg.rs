@@ -102,7 +102,8 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 SLOTS as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // The flags are a c_int in glibc, a c_uint in musl.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -236,8 +237,14 @@ fn send_chunk(fd: RawFd, chunk: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
     // SAFETY: the first `n` headers point at `n` initialised addresses and
     // iovecs on this stack frame, whose buffers (`chunk`'s datagrams) are
     // borrowed for the whole call; the kernel only reads them.
-    let sent =
-        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
