@@ -16,20 +16,22 @@
 //! once like the others. After each group of callbacks (the answers of one
 //! read, a lost connection, a sweep) the client calls the hook set with
 //! [`HostClient::on_flush`], so the UDP listener sends the replies the
-//! callbacks queued in one system call.
+//! callbacks queued in one system call. The callback side lives in
+//! `batch.rs`, the connection and sweeper tasks in `conn.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use bottle_shared::frame::{encode_message, encode_message_into};
+use bottle_shared::frame::encode_message;
 use bottle_shared::message::{DnsRequest, DnsTransport};
 use bottle_shared::{Address, Channel};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::stats::{InFlightOwned, Stats};
 
+mod batch;
 mod conn;
 
 /// Timings of the host client.
@@ -267,66 +269,6 @@ impl HostClient {
         Some((rx, conn))
     }
 
-    /// Send `batch` to the host in one write; each answer, or the reason
-    /// there is none (lost connection, timeout), goes to its `done`.
-    /// While disconnected, the batch is handed back untouched.
-    pub fn submit(&self, batch: Vec<Submission>) -> Result<(), Vec<Submission>> {
-        let now = Instant::now();
-        let deadline = now + self.inner.timings.query_timeout;
-        let mut frames = Vec::with_capacity(batch.len() * 64);
-        let mut refused = Vec::new();
-        let mut st = self.lock();
-        let Some(conn) = st.conn.clone() else {
-            return Err(batch);
-        };
-        let was_idle = st.calls == 0;
-        for Submission {
-            transport,
-            wire,
-            done,
-        } in batch
-        {
-            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let msg = DnsRequest::Query {
-                id,
-                transport,
-                wire,
-            };
-            match encode_message_into(&msg, max_frame(), &mut frames) {
-                Ok(()) => {}
-                Err(_) => {
-                    refused.push(done);
-                    continue;
-                }
-            }
-            let call = Call {
-                done,
-                started: now,
-                deadline,
-                _in_flight: InFlightOwned::new(&self.inner.stats),
-            };
-            st.pending.insert(id, Waiter::Call(call));
-            st.calls += 1;
-        }
-        let wake = was_idle && st.calls > 0;
-        drop(st);
-        if wake {
-            self.inner.sweep.notify_one();
-        }
-        // If this connection is already gone, its pending entries were
-        // failed with it.
-        if !frames.is_empty() {
-            let _ = conn.send(frames);
-        }
-        if !refused.is_empty() {
-            for done in refused {
-                done(Err(QueryError::TooLarge));
-            }
-            self.flush();
-        }
-        Ok(())
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the map consistent (every
         // operation on it is a single insert, remove or drain).
@@ -361,65 +303,6 @@ impl HostClient {
             if let Waiter::Call(c) = w {
                 (c.done)(Err(QueryError::ConnectionLost));
             }
-        }
-        self.flush();
-    }
-
-    /// Deliver answers to their waiting queries (those that still wait),
-    /// taking the lock once, then run the flush hook.
-    fn deliver(&self, answers: &mut Vec<(u32, Vec<u8>)>) {
-        let mut waiters = Vec::with_capacity(answers.len());
-        {
-            let mut st = self.lock();
-            for (id, wire) in answers.drain(..) {
-                match st.take(id) {
-                    Some(w) => waiters.push((w, wire)),
-                    None => {
-                        tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)");
-                    }
-                }
-            }
-        }
-        let now = Instant::now();
-        for (waiter, wire) in waiters {
-            match waiter {
-                Waiter::Task(tx) => {
-                    let _ = tx.send(wire);
-                }
-                Waiter::Call(c) => {
-                    self.inner
-                        .stats
-                        .latency(now.saturating_duration_since(c.started));
-                    (c.done)(Ok(wire));
-                }
-            }
-        }
-        self.flush();
-    }
-
-    /// Fail the callbacks whose time is up at `now`.
-    fn expire(&self, now: Instant) {
-        let expired: Vec<Call> = {
-            let mut st = self.lock();
-            let ids: Vec<u32> = st
-                .pending
-                .iter()
-                .filter(|(_, w)| matches!(w, Waiter::Call(c) if c.deadline <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| match st.take(id) {
-                    Some(Waiter::Call(c)) => Some(c),
-                    _ => None,
-                })
-                .collect()
-        };
-        if expired.is_empty() {
-            return;
-        }
-        let limit = self.inner.timings.query_timeout;
-        for c in expired {
-            (c.done)(Err(QueryError::Timeout(limit)));
         }
         self.flush();
     }
