@@ -8,22 +8,25 @@
 # fake-dns-host (bottle-e2e) instead, which answers from a static zone:
 # that measures the guest half only, and the output says so.
 #
-# Each run: one dnsperf for allowed names (allowed.test A -> NOERROR), one
-# for denied names (denied.example A -> NXDOMAIN), DURATION seconds each
-# (default 10), 100 queries outstanding. Loopback only. The host writes its
-# audit log (every decision) to a file, as in production.
+# Each round: one dnsperf for allowed names (allowed.test A -> NOERROR),
+# one for denied names (denied.example A -> NXDOMAIN), against each server,
+# DURATION seconds each (default 10), 100 queries outstanding. ROUNDS
+# rounds (default 3), alternating which server goes first; the summary
+# gives the medians and how many rounds ours won. Loopback only. The host
+# writes its audit log (every decision) to a file, as in production.
 #
 # Besides QPS and latency, it prints the CPU time the servers spent per
 # query (dnsmasq; stub + host for ours), from /proc/PID/stat. On a machine
 # shared with other work, QPS favours the side with more processes (each
 # gets its own share of the CPU); CPU per query does not.
 #
-# Usage: bench/dns.sh [DURATION_SECONDS]
+# Usage: [ROUNDS=N] bench/dns.sh [DURATION_SECONDS]
 # Needs: dnsperf, dnsmasq (dnsmasq-base), python3, cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
+ROUNDS=${ROUNDS:-3}
 PROFILE=${PROFILE:-release}
 OUT=target/$PROFILE
 [ "$PROFILE" = dev ] && OUT=target/debug
@@ -154,30 +157,52 @@ for port in "$DM_PORT" "$STUB_PORT"; do
     dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/denied.txt" -l 1 >/dev/null 2>&1 || true
 done
 
-echo "==> $(nproc) cores, ${DURATION}s per run, 100 outstanding, UDP"
+echo "==> $(nproc) cores, ${DURATION}s per run, 100 outstanding, UDP, $ROUNDS rounds"
 echo "    ours = dnsperf -> bottle-guest dns-stub -> unix socket -> $HOST_KIND"
-printf '%-8s %-10s %10s %10s %10s %10s  %s\n' names server QPS avg_ms p99_ms cpu_us/q rcodes
-declare -A R
-for names in allowed denied; do
-    for server in dnsmasq ours; do
-        if [ "$server" = ours ]; then
-            res=$(run_dnsperf "$STUB_PORT" "$WORK/$names.txt" "$STUB_PID" "$HOST_PID")
-        else
-            res=$(run_dnsperf "$DM_PORT" "$WORK/$names.txt" "$DM_PID")
-        fi
-        R[$names.$server]=$res
-        read -r qps avg p99 cpu codes <<<"$res"
-        printf '%-8s %-10s %10s %10s %10s %10s  %s\n' "$names" "$server" "$qps" "$avg" "$p99" "$cpu" "$codes"
+printf '%-5s %-8s %-10s %10s %10s %10s %10s  %s\n' round names server QPS avg_ms p99_ms cpu_us/q rcodes
+RESULTS="$WORK/results"
+: >"$RESULTS"
+for round in $(seq "$ROUNDS"); do
+    # Alternate who goes first, so a change in the machine's other load
+    # during a round does not always favour the same side.
+    order="dnsmasq ours"
+    [ $((round % 2)) = 0 ] && order="ours dnsmasq"
+    for names in allowed denied; do
+        for server in $order; do
+            if [ "$server" = ours ]; then
+                res=$(run_dnsperf "$STUB_PORT" "$WORK/$names.txt" "$STUB_PID" "$HOST_PID")
+            else
+                res=$(run_dnsperf "$DM_PORT" "$WORK/$names.txt" "$DM_PID")
+            fi
+            echo "$names $server $res" >>"$RESULTS"
+            read -r qps avg p99 cpu codes <<<"$res"
+            printf '%-5s %-8s %-10s %10s %10s %10s %10s  %s\n' "$round" "$names" "$server" "$qps" "$avg" "$p99" "$cpu" "$codes"
+        done
     done
 done
-echo "==> ratios (ours / dnsmasq): QPS (want >= 1.0), avg and p99 latency and CPU per query (want <= 1.0)"
-for names in allowed denied; do
-    read -r q1 a1 p1 c1 _ <<<"${R[$names.dnsmasq]}"
-    read -r q2 a2 p2 c2 _ <<<"${R[$names.ours]}"
-    python3 -c "
-q1,q2,a1,a2,p1,p2,c1,c2=map(float,'$q1 $q2 $a1 $a2 $p1 $p2 $c1 $c2'.split())
-r=lambda a,b: f'{b/a:.2f}x' if a else 'n/a'
-print(f'$names: QPS {r(q1,q2)}  avg {r(a1,a2)}  p99 {r(p1,p2)}  cpu/query {r(c1,c2)}')"
-done
+echo "==> medians over $ROUNDS rounds; ratios ours / dnsmasq: QPS (want >= 1.0), avg and p99 latency and CPU per query (want <= 1.0)"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    names, server, *vals = line.split()
+    nums = []
+    for v in vals[:4]:
+        try:
+            nums.append(float(v))
+        except ValueError:
+            nums.append(float("nan"))
+    rows.setdefault((names, server), []).append(nums)
+med = {k: [statistics.median(col) for col in zip(*v)] for k, v in rows.items()}
+r = lambda a, b: f"{b / a:.2f}x" if a else "n/a"
+for names in ("allowed", "denied"):
+    d, o = med.get((names, "dnsmasq")), med.get((names, "ours"))
+    if not d or not o:
+        continue
+    wins = sum(1 for a, b in zip(rows[(names, "dnsmasq")], rows[(names, "ours")]) if b[0] >= a[0])
+    print(f"{names}: QPS {d[0]:.0f} vs {o[0]:.0f} = {r(d[0], o[0])}  avg {r(d[1], o[1])}  "
+          f"p99 {r(d[2], o[2])}  cpu/query {d[3]:.2f} vs {o[3]:.2f} us = {r(d[3], o[3])}  "
+          f"(ours >= dnsmasq in {wins} of {len(rows[(names, 'ours')])} rounds)")
+PY
 sleep 0.3  # the audit flush interval is 100 ms
 echo "==> audit log: $(wc -l <"$WORK/audit.jsonl" 2>/dev/null || echo 0) decisions recorded"

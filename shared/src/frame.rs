@@ -68,6 +68,34 @@ pub fn encode_message<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, Fram
     Ok(out)
 }
 
+/// Append one frame holding `msg` (postcard) to `out`, encoding in place
+/// with no buffer of its own. On error `out` is left as it was.
+pub fn encode_message_into<T: Serialize>(
+    msg: &T,
+    max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(e) = postcard::to_io(msg, &mut *out) {
+        out.truncate(start);
+        return Err(FrameError::Codec(CodecError::from(e)));
+    }
+    let len = out.len() - start - HEADER_LEN;
+    let header = check_len(len, max)
+        .and_then(|()| u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max }));
+    match header {
+        Ok(n) => {
+            out[start..start + HEADER_LEN].copy_from_slice(&n.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 /// Parse a length prefix, checking it against `max`.
 pub fn decode_header(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
@@ -163,6 +191,25 @@ mod tests {
                 max: 1024
             })
         ));
+    }
+
+    #[test]
+    fn encoding_in_place_matches_and_leaves_out_alone_on_error() {
+        use crate::message::{DnsRequest, DnsTransport};
+        let msg = |len| DnsRequest::Query {
+            id: 9,
+            transport: DnsTransport::Tcp,
+            wire: vec![3; len],
+        };
+        let mut out = b"prefix".to_vec();
+        encode_message_into(&msg(40), 100, &mut out).unwrap();
+        let mut want = b"prefix".to_vec();
+        want.extend(encode_message(&msg(40), 100).unwrap());
+        assert_eq!(out, want);
+        // Too large for the limit: refused, nothing appended.
+        let err = encode_message_into(&msg(200), 100, &mut out).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { max: 100, .. }));
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   versioned [`message::Hello`] that opens every connection.
 //! - [`frame`]: the length-prefixed frame codec, with a hard size limit
 //!   checked before anything is allocated.
+//! - [`framebuf`]: a receive buffer that yields every whole frame of a
+//!   burst in place (one read, many frames).
 //! - [`addr`]: transport addresses parsed from URIs (`vsock://`, `unix://`,
 //!   `hvsock://`).
 //!
@@ -18,6 +20,7 @@
 pub mod addr;
 pub mod channel;
 pub mod frame;
+pub mod framebuf;
 pub mod message;
 
 #[cfg(feature = "tokio")]

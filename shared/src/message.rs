@@ -319,6 +319,7 @@ pub enum DnsRequest {
         /// How the client asked.
         transport: DnsTransport,
         /// The DNS message, wire format.
+        #[serde(with = "bytes")]
         wire: Vec<u8>,
     },
 }
@@ -332,6 +333,7 @@ pub enum DnsResponse {
         /// The query's request id.
         id: u32,
         /// The DNS message, wire format.
+        #[serde(with = "bytes")]
         wire: Vec<u8>,
     },
 }
@@ -357,6 +359,8 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
         Err(CodecError(postcard::Error::DeserializeBadEncoding))
     }
 }
+
+mod bytes;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 //! - [`client`]: one persistent, multiplexed connection to the host.
 //! - [`listener`]: the TCP listener and the awaited query path.
 //! - [`udp`]: the UDP listener, batched, with no task per query.
+//! - [`mmsg`]: `recvmmsg` and `sendmmsg` for it.
 //! - [`wire`]: header checks, truncation, SERVFAIL.
 //! - [`stats`]: counters and their snapshot.
 //! - [`resolv`]: writing and guarding `/etc/resolv.conf`.
@@ -17,6 +18,7 @@
 
 pub mod client;
 pub mod listener;
+pub mod mmsg;
 pub mod resolv;
 pub mod stats;
 pub mod udp;

@@ -66,6 +66,8 @@ struct Sink {
 struct SinkState {
     file: File,
     buf: String,
+    /// The time stamp's whole-second part, formatted once per second.
+    stamp: Stamp,
 }
 
 impl Sink {
@@ -144,6 +146,7 @@ impl Audit {
             state: Mutex::new(SinkState {
                 file,
                 buf: String::with_capacity(FLUSH_BYTES + 1024),
+                stamp: Stamp::default(),
             }),
             failing: AtomicBool::new(false),
         });
@@ -193,7 +196,8 @@ impl Audit {
         if recovering && !st.write_out(&sink.failing) {
             return false;
         }
-        write_line(&mut st.buf, now, rec);
+        let st = &mut *st;
+        write_line(&mut st.buf, &mut st.stamp, now, rec);
         if recovering || st.buf.len() >= FLUSH_BYTES {
             return st.write_out(&sink.failing);
         }
@@ -225,15 +229,102 @@ fn flusher(sink: &Weak<Sink>) {
     }
 }
 
+/// The last whole second formatted, e.g. `2026-11-23T15:20:47.`: lines
+/// written within the same second reuse it and only add the microseconds.
+#[derive(Debug, Default)]
+pub(crate) struct Stamp {
+    secs: Option<u64>,
+    text: String,
+}
+
+impl Stamp {
+    /// Append `t` as RFC 3339 UTC with microseconds to `out`.
+    fn write(&mut self, out: &mut String, t: SystemTime) {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.secs != Some(d.as_secs()) {
+            self.text.clear();
+            write_rfc3339(
+                &mut self.text,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+            );
+            // Keep "...SS." and drop the zero microseconds and the "Z".
+            self.text.truncate(self.text.len() - 7);
+            self.secs = Some(d.as_secs());
+        }
+        out.push_str(&self.text);
+        push_padded(out, d.subsec_micros(), 6);
+        out.push('Z');
+    }
+}
+
+/// Append `n` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(digits.len() - width.min(digits.len()));
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Append `n` in decimal.
+fn push_u64(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Append `ip` in its usual text form.
+fn push_ip(out: &mut String, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(*o));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Append `rec` as one JSON line stamped `time` to `out`.
-fn write_line(out: &mut String, time: SystemTime, rec: &AuditRecord<'_>) {
+pub(crate) fn write_line(
+    out: &mut String,
+    stamp: &mut Stamp,
+    time: SystemTime,
+    rec: &AuditRecord<'_>,
+) {
     out.push_str("{\"time\":\"");
-    write_rfc3339(out, time);
+    stamp.write(out, time);
     out.push_str("\",\"name\":");
     push_json_str(out, rec.name);
     out.push_str(",\"type\":\"");
     if let Some(t) = rec.rtype {
-        let _ = write!(out, "{t}");
+        out.push_str(t.into());
     }
     out.push_str("\",\"verdict\":");
     push_json_str(out, rec.verdict);
@@ -247,13 +338,17 @@ fn write_line(out: &mut String, time: SystemTime, rec: &AuditRecord<'_>) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "\"{ip}\"");
+        out.push('"');
+        push_ip(out, ip);
+        out.push('"');
     }
-    let _ = writeln!(
-        out,
-        "],\"cached\":{},\"latency_us\":{}}}",
-        rec.cached, rec.latency_us
-    );
+    out.push_str(if rec.cached {
+        "],\"cached\":true,\"latency_us\":"
+    } else {
+        "],\"cached\":false,\"latency_us\":"
+    });
+    push_u64(out, rec.latency_us);
+    out.push_str("}\n");
 }
 
 /// Append `s` as a JSON string literal.

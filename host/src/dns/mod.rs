@@ -1,7 +1,8 @@
 //! The host's allowlisting DNS resolver, served to the guest on the DNS
 //! channel (vsock port 6002).
 //!
-//! A query travels: [`server`] (frames read in bursts into a [`framebuf`]) →
+//! A query travels: [`server`] (frames read in bursts into a
+//! [`bottle_shared::framebuf::FrameBuf`]) →
 //! [`handler`] (parse, [`policy`] with [`exfil`] limits, [`cache`],
 //! [`upstream`], [`rebind`] floor, [`learned`] addresses, [`audit`]) →
 //! back as wire bytes. Byte-level helpers live in [`wire`]; repeated
@@ -12,7 +13,6 @@ pub mod audit;
 pub mod cache;
 pub mod denylog;
 pub mod exfil;
-pub mod framebuf;
 pub mod handler;
 pub mod learned;
 pub mod policy;

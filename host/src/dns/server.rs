@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use bottle_shared::frame::{encode_message, FrameError};
+use bottle_shared::frame::{encode_message_into, FrameError};
+use bottle_shared::framebuf::FrameBuf;
 use bottle_shared::io::{accept_hello, HandshakeError};
 use bottle_shared::message::{DnsRequest, DnsResponse};
 use bottle_shared::transport::{BoxStream, Listener};
@@ -16,7 +17,6 @@ use bottle_shared::{Channel, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::framebuf::FrameBuf;
 use super::handler::Handler;
 
 /// Queries in flight per connection; the reader waits when this many are.
@@ -192,9 +192,8 @@ async fn serve_connection(stream: &mut BoxStream, handler: Arc<Handler>) -> Resu
 
 /// Append the answer frame for request `id` to `out`.
 fn push_answer(out: &mut Vec<u8>, id: u32, wire: Vec<u8>, max: usize) {
-    match encode_message(&DnsResponse::Answer { id, wire }, max) {
-        Ok(bytes) => out.extend_from_slice(&bytes),
-        Err(e) => tracing::error!("dns: cannot encode an answer: {e}"),
+    if let Err(e) = encode_message_into(&DnsResponse::Answer { id, wire }, max, out) {
+        tracing::error!("dns: cannot encode an answer: {e}");
     }
 }
 

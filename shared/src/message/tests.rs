@@ -223,3 +223,28 @@ fn trailing_bytes_are_an_error() {
     payload.push(0);
     assert!(decode::<DnsResponse>(&payload).is_err());
 }
+
+/// The DNS messages' `wire` as a byte string encodes exactly as the plain
+/// `Vec<u8>` (a sequence) did: old and new peers understand each other.
+#[test]
+fn dns_wire_bytes_encode_as_a_sequence_did() {
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    enum OldResponse {
+        Answer { id: u32, wire: Vec<u8> },
+    }
+    for len in [0usize, 1, 127, 128, 300, 70_000] {
+        let wire: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let new = DnsResponse::Answer {
+            id: 0x0102_0304,
+            wire: wire.clone(),
+        };
+        let old = OldResponse::Answer {
+            id: 0x0102_0304,
+            wire,
+        };
+        let (a, b) = (encode(&new).unwrap(), encode(&old).unwrap());
+        assert_eq!(a, b, "len {len}");
+        assert_eq!(decode::<DnsResponse>(&b).unwrap(), new);
+        assert_eq!(decode::<OldResponse>(&a).unwrap(), old);
+    }
+}

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use bottle_shared::frame::FrameError;
-use bottle_shared::io::{dial_hello, read_message};
+use bottle_shared::framebuf::FrameBuf;
+use bottle_shared::io::dial_hello;
 use bottle_shared::message::{DnsResponse, Role};
 use bottle_shared::transport::{connect, BoxStream};
 use bottle_shared::{Address, Channel};
-use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::{max_frame, HostClient};
@@ -78,7 +79,7 @@ async fn serve(client: &HostClient, stream: BoxStream) {
     client.up(tx);
     let mut writer = tokio::spawn(write_loop(w, rx));
     tokio::select! {
-        res = read_loop(client, BufReader::new(r)) => match res {
+        res = read_loop(client, r) => match res {
             Ok(()) => tracing::warn!("dns-stub: host closed the DNS channel"),
             Err(e) => tracing::warn!("dns-stub: closing host DNS channel: {e}"),
         },
@@ -91,17 +92,30 @@ async fn serve(client: &HostClient, stream: BoxStream) {
     writer.abort();
 }
 
-async fn read_loop(
-    client: &HostClient,
-    mut r: BufReader<ReadHalf<BoxStream>>,
-) -> Result<(), FrameError> {
-    while let Some(msg) = read_message::<_, DnsResponse>(&mut r, max_frame()).await? {
-        match msg {
-            DnsResponse::Answer { id, wire } => client.deliver(id, wire),
-            other => tracing::debug!("dns-stub: ignoring unknown message {other:?}"),
+/// Bytes read from the host at a time, at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Read whatever the host has sent, hand every whole answer in it to
+/// [`HostClient::deliver`] at once (one lock, one flush of UDP replies),
+/// and repeat until the host closes.
+async fn read_loop(client: &HostClient, mut r: ReadHalf<BoxStream>) -> Result<(), FrameError> {
+    let mut input = FrameBuf::new(max_frame());
+    let mut answers = Vec::new();
+    loop {
+        if r.read_buf(input.spare(READ_CHUNK)).await? == 0 {
+            // A clean close falls between frames.
+            return input.finish();
+        }
+        while let Some(msg) = input.next_message::<DnsResponse>()? {
+            match msg {
+                DnsResponse::Answer { id, wire } => answers.push((id, wire)),
+                other => tracing::debug!("dns-stub: ignoring unknown message {other:?}"),
+            }
+        }
+        if !answers.is_empty() {
+            client.deliver(&mut answers);
         }
     }
-    Ok(())
 }
 
 /// Write queued frames, coalescing whatever is already queued into one

@@ -13,11 +13,15 @@
 //! (TCP). [`HostClient::submit`] takes a batch of queries whose answers go
 //! to callbacks run on the reader task (UDP, no task per query); their
 //! timeouts are enforced by a sweeper, and a lost connection fails them at
-//! once like the others.
+//! once like the others. After each group of callbacks (the answers of one
+//! read, a lost connection, a sweep) the client calls the hook set with
+//! [`HostClient::on_flush`], so the UDP listener sends the replies the
+//! callbacks queued in one system call. The callback side lives in
+//! `batch.rs`, the connection and sweeper tasks in `conn.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bottle_shared::frame::encode_message;
@@ -27,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::stats::{InFlightOwned, Stats};
 
+mod batch;
 mod conn;
 
 /// Timings of the host client.
@@ -80,6 +85,9 @@ type FrameTx = mpsc::UnboundedSender<Vec<u8>>;
 /// Receives a submitted query's answer, or why there is none. Runs on the
 /// client's own tasks: it must not block.
 pub type Done = Box<dyn FnOnce(Result<Vec<u8>, QueryError>) + Send>;
+
+/// Run after a group of [`Done`] callbacks; see [`HostClient::on_flush`].
+pub type Flush = Box<dyn Fn() + Send + Sync>;
 
 /// One query for [`HostClient::submit`].
 pub struct Submission {
@@ -140,6 +148,8 @@ struct Inner {
     connected: watch::Sender<bool>,
     /// Wakes the sweeper when the first callback is registered.
     sweep: tokio::sync::Notify,
+    /// Run after each group of callbacks.
+    flush: OnceLock<Flush>,
     timings: ClientTimings,
     stats: Arc<Stats>,
 }
@@ -167,6 +177,7 @@ impl HostClient {
                 next_id: AtomicU32::new(1),
                 connected: watch::Sender::new(false),
                 sweep: tokio::sync::Notify::new(),
+                flush: OnceLock::new(),
                 timings,
                 stats,
             }),
@@ -176,6 +187,22 @@ impl HostClient {
             tokio::join!(conn::connection_loop(c1, addr), conn::sweep_loop(c2));
         });
         (client, task)
+    }
+
+    /// Run `hook` after every group of [`Done`] callbacks the client runs
+    /// (the answers of one read from the host, the failures of a lost
+    /// connection or of a sweep, refused submissions): callbacks may
+    /// queue their work and let `hook` do it for the whole group. Only the
+    /// first hook set is kept; `false` if one was already set.
+    pub fn on_flush(&self, hook: Flush) -> bool {
+        self.inner.flush.set(hook).is_ok()
+    }
+
+    /// Run the flush hook, if any.
+    pub fn flush(&self) {
+        if let Some(f) = self.inner.flush.get() {
+            f();
+        }
     }
 
     /// True while a connection to the host is up.
@@ -242,63 +269,6 @@ impl HostClient {
         Some((rx, conn))
     }
 
-    /// Send `batch` to the host in one write; each answer, or the reason
-    /// there is none (lost connection, timeout), goes to its `done`.
-    /// While disconnected, the batch is handed back untouched.
-    pub fn submit(&self, batch: Vec<Submission>) -> Result<(), Vec<Submission>> {
-        let now = Instant::now();
-        let deadline = now + self.inner.timings.query_timeout;
-        let mut frames = Vec::with_capacity(batch.len() * 64);
-        let mut refused = Vec::new();
-        let mut st = self.lock();
-        let Some(conn) = st.conn.clone() else {
-            return Err(batch);
-        };
-        let was_idle = st.calls == 0;
-        for Submission {
-            transport,
-            wire,
-            done,
-        } in batch
-        {
-            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let msg = DnsRequest::Query {
-                id,
-                transport,
-                wire,
-            };
-            match encode_message(&msg, max_frame()) {
-                Ok(f) => frames.extend_from_slice(&f),
-                Err(_) => {
-                    refused.push(done);
-                    continue;
-                }
-            }
-            let call = Call {
-                done,
-                started: now,
-                deadline,
-                _in_flight: InFlightOwned::new(&self.inner.stats),
-            };
-            st.pending.insert(id, Waiter::Call(call));
-            st.calls += 1;
-        }
-        let wake = was_idle && st.calls > 0;
-        drop(st);
-        if wake {
-            self.inner.sweep.notify_one();
-        }
-        // If this connection is already gone, its pending entries were
-        // failed with it.
-        if !frames.is_empty() {
-            let _ = conn.send(frames);
-        }
-        for done in refused {
-            done(Err(QueryError::TooLarge));
-        }
-        Ok(())
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the map consistent (every
         // operation on it is a single insert, remove or drain).
@@ -334,44 +304,7 @@ impl HostClient {
                 (c.done)(Err(QueryError::ConnectionLost));
             }
         }
-    }
-
-    /// Deliver an answer to its waiting query, if it still waits.
-    fn deliver(&self, id: u32, wire: Vec<u8>) {
-        let waiter = self.lock().take(id);
-        match waiter {
-            Some(Waiter::Task(tx)) => {
-                let _ = tx.send(wire);
-            }
-            Some(Waiter::Call(c)) => {
-                self.inner.stats.latency(c.started.elapsed());
-                (c.done)(Ok(wire));
-            }
-            None => tracing::debug!(id, "dns-stub: answer for no waiting query (timed out?)"),
-        }
-    }
-
-    /// Fail the callbacks whose time is up at `now`.
-    fn expire(&self, now: Instant) {
-        let expired: Vec<Call> = {
-            let mut st = self.lock();
-            let ids: Vec<u32> = st
-                .pending
-                .iter()
-                .filter(|(_, w)| matches!(w, Waiter::Call(c) if c.deadline <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| match st.take(id) {
-                    Some(Waiter::Call(c)) => Some(c),
-                    _ => None,
-                })
-                .collect()
-        };
-        let limit = self.inner.timings.query_timeout;
-        for c in expired {
-            (c.done)(Err(QueryError::Timeout(limit)));
-        }
+        self.flush();
     }
 }
 

@@ -4,8 +4,8 @@
 //! is buffered for them, so a peer cannot make it grow past the largest
 //! frame plus one read.
 
-use bottle_shared::frame::{decode_header, FrameError, HEADER_LEN};
-use bottle_shared::message;
+use crate::frame::{decode_header, FrameError, HEADER_LEN};
+use crate::message;
 use serde::de::DeserializeOwned;
 
 /// Buffered bytes of a byte stream carrying frames.
@@ -79,8 +79,8 @@ impl FrameBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_shared::frame::encode_message;
-    use bottle_shared::message::{DnsRequest, DnsTransport};
+    use crate::frame::encode_message;
+    use crate::message::{DnsRequest, DnsTransport};
 
     fn query(id: u32, len: usize) -> DnsRequest {
         DnsRequest::Query {
