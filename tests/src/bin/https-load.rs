@@ -88,13 +88,23 @@ async fn connect(o: &Opts, tls: &TlsConnector) -> Result<Sender> {
     if o.proxy.is_some() {
         tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
             .await?;
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            if tcp.read(&mut b).await? == 0 {
+        // Read the reply in whatever chunks arrive (as curl does), not a
+        // byte per read(2): the proxy sends nothing after the head until
+        // the client hello, so there is nothing to over-read.
+        let mut head = Vec::with_capacity(128);
+        let mut buf = [0u8; 512];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await?;
+            if n == 0 {
                 bail!("proxy closed during CONNECT");
             }
-            head.push(b[0]);
+            head.extend_from_slice(&buf[..n]);
+            if head.len() > 8192 {
+                bail!("CONNECT reply head too long");
+            }
+        }
+        if !head.ends_with(b"\r\n\r\n") {
+            bail!("proxy sent data after the CONNECT reply head");
         }
         if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
             bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
