@@ -10,8 +10,10 @@
 #     (b) nginx through `bottle-host proxy` (DLP on: built-in rules plus a
 #         host secret; audit log written; allow_private for loopback),
 #     (c) nginx through mitmdump.
-# Prints requests/s, p50/p99 latency and the ratios to the targets
-# (keep-alive >= 0.8x direct, new-conn >= 0.7x direct, >= 30x mitmdump).
+# Prints requests/s, p50/p99 latency, CPU time per request of each process
+# (load generator, nginx, the proxy: on a shared machine the cheapest
+# path wins) and the ratios to the targets (keep-alive >= 0.8x direct,
+# new-conn >= 0.7x direct, >= 30x mitmdump).
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
 # Installs what it needs when missing: nginx (apt), mitmproxy (pip).
@@ -103,6 +105,7 @@ http {
 EOF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
+NGINX_PID=$!
 wait_port "$NGINX_PORT"
 URL="https://localhost:$NGINX_PORT/"
 
@@ -128,6 +131,7 @@ BENCH_SECRET="bench-secret-value-0123456789" RUST_LOG=warn \
     --upstream-ca "$WORK/ca.pem" --state-dir "$WORK/state" --audit-log "$WORK/audit.jsonl" \
     2>"$WORK/ours.log" &
 PIDS+=($!)
+OURS_PID=$!
 wait_port "$OURS_PORT"
 
 # --- mitmdump -------------------------------------------------------------
@@ -135,27 +139,47 @@ MITM_PORT=$(free_port)
 mitmdump -q --listen-host 127.0.0.1 -p "$MITM_PORT" --set confdir="$WORK/mitm" \
     --set ssl_verify_upstream_trusted_ca="$WORK/ca.pem" >"$WORK/mitm.log" 2>&1 &
 PIDS+=($!)
+MITM_PID=$!
 wait_port "$MITM_PORT"
 for _ in $(seq 100); do [ -f "$WORK/mitm/mitmproxy-ca-cert.pem" ] && break; sleep 0.1; done
 
 # --- runs -----------------------------------------------------------------
 declare -A RPS
-run() { # name mode cacert [proxy]
-    local name=$1 mode=$2 ca=$3 proxy=${4:-}
+# CPU ticks (user + system) used so far by a process and its children
+# (nginx: its worker).
+ticks() {
+    local t=0 p
+    for p in "$@" $(pgrep -P "$1" || true); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+run() { # name mode cacert [proxy proxy_pid]
+    local name=$1 mode=$2 ca=$3 proxy=${4:-} ppid=${5:-}
     local args=("$URL" --cacert "$ca" -c "$CONNS" -d "$DURATION")
     [ -n "$proxy" ] && args+=(--proxy "$proxy")
     [ "$mode" = new-conn ] && args+=(--new-conn)
-    local line
+    local line n0 n1 p0=0 p1=0
+    n0=$(ticks "$NGINX_PID")
+    [ -n "$ppid" ] && p0=$(ticks "$ppid")
     line=$("$OUT/https-load" "${args[@]}")
-    printf '%-10s %-8s %s\n' "$mode" "$name" "$line"
+    n1=$(ticks "$NGINX_PID")
+    [ -n "$ppid" ] && p1=$(ticks "$ppid")
+    local req
+    req=$(sed -n 's/^requests=\([0-9]*\).*/\1/p' <<<"$line")
+    local cpu; req=${req:-0}
+    cpu=$(python3 -c "r=max($req,1); print(f'nginx_us={($n1-$n0)*1e6/$HZ/r:.0f} proxy_us={($p1-$p0)*1e6/$HZ/r:.0f}')")
+    printf '%-10s %-8s %s %s\n' "$mode" "$name" "$line" "$cpu"
     RPS[$name.$mode]=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$line")
 }
 
-echo "==> $CONNS connections, ${DURATION}s per run, nginx on $URL"
+echo "==> $CONNS connections, ${DURATION}s per run, nginx on $URL, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "    (cpu_us: load generator's CPU per request; nginx_us, proxy_us: the servers')"
 for mode in keep-alive new-conn; do
     run direct "$mode" "$WORK/ca.pem"
-    run ours "$mode" "$WORK/ours-ca.pem" "127.0.0.1:$OURS_PORT"
-    run mitmdump "$mode" "$WORK/mitm/mitmproxy-ca-cert.pem" "127.0.0.1:$MITM_PORT"
+    run ours "$mode" "$WORK/ours-ca.pem" "127.0.0.1:$OURS_PORT" "$OURS_PID"
+    run mitmdump "$mode" "$WORK/mitm/mitmproxy-ca-cert.pem" "127.0.0.1:$MITM_PORT" "$MITM_PID"
 done
 
 echo "==> ratios"

@@ -11,7 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use hudsucker::certificate_authority::RcgenAuthority;
+pub mod leaf;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -22,7 +23,7 @@ pub const CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key in the state directory.
 pub const KEY_FILE: &str = "ca.key";
 /// How many leaf certificates are cached in memory.
-pub const LEAF_CACHE: u64 = 1_000;
+pub const LEAF_CACHE: usize = 1_000;
 /// Validity of a new CA, days.
 const CA_DAYS: i64 = 3650;
 
@@ -52,6 +53,9 @@ pub enum CaError {
     /// The key file is readable by others.
     #[error("{0}: key file mode is not 0600; fix with chmod 600 or delete both files")]
     KeyMode(PathBuf),
+    /// Leaf certificates could not be set up.
+    #[error(transparent)]
+    Leaf(Box<leaf::LeafError>),
     /// No state directory could be found.
     #[error("no state directory: set XDG_STATE_HOME or HOME, or pass --state-dir")]
     NoStateDir,
@@ -149,14 +153,15 @@ impl Ca {
         Issuer::from_ca_cert_pem(&self.cert_pem, key).map_err(cert)
     }
 
-    /// A hudsucker authority issuing leaf certificates from this CA,
-    /// with rustls' ring provider and an in-memory leaf cache.
-    pub fn authority(&self) -> Result<RcgenAuthority, CaError> {
-        Ok(RcgenAuthority::new(
-            self.issuer()?,
-            LEAF_CACHE,
-            rustls::crypto::ring::default_provider(),
-        ))
+    /// The authority issuing leaf certificates from this CA (hudsucker's
+    /// `CertificateAuthority`), caching up to [`LEAF_CACHE`] host names.
+    pub fn authority(&self) -> Result<leaf::LeafAuthority, CaError> {
+        self.leaf_authority_with(LEAF_CACHE)
+    }
+
+    /// [`Ca::authority`] with a cache of `capacity` names.
+    pub fn leaf_authority_with(&self, capacity: usize) -> Result<leaf::LeafAuthority, CaError> {
+        leaf::LeafAuthority::new(self.issuer()?, capacity).map_err(|e| CaError::Leaf(Box::new(e)))
     }
 
     /// Write the certificate (PEM) to `path`.

@@ -67,6 +67,11 @@ pub enum Command {
         /// State directory (CA, audit log); default $XDG_STATE_HOME/bot-bottle.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Tokio worker threads; default: one per CPU. One avoids
+        /// cross-thread wake-ups, more let TLS handshakes run in parallel
+        /// (see docs/performance.md).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// Manage the egress CA.
     Ca {
@@ -159,12 +164,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             upstream_ca,
             audit_log,
             state_dir,
+            threads,
         } => proxy::run(proxy::ProxyArgs {
             listen: &listen,
             manifest: &manifest,
             upstream_ca: upstream_ca.as_deref(),
             audit_log: audit_log.as_deref(),
             state_dir: state_dir.as_deref(),
+            threads: threads.map(usize::from),
         }),
         Command::KrunChild { spec } => crate::vmm::krun::child_main(&spec),
         Command::Ca { export, state_dir } => ca::ca(export.as_deref(), state_dir.as_deref()),

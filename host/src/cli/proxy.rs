@@ -24,6 +24,8 @@ pub struct ProxyArgs<'a> {
     pub audit_log: Option<&'a Path>,
     /// State directory.
     pub state_dir: Option<&'a Path>,
+    /// Tokio worker threads (`None`: one per CPU).
+    pub threads: Option<usize>,
 }
 
 /// `bottle-host proxy`: serve until interrupted.
@@ -49,9 +51,11 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
         static_hosts: Default::default(),
         lookup: None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let (tcp, bridge) = match &listen {
             Address::Tcp(sa) => (tokio::net::TcpListener::bind(sa).await?, None),

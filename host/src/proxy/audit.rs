@@ -92,13 +92,28 @@ impl AuditLog {
             .file
             .lock()
             .map_err(|_| err(std::io::Error::other("poisoned lock")))?;
-        let before = f.metadata().map(|m| m.len()).ok();
-        let res = f.write_all(&line).and_then(|()| f.flush());
-        if res.is_err() {
-            // A full disk can take part of the line: cut it off, so the
-            // log never holds a torn line.
-            if let Some(len) = before {
-                let _ = f.set_len(len);
+        // One write(2) per line and no stat: on the hot path the line is
+        // handed to the OS and that is all (no fsync; see docs/proxy.md).
+        let mut written = 0;
+        let res = loop {
+            match f.write(&line[written..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    if written == line.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if res.is_err() && written > 0 {
+            // A full disk can take part of the line: cut that part off
+            // (appends are ours alone, under the lock), so the log never
+            // holds a torn line.
+            if let Ok(len) = f.metadata().map(|m| m.len()) {
+                let _ = f.set_len(len.saturating_sub(written as u64));
             }
         }
         res.map_err(err)
