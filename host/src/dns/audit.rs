@@ -252,14 +252,14 @@ impl Stamp {
             self.secs = Some(d.as_secs());
         }
         out.push_str(&self.text);
-        push_padded(out, d.subsec_micros(), 6);
+        push_padded(out, u64::from(d.subsec_micros()), 6);
         out.push('Z');
     }
 }
 
 /// Append `n` in decimal, zero-padded to `width` digits.
-fn push_padded(out: &mut String, n: u32, width: usize) {
-    let mut digits = [b'0'; 10];
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
     let mut i = digits.len();
     let mut n = n;
     loop {
@@ -278,20 +278,7 @@ fn push_padded(out: &mut String, n: u32, width: usize) {
 
 /// Append `n` in decimal.
 fn push_u64(out: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
+    push_padded(out, n, 0);
 }
 
 /// Append `ip` in its usual text form.
