@@ -87,8 +87,11 @@ pub async fn prepare(
     form: bool,
     dlp: Arc<Dlp>,
     limit: u64,
-    audit: AuditOnRefusal,
+    audit: impl FnOnce() -> AuditOnRefusal,
 ) -> Result<Prepared, (BodyRefusal, Body)> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Prepared::Whole(Bytes::new()));
+    }
     if http_body::Body::size_hint(&body).lower() > limit {
         return Err((BodyRefusal::TooLarge(limit), body));
     }
@@ -113,7 +116,7 @@ pub async fn prepare(
                 hold: 3 * dlp.overlap() + 2,
                 scan,
                 state: Arc::clone(&state),
-                audit,
+                audit: audit(),
             };
             return Ok(Prepared::Streaming(streamer.start(body, buf), state));
         }

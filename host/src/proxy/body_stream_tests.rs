@@ -53,7 +53,7 @@ async fn run(shared: &Arc<Shared>, data: Vec<u8>, limit: u64) -> Result<Prepared
         false,
         shared.dlp.clone(),
         limit,
-        audit,
+        || audit,
     )
     .await
     .map_err(|(r, _)| r)

@@ -220,7 +220,8 @@ impl Handler {
                 return self.refuse(rec, r, start).into();
             }
         }
-        let on_refusal = AuditOnRefusal {
+        // Only a body that turns out large needs this (body_stream).
+        let on_refusal = || AuditOnRefusal {
             shared: shared.clone(),
             record: Record {
                 verdict: "allow",
