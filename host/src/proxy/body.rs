@@ -154,9 +154,6 @@ pub struct Scan {
     decoder: Option<Decoder>,
     form: Option<FormScan>,
     raw: StreamScanner,
-    /// The last `dlp.overlap()` raw bytes, to start a decoded view with.
-    tail: Vec<u8>,
-    seen: u64,
 }
 
 impl Scan {
@@ -182,9 +179,22 @@ impl Scan {
             limit,
             decoder,
             form,
-            tail: Vec::new(),
-            seen: 0,
         })
+    }
+
+    /// [`Scan::new`] for `body`, refusing at once a declared length over
+    /// the limit.
+    pub fn for_body<B: http_body::Body>(
+        body: &B,
+        encoding: Option<&str>,
+        form: bool,
+        dlp: Arc<Dlp>,
+        limit: u64,
+    ) -> Result<Scan, BodyRefusal> {
+        if body.size_hint().lower() > limit {
+            return Err(BodyRefusal::TooLarge(limit));
+        }
+        Scan::new(encoding, form, dlp, limit)
     }
 
     /// Is the body compressed (scanned decompressed)?
@@ -192,21 +202,18 @@ impl Scan {
         self.decoder.is_some()
     }
 
-    /// Raw bytes fed so far.
-    pub fn seen(&self) -> u64 {
-        self.seen
-    }
-
     /// Scan the next chunk.
     pub fn push(&mut self, data: &[u8]) -> Result<(), BodyRefusal> {
-        if self.seen + data.len() as u64 > self.limit {
+        if self.raw.scanned() + data.len() as u64 > self.limit {
             return Err(BodyRefusal::TooLarge(self.limit));
         }
-        self.seen += data.len() as u64;
+        let start_decoding = self.form.is_none() && self.decoder.is_none() && data.contains(&b'%');
+        // The raw bytes before this chunk (taken only when needed, once).
+        let before = start_decoding.then(|| self.raw.tail().to_vec());
         if let Some(hit) = self.raw.push(data) {
             return Err(BodyRefusal::Dlp(hit));
         }
-        if self.form.is_none() && self.decoder.is_none() && data.contains(&b'%') {
+        if let Some(before) = before {
             // Whatever the content type says, a body holding `%` escapes
             // is also scanned decoded (a secret sent as `%68%73...` hides
             // from the raw scan). Until now decoded and raw bytes were the
@@ -215,7 +222,7 @@ impl Scan {
                 scanner: StreamScanner::new(self.dlp.clone()),
                 carry: Vec::new(),
             };
-            if let Some(hit) = f.push(&self.tail, false) {
+            if let Some(hit) = f.push(&before, false) {
                 return Err(BodyRefusal::Dlp(hit));
             }
             self.form = Some(f);
@@ -224,13 +231,6 @@ impl Scan {
             d.feed(Some(data))?;
         } else if let Some(hit) = self.form.as_mut().and_then(|f| f.push(data, false)) {
             return Err(BodyRefusal::Dlp(hit));
-        }
-        if self.form.is_none() && self.decoder.is_none() {
-            let keep = self.dlp.overlap();
-            self.tail
-                .extend_from_slice(&data[data.len().saturating_sub(keep)..]);
-            let excess = self.tail.len().saturating_sub(keep);
-            self.tail.drain(..excess);
         }
         Ok(())
     }
@@ -262,18 +262,32 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    // A declared length over the limit is refused before reading anything.
-    if http_body::Body::size_hint(body).lower() > limit {
-        return Err(BodyRefusal::TooLarge(limit));
-    }
-    let mut scan = Scan::new(encoding, form, dlp, limit)?;
+    let mut scan = Scan::for_body(body, encoding, form, dlp, limit)?;
+    let (buf, _) = read_into(body, &mut scan, usize::MAX).await?;
+    scan.finish()?;
+    Ok(buf.freeze())
+}
+
+/// Read `body` into a buffer through `scan` until it ends (`true`) or the
+/// buffer holds `stop_at` bytes or more (`false`).
+pub async fn read_into<B>(
+    body: &mut B,
+    scan: &mut Scan,
+    stop_at: usize,
+) -> Result<(BytesMut, bool), BodyRefusal>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut buf = BytesMut::new();
     while let Some(data) = next_data(body).await? {
         scan.push(&data)?;
         buf.extend_from_slice(&data);
+        if buf.len() >= stop_at {
+            return Ok((buf, false));
+        }
     }
-    scan.finish()?;
-    Ok(buf.freeze())
+    Ok((buf, true))
 }
 
 /// The next data frame of `body` (trailers are skipped: not forwarded).

@@ -22,7 +22,7 @@ use http_body::Frame;
 use hudsucker::Body;
 
 use super::audit::Record;
-use super::body::{drain, next_data, BodyRefusal, Scan};
+use super::body::{drain, next_data, read_into, BodyRefusal, Scan};
 use super::dlp::Dlp;
 
 /// A body still growing past this many bytes is streamed, not held.
@@ -92,34 +92,29 @@ pub async fn prepare(
     if http_body::Body::is_end_stream(&body) {
         return Ok(Prepared::Whole(Bytes::new()));
     }
-    if http_body::Body::size_hint(&body).lower() > limit {
-        return Err((BodyRefusal::TooLarge(limit), body));
-    }
-    let mut scan = match Scan::new(encoding, form, dlp.clone(), limit) {
+    let mut scan = match Scan::for_body(&body, encoding, form, dlp.clone(), limit) {
         Ok(s) => s,
         Err(r) => return Err((r, body)),
     };
-    let mut buf = BytesMut::new();
-    loop {
-        let data = match next_data(&mut body).await {
-            Ok(Some(d)) => d,
-            Ok(None) => break,
-            Err(r) => return Err((r, body)),
+    // Compressed bodies are read whole (see the module doc).
+    let stop_at = if scan.compressed() {
+        usize::MAX
+    } else {
+        STREAM_AFTER
+    };
+    let (buf, ended) = match read_into(&mut body, &mut scan, stop_at).await {
+        Ok(read) => read,
+        Err(r) => return Err((r, body)),
+    };
+    if !ended {
+        let state = Arc::new(StreamState::default());
+        let streamer = Streamer {
+            hold: 3 * dlp.overlap() + 2,
+            scan,
+            state: Arc::clone(&state),
+            audit: audit(),
         };
-        if let Err(r) = scan.push(&data) {
-            return Err((r, body));
-        }
-        buf.extend_from_slice(&data);
-        if buf.len() >= STREAM_AFTER && !scan.compressed() {
-            let state = Arc::new(StreamState::default());
-            let streamer = Streamer {
-                hold: 3 * dlp.overlap() + 2,
-                scan,
-                state: Arc::clone(&state),
-                audit: audit(),
-            };
-            return Ok(Prepared::Streaming(streamer.start(body, buf), state));
-        }
+        return Ok(Prepared::Streaming(streamer.start(body, buf), state));
     }
     match scan.finish() {
         Ok(()) => Ok(Prepared::Whole(buf.freeze())),

@@ -247,6 +247,11 @@ impl StreamScanner {
         self.scanned
     }
 
+    /// The last bytes fed (at most the overlap), kept to scan the next seam.
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
     /// Scan the next chunk.
     pub fn push(&mut self, chunk: &[u8]) -> Option<Hit> {
         if chunk.is_empty() {
