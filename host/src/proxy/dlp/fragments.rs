@@ -26,10 +26,10 @@
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, Input, MatchKind};
-use data_encoding::{Encoding, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXUPPER};
+use data_encoding::{Encoding, BASE64_NOPAD};
 
 use super::rules;
-use super::secrets::{stable_part, url_encode, BuildError};
+use super::secrets::{encodings, stable_part, BuildError};
 use crate::manifest::Secret;
 
 /// The shortest piece of a secret that is found, bytes.
@@ -117,6 +117,8 @@ fn window(enc: &Encoding, bits: usize, group: usize) -> usize {
 
 /// Every encoding of every secret's secret part.
 fn encode_all(secrets: &[Secret]) -> Vec<Encoded> {
+    // base64 and base64url share their alignment, hence their window.
+    let base64_window = window(&BASE64_NOPAD, 6, 3);
     let mut out = Vec::new();
     for s in secrets {
         let v = s.value.as_bytes();
@@ -124,29 +126,18 @@ fn encode_all(secrets: &[Secret]) -> Vec<Encoded> {
         if tail.len() < MIN_TAIL {
             continue;
         }
-        let mut add = |encoding: &'static str, text: Vec<u8>, window: usize| {
+        for (encoding, text) in encodings(tail, false) {
+            let window = match encoding {
+                "hex" => 2 * PIECE,
+                "base64" | "base64url" => base64_window,
+                _ => PIECE,
+            };
             out.push(Encoded {
                 secret: s.name.clone(),
                 encoding,
                 text,
                 window,
-            })
-        };
-        add("raw", tail.to_vec(), PIECE);
-        add("url", url_encode(tail, false), PIECE);
-        add("url", url_encode(tail, true), PIECE);
-        add("hex", HEXLOWER.encode(tail).into_bytes(), 2 * PIECE);
-        add("hex", HEXUPPER.encode(tail).into_bytes(), 2 * PIECE);
-        for (name, enc, bits, group) in [
-            ("base64", &BASE64_NOPAD, 6, 3),
-            ("base64url", &BASE64URL_NOPAD, 6, 3),
-        ] {
-            let w = window(enc, bits, group);
-            for offset in 0..group {
-                if let Some(p) = stable_part(enc, bits, offset, tail) {
-                    add(name, p, w);
-                }
-            }
+            });
         }
     }
     out.retain(|e| e.window > 0 && e.text.len() >= e.window);

@@ -1,4 +1,7 @@
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER, HEXUPPER};
+
 use super::*;
+use crate::proxy::dlp::secrets::url_encode;
 
 const VALUE: &str = "hs9Kq2Vx7Lm4Pw8Zr3Tn6Yb1Qd";
 

@@ -42,22 +42,40 @@ pub fn forms(secrets: &[Secret]) -> Vec<Form> {
                 });
             }
         };
-        add("raw", v.to_vec());
-        add("url", url_encode(v, false));
-        add("url", url_encode(v, true));
-        add("hex", HEXLOWER.encode(v).into_bytes());
-        add("hex", HEXUPPER.encode(v).into_bytes());
-        for (name, enc, bits, group) in [
-            ("base64", &BASE64_NOPAD, 6, 3),
-            ("base64url", &BASE64URL_NOPAD, 6, 3),
-            ("base32", &BASE32_NOPAD, 5, 5),
-        ] {
-            for offset in 0..group {
-                if let Some(p) = stable_part(enc, bits, offset, v) {
-                    if p.len() >= MIN_FORM_LEN {
-                        add(name, p);
-                    }
-                }
+        for (encoding, pattern) in encodings(v, true) {
+            // Stable parts shorter than the minimum are dropped even for a
+            // short secret; the whole-value encodings are as long as it.
+            let stable = matches!(encoding, "base64" | "base64url" | "base32");
+            if !stable || pattern.len() >= MIN_FORM_LEN {
+                add(encoding, pattern);
+            }
+        }
+    }
+    out
+}
+
+/// `v` in each encoding the matchers search for, named: raw, URL-encoded
+/// and hex (each in both cases), then the stable parts of its base64,
+/// base64url and (when `base32`) base32 encodings at every alignment.
+pub(super) fn encodings(v: &[u8], base32: bool) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = vec![
+        ("raw", v.to_vec()),
+        ("url", url_encode(v, false)),
+        ("url", url_encode(v, true)),
+        ("hex", HEXLOWER.encode(v).into_bytes()),
+        ("hex", HEXUPPER.encode(v).into_bytes()),
+    ];
+    for (name, enc, bits, group) in [
+        ("base64", &BASE64_NOPAD, 6, 3),
+        ("base64url", &BASE64URL_NOPAD, 6, 3),
+        ("base32", &BASE32_NOPAD, 5, 5),
+    ] {
+        if name == "base32" && !base32 {
+            continue;
+        }
+        for offset in 0..group {
+            if let Some(p) = stable_part(enc, bits, offset, v) {
+                out.push((name, p));
             }
         }
     }
