@@ -8,10 +8,13 @@
 //! - [`launch`]: `bottle-host launch`, where the pieces meet in a VM.
 //! - [`vmm`]: VM backends (QEMU, libkrun) and the guest image.
 //! - [`logging`]: tracing setup shared by every subcommand.
+//! - [`hardening`]: private state, non-dumpable while holding secrets,
+//!   scrubbed child environments.
 
 pub mod ca;
 pub mod cli;
 pub mod dns;
+pub mod hardening;
 pub mod launch;
 pub mod logging;
 pub mod manifest;

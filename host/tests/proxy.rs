@@ -172,7 +172,7 @@ async fn allowlist_refusals() {
 
     // Raw bytes that are neither TLS nor HTTP inside an allowed tunnel are
     // never tunnelled to the upstream.
-    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr.unwrap())
         .await
         .unwrap();
     s.write_all(format!("CONNECT open.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
@@ -379,7 +379,7 @@ async fn loopback_upstream_refused_without_allow_private() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_and_endless_headers_do_not_stop_the_proxy() {
     let env = setup(true).await;
-    let addr = env.proxy.addr;
+    let addr = env.proxy.addr.unwrap();
     let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
     garbage
         .write_all(b"\x00\x01\x02 not http at all\r\n\r\n")
@@ -437,12 +437,18 @@ async fn guest_egress_channel_is_bridged_after_the_hello() {
     use bottle_shared::channel::Channel;
     use bottle_shared::io::dial_hello;
     use bottle_shared::message::Role;
-    use bottle_shared::transport::{connect, Listener};
+    use bottle_shared::transport::connect;
+    use std::os::unix::fs::PermissionsExt;
 
-    let env = setup(true).await;
-    let addr = Address::Unix(env.dir.path().join("egress.sock"));
-    let listener = Listener::bind(&addr).await.unwrap();
-    tokio::spawn(bottle_host::proxy::bridge::serve(listener, env.proxy.addr));
+    let (env, addr) = proxy_util::setup_egress("egress.sock").await;
+    // No TCP listener: the proxy is reached only through the socket, which
+    // only this user may use.
+    assert!(env.proxy.addr.is_none());
+    let Address::Unix(path) = &addr else {
+        unreachable!()
+    };
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 
     let mut s = connect(&addr).await.unwrap();
     dial_hello(&mut s, Role::Guest, Channel::Egress, "test-guest")

@@ -36,7 +36,7 @@ async fn bodies_over_the_limit_are_413_and_the_proxy_keeps_serving() {
 
     // A declared 10 GB body is refused before any of it is read.
     let port = env.plain_port;
-    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr.unwrap())
         .await
         .unwrap();
     s.write_all(
@@ -54,7 +54,7 @@ async fn bodies_over_the_limit_are_413_and_the_proxy_keeps_serving() {
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 
     // Chunked without end: refused once past the limit, not buffered on.
-    let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+    let mut s = tokio::net::TcpStream::connect(env.proxy.addr.unwrap())
         .await
         .unwrap();
     s.write_all(
@@ -111,7 +111,7 @@ async fn garbage_inside_an_allowed_tunnel_reaches_nothing() {
         // HTTP inside the tunnel without TLS, to a host the tunnel is not for.
         &b"GET / HTTP/1.1\r\nHost: denied.test\r\nConnection: close\r\n\r\n"[..],
     ] {
-        let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+        let mut s = tokio::net::TcpStream::connect(env.proxy.addr.unwrap())
             .await
             .unwrap();
         s.write_all(format!("CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n").as_bytes())
@@ -130,4 +130,37 @@ async fn garbage_inside_an_allowed_tunnel_reaches_nothing() {
     let r = env.curl(&env.https("open.test", "/after"), &[]).await;
     assert_eq!(r.code, 200, "{r:?}");
     env.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_inside_a_tunnel_is_a_clean_400_not_a_panic() {
+    // A panic in any proxy task fails this test, even though tokio would
+    // catch it: the hook sees it first.
+    let panicked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&panicked);
+    let old = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        old(info);
+    }));
+    let env = setup(true).await;
+    let port = env.tls_port;
+    let mut tls = env
+        .tunnel(&format!("open.test:{port}"), "open.test")
+        .await
+        .unwrap();
+    tls.write_all(b"CONNECT evil.example.com:443 HTTP/1.1\r\nHost: evil.example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut tls))
+        .await
+        .expect("an answer, not a dropped tunnel");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
+    // The proxy keeps serving.
+    let r = env.curl(&env.https("open.test", "/after"), &[]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    assert!(
+        !panicked.load(std::sync::atomic::Ordering::SeqCst),
+        "a proxy task panicked"
+    );
 }

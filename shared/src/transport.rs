@@ -100,6 +100,8 @@ async fn read_line(s: &mut UnixStream) -> io::Result<String> {
 pub struct Listener {
     inner: Inner,
     addr: Address,
+    /// Unix listeners only: accept only peers with this uid (`SO_PEERCRED`).
+    owner: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -133,7 +135,58 @@ impl Listener {
             Inner::Tcp(l) => Address::Tcp(l.local_addr()?),
             _ => addr.clone(),
         };
-        Ok(Listener { inner, addr })
+        Ok(Listener {
+            inner,
+            addr,
+            owner: None,
+        })
+    }
+
+    /// Bind a Unix address (plain or hybrid) that only this process's own
+    /// user may use: the socket file is made `0600`, and every accepted
+    /// peer whose uid (`SO_PEERCRED`) is not the socket's owner is closed
+    /// at once, which also covers a connection made before the mode
+    /// change. Other addresses are refused: a TCP or vsock peer has no
+    /// uid to check.
+    pub async fn bind_owner_only(addr: &Address) -> io::Result<Listener> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = match addr {
+            Address::Unix(path) | Address::Hybrid { path, .. } => path.clone(),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{addr}: only a Unix socket can be limited to its owner"),
+                ))
+            }
+        };
+        let mut l = Listener::bind(addr).await?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        l.owner = Some(std::fs::metadata(&path)?.uid());
+        Ok(l)
+    }
+
+    /// Whether a Unix peer may stay: always, unless the listener is
+    /// owner-only and the peer is someone else (or unknown).
+    fn admits(&self, s: &UnixStream) -> bool {
+        let Some(owner) = self.owner else {
+            return true;
+        };
+        match s.peer_cred() {
+            Ok(c) if c.uid() == owner => true,
+            Ok(c) => {
+                tracing::warn!(
+                    "{}: refused a connection from uid {} (pid {:?}): only uid {owner} may connect",
+                    self.addr,
+                    c.uid(),
+                    c.pid()
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!("{}: refused a connection: peer unknown ({e})", self.addr);
+                false
+            }
+        }
     }
 
     /// The bound address (for TCP, with the real port when bound to 0).
@@ -147,7 +200,12 @@ impl Listener {
     pub async fn accept(&self) -> io::Result<BoxStream> {
         loop {
             match &self.inner {
-                Inner::Unix(l, _) => return Ok(Box::new(l.accept().await?.0)),
+                Inner::Unix(l, _) => {
+                    let s = l.accept().await?.0;
+                    if self.admits(&s) {
+                        return Ok(Box::new(s));
+                    }
+                }
                 Inner::Tcp(l) => {
                     let (s, _) = l.accept().await?;
                     s.set_nodelay(true)?;
@@ -156,6 +214,9 @@ impl Listener {
                 Inner::Vsock(l) => return Ok(Box::new(l.accept().await?.0)),
                 Inner::Hybrid(l, _, port) => {
                     let (mut s, _) = l.accept().await?;
+                    if !self.admits(&s) {
+                        continue;
+                    }
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, hybrid_answer(&mut s, *port))
                         .await
                     {
@@ -257,6 +318,39 @@ mod tests {
             port: 6002,
         };
         ping_pong(addr.clone(), addr).await;
+    }
+
+    #[tokio::test]
+    async fn an_owner_only_listener_is_0600_and_closes_other_uids() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sock");
+        let addr = Address::Unix(path.clone());
+        let mut l = Listener::bind_owner_only(&addr).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // The owner gets through.
+        let _c = connect(&addr).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        // Pretend the socket belongs to another uid: now this process is
+        // the stranger, and its connection is closed, never returned.
+        let me = l.owner.unwrap();
+        l.owner = Some(me.wrapping_add(1));
+        let mut c = connect(&addr).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_millis(300), l.accept()).await;
+        assert!(accepted.is_err(), "a stranger's connection was accepted");
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the stranger must see the connection closed");
+        // TCP has no uid to check.
+        let tcp: Address = "tcp://127.0.0.1:0".parse().unwrap();
+        assert!(Listener::bind_owner_only(&tcp).await.is_err());
     }
 
     #[tokio::test]

@@ -97,13 +97,13 @@ if MODE == "main":
             try:
                 reply = read_reply(s)
             except (ssl.SSLError, ConnectionError) as e:
-                return f"closed: {type(e).__name__}"
+                raise Refused(f"inner CONNECT: connection dropped ({type(e).__name__}), no 4xx")
         finally:
             s.close()
         st = status_of(reply)
-        if st is None or st == 200:
-            if not reply:
-                return "closed"
+        # A clean refusal: a 4xx answer, not a dropped connection (which
+        # is what a panicking proxy task looks like).
+        if st is None or not 400 <= st < 500:
             raise Refused(f"inner CONNECT answered {reply[:80]!r}")
         return f"{st}"
 

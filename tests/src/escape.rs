@@ -55,6 +55,8 @@ pub struct Run {
     pub child_cmdlines: Vec<String>,
     /// Wall time of the launch, seconds.
     pub secs: f64,
+    /// The host-side checks made while the bottle ran (main run only).
+    pub host_side: std::collections::BTreeMap<&'static str, crate::hostside::Verdict>,
 }
 
 /// Both runs.
@@ -170,8 +172,33 @@ inject = {{ header = "authorization", secret = "token", format = "Bearer {{secre
 pub async fn run(mode: Mode) -> Run {
     let bed = Testbed::start().await;
     let manifest = manifest(&bed, mode);
+    if mode == Mode::Main {
+        // Searchable by others, so that only the bottle's own modes keep
+        // the other user of the host-side checks out of its state.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bed.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod testbed dir");
+    }
     let mut l = bed.launch(&manifest);
     l.wait_for("PROBES start", LIMIT).await;
+    let mut host_side = std::collections::BTreeMap::new();
+    if mode == Mode::Main {
+        match crate::hostside::run_dir_from(&l.seen) {
+            Some(run_dir) => {
+                let target = crate::hostside::Target {
+                    pid: l.pid(),
+                    state_dir: bed.dir.path().join("state"),
+                    run_dir,
+                    secrets: vec![TOKEN.to_string(), HOST_SECRET.to_string()],
+                    web_port: bed.web.addr.port(),
+                };
+                host_side = crate::hostside::check(&target).await;
+            }
+            None => {
+                host_side.insert("host_side_run_dir", Err("no run dir in the banner".into()));
+            }
+        }
+    }
     let child_cmdlines = crate::vm::children_of(l.pid())
         .into_iter()
         .filter_map(|(pid, _)| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
@@ -197,10 +224,23 @@ pub async fn run(mode: Mode) -> Run {
         dns_raw_with_secret: bed.dns.raw_containing(HOST_SECRET.as_bytes()),
         dns_raw_count: bed.dns.raw_count(),
         child_cmdlines,
+        host_side,
     }
 }
 
 impl Run {
+    /// Panic unless host-side check `name` found the way in closed.
+    pub fn assert_host_side(&self, name: &str) {
+        match self.host_side.get(name) {
+            Some(Ok(detail)) => eprintln!("{name}: {detail}"),
+            Some(Err(why)) => panic!("HOST SIDE {name} open: {why}"),
+            None => panic!(
+                "no host-side check {name} (ran: {:?})",
+                self.host_side.keys().collect::<Vec<_>>()
+            ),
+        }
+    }
+
     /// Panic unless probe `name` printed `ok`.
     pub fn assert_probe(&self, name: &str) {
         match self.probes.get(name) {

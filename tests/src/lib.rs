@@ -16,6 +16,7 @@
 //!
 //! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
 //! - [`escape`]: the escape & exfiltration suite's runner (one boot, every probe).
+//! - [`hostside`]: its host-side checks: what another local user can reach.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
@@ -23,6 +24,7 @@ pub mod bins;
 pub mod channel;
 pub mod dig;
 pub mod escape;
+pub mod hostside;
 pub mod https;
 pub mod load;
 pub mod netns;

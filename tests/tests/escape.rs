@@ -234,6 +234,42 @@ fn probe_net_vsock_garbage_6001() {
     run.assert_probe("net_vsock_garbage_6001");
 }
 
+/// The host side (issue #16): checks made while the main run's bottle ran,
+/// as another local user and on its processes (`bottle_e2e::hostside`).
+macro_rules! host_side {
+    ($($test:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            let Some(run) = main_run() else { return };
+            run.assert_host_side(stringify!($test).trim_start_matches("probe_"));
+        }
+    )*};
+}
+
+host_side!(
+    probe_host_side_no_loopback_listener,
+    probe_host_side_sockets_refuse_other_uid,
+    probe_host_side_state_private,
+    probe_host_side_children_hold_no_secret,
+    probe_host_side_curl_x_abuse_refused,
+);
+
+/// Canary: whatever the guest sent, no host task panicked (a panic in the
+/// host caused by guest input is a defect even when caught).
+#[test]
+fn probe_host_no_panic_in_any_run() {
+    let Some(s) = suite() else { return };
+    for (name, run) in [
+        ("main", &s.main),
+        ("rebind", &s.rebind),
+        ("connector", &s.connector),
+    ] {
+        if let Some(line) = run.output.lines().find(|l| l.contains("panicked")) {
+            panic!("bottle-host panicked in the {name} run: {line}");
+        }
+    }
+}
+
 #[test]
 fn probe_host_every_probe_reported() {
     let Some(s) = suite() else { return };

@@ -31,7 +31,13 @@ pub fn run(args: DnsArgs) -> Result<i32> {
             let manifest = args
                 .manifest
                 .ok_or_else(|| anyhow!("--manifest is required to serve"))?;
-            serve(&listen, &manifest, args.upstream.as_deref(), args.audit_log)
+            serve(
+                &listen,
+                &manifest,
+                args.upstream.as_deref(),
+                args.audit_log,
+                args.allow_non_loopback,
+            )
         }
     }
 }
@@ -58,9 +64,11 @@ fn serve(
     manifest: &Path,
     upstream: Option<&str>,
     audit_log: Option<PathBuf>,
+    allow_non_loopback: bool,
 ) -> Result<i32> {
-    let m = manifest::load(manifest)?;
     let addr = Address::parse(listen).with_context(|| format!("--listen {listen}"))?;
+    super::check_listen(&addr, allow_non_loopback)?;
+    let m = manifest::load(manifest)?;
     let upstreams = match upstream {
         Some(u) => vec![parse_upstream(u)?],
         None => m.dns.upstreams.clone(),
@@ -73,9 +81,12 @@ fn serve(
     rt.block_on(async move {
         let up = HickoryUpstream::new(&upstreams, Duration::from_millis(m.dns.timeout_ms))?;
         let handler = Arc::new(Handler::new(&m, Arc::new(up), audit));
-        let listener = Listener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        // A Unix socket is for this user only (SO_PEERCRED).
+        let listener = match &addr {
+            Address::Unix(_) | Address::Hybrid { .. } => Listener::bind_owner_only(&addr).await,
+            _ => Listener::bind(&addr).await,
+        }
+        .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!("dns: serving on {}", listener.local_addr());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // On SIGINT/SIGTERM the listener is dropped, removing its socket file.

@@ -72,6 +72,10 @@ pub enum Command {
         /// (see docs/performance.md).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Allow a TCP listen address that is not loopback: anyone who can
+        /// reach it can use the proxy and its injected credentials.
+        #[arg(long)]
+        allow_non_loopback: bool,
     },
     /// Manage the egress CA.
     Ca {
@@ -112,6 +116,10 @@ pub struct DnsArgs {
     /// Append one JSON line per decision to this file.
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    /// Allow a TCP listen address that is not loopback (anyone who can
+    /// reach it can use the filter).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
     /// Query a verdict instead of serving.
     #[command(subcommand)]
     pub query: Option<DnsQuery>,
@@ -165,6 +173,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             audit_log,
             state_dir,
             threads,
+            allow_non_loopback,
         } => proxy::run(proxy::ProxyArgs {
             listen: &listen,
             manifest: &manifest,
@@ -172,16 +181,44 @@ pub fn run(cli: Cli) -> Result<i32> {
             audit_log: audit_log.as_deref(),
             state_dir: state_dir.as_deref(),
             threads: threads.map(usize::from),
+            allow_non_loopback,
         }),
         Command::KrunChild { spec } => crate::vmm::krun::child_main(&spec),
         Command::Ca { export, state_dir } => ca::ca(export.as_deref(), state_dir.as_deref()),
     }
 }
 
-/// The state directory: the flag, else the default.
-pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
-    match flag {
-        Some(p) => Ok(p.to_path_buf()),
-        None => Ok(crate::ca::default_state_dir()?),
+/// Refuse a TCP listen address off loopback unless `allow` says it is
+/// meant: a TCP listener has no peer to check, so whoever reaches it can
+/// use the service.
+pub fn check_listen(addr: &bottle_shared::Address, allow: bool) -> Result<()> {
+    if let bottle_shared::Address::Tcp(sa) = addr {
+        if !sa.ip().is_loopback() {
+            if !allow {
+                anyhow::bail!(
+                    "--listen {addr}: not a loopback address; anyone who can reach it could \
+                     use this service (add --allow-non-loopback if that is meant)"
+                );
+            }
+            tracing::warn!("listening on non-loopback {addr}: anyone who can reach it can use it");
+        } else {
+            tracing::warn!(
+                "listening on {addr}: every local user and process can use it; \
+                 a unix:// socket is for this user only"
+            );
+        }
     }
+    Ok(())
+}
+
+/// The state directory: the flag, else the default.
+/// It is made private (`0700`) when missing; one that another user owns,
+/// or that others may write to, is refused (`crate::hardening`).
+pub fn state_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    let dir = match flag {
+        Some(p) => p.to_path_buf(),
+        None => crate::ca::default_state_dir()?,
+    };
+    crate::hardening::private_dir(&dir)?;
+    Ok(dir)
 }

@@ -26,14 +26,18 @@ pub struct ProxyArgs<'a> {
     pub state_dir: Option<&'a Path>,
     /// Tokio worker threads (`None`: one per CPU).
     pub threads: Option<usize>,
+    /// Allow a TCP listen address that is not loopback.
+    pub allow_non_loopback: bool,
 }
 
 /// `bottle-host proxy`: serve until interrupted.
 pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
     let listen =
         Address::parse(args.listen).with_context(|| format!("--listen {}", args.listen))?;
+    super::check_listen(&listen, args.allow_non_loopback)?;
     let m = manifest::load(args.manifest)?;
     let secrets = m.load_secrets()?;
+    crate::hardening::hold_secrets();
     let dir = state_dir(args.state_dir)?;
     let ca = Ca::load_or_create(&dir)?;
     let audit_log = args
@@ -57,32 +61,26 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
     }
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
-        let (tcp, bridge) = match &listen {
-            Address::Tcp(sa) => (tokio::net::TcpListener::bind(sa).await?, None),
-            other => {
-                let l = Listener::bind(other).await?;
-                (tokio::net::TcpListener::bind("127.0.0.1:0").await?, Some(l))
+        let listen = match &listen {
+            Address::Tcp(sa) => proxy::Listen::Tcp(tokio::net::TcpListener::bind(sa).await?),
+            // Only this user may connect to a Unix socket (SO_PEERCRED).
+            unix @ (Address::Unix(_) | Address::Hybrid { .. }) => {
+                proxy::Listen::Egress(Listener::bind_owner_only(unix).await?)
             }
+            other => proxy::Listen::Egress(Listener::bind(other).await?),
         };
-        let running = proxy::start(cfg, tcp).await?;
-        let shown = match &bridge {
-            Some(l) => l.local_addr().to_string(),
-            None => Address::Tcp(running.addr).to_string(),
+        let shown = match &listen {
+            proxy::Listen::Tcp(l) => Address::Tcp(l.local_addr()?).to_string(),
+            proxy::Listen::Egress(l) => l.local_addr().to_string(),
         };
+        let running = proxy::start(cfg, listen).await?;
         tracing::info!("proxy: serving on {shown}");
-        let addr = running.addr;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        // On SIGINT/SIGTERM the bridge listener is dropped, removing its
+        // On SIGINT/SIGTERM the egress listener is dropped, removing its
         // socket file; every audit line was written before its request
         // went on.
         tokio::select! {
             r = running.wait() => r?,
-            r = async {
-                match bridge {
-                    Some(l) => proxy::bridge::serve(l, addr).await,
-                    None => std::future::pending().await,
-                }
-            } => r?,
             _ = tokio::signal::ctrl_c() => tracing::info!("proxy: interrupted, stopping"),
             _ = term.recv() => tracing::info!("proxy: terminated, stopping"),
         }

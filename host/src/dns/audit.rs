@@ -18,7 +18,7 @@
 //! or [`FLUSH_BYTES`] of them) are retried, not dropped.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
@@ -137,11 +137,8 @@ impl Audit {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(err)?;
+        // 0600: the decisions are the bottle owner's alone.
+        let file = crate::hardening::open_private_append(path).map_err(err)?;
         let sink = Arc::new(Sink {
             state: Mutex::new(SinkState {
                 file,

@@ -1,9 +1,9 @@
 //! The host's side of a bottle: the DNS filter on port 6002, the egress
-//! proxy bridged from port 6003, and the control listener on port 6001,
-//! all as Unix sockets in the run directory (where `vhost-device-vsock`
-//! delivers the guest's connections).
+//! proxy on port 6003, and the control listener on port 6001, all as
+//! owner-only Unix sockets in the private run directory (where
+//! `vhost-device-vsock` delivers the guest's connections). There is no
+//! TCP or UDP listener: nothing else on the host can reach them.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,15 +42,13 @@ pub struct Inputs {
 pub struct Services {
     /// The control listener (port 6001).
     pub control: Listener,
-    /// The proxy's own loopback address.
-    pub proxy_addr: SocketAddr,
     proxy: proxy::Running,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 async fn bind(run: &RunDir, port: u32) -> Result<Listener> {
     let path = run.port_socket(port);
-    Listener::bind(&Address::Unix(path.clone()))
+    Listener::bind_owner_only(&Address::Unix(path.clone()))
         .await
         .with_context(|| format!("cannot listen on {}", path.display()))
 }
@@ -75,22 +73,16 @@ pub async fn start(inp: Inputs, run: &RunDir) -> Result<Services> {
         static_hosts: Default::default(),
         lookup: Some(super::lookup::through_filter(Arc::clone(&handler))),
     };
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let egress = bind(run, EGRESS_PORT).await?;
+    let proxy = proxy::start(cfg, proxy::Listen::Egress(egress))
         .await
-        .context("proxy listener")?;
-    let proxy = proxy::start(cfg, tcp).await.context("egress proxy")?;
-    let proxy_addr = proxy.addr;
+        .context("egress proxy")?;
 
     let dns = bind(run, DNS_PORT).await?;
-    let egress = bind(run, EGRESS_PORT).await?;
     let control = bind(run, CONTROL_PORT).await?;
-    let tasks = vec![
-        tokio::spawn(crate::dns::server::serve(dns, handler)),
-        tokio::spawn(proxy::bridge::serve(egress, proxy_addr)),
-    ];
+    let tasks = vec![tokio::spawn(crate::dns::server::serve(dns, handler))];
     Ok(Services {
         control,
-        proxy_addr,
         proxy,
         tasks,
     })

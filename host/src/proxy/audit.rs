@@ -60,7 +60,6 @@ pub struct AuditError {
 impl AuditLog {
     /// Open (append, create with mode 0600) `path`.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let err = |source| AuditError {
             path: path.to_path_buf(),
             source,
@@ -68,12 +67,7 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::hardening::open_private_append(path).map_err(err)?;
         Ok(AuditLog {
             path: path.to_path_buf(),
             file: Mutex::new(file),

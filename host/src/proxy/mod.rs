@@ -99,40 +99,95 @@ impl std::fmt::Debug for ProxyConfig {
     }
 }
 
+/// Where the proxy takes its clients from.
+#[derive(Debug)]
+pub enum Listen {
+    /// A TCP listener: `bottle-host proxy --listen tcp://…` and tests.
+    /// Anyone who can reach it can use the proxy (`docs/proxy.md`).
+    Tcp(TcpListener),
+    /// The guest's egress channel (a Unix socket in the run directory, or
+    /// vsock): each connection does the versioned hello and is then served
+    /// directly, with no TCP listener anywhere ([`bridge`]).
+    Egress(bottle_shared::transport::Listener),
+}
+
+impl From<TcpListener> for Listen {
+    fn from(l: TcpListener) -> Listen {
+        Listen::Tcp(l)
+    }
+}
+
+/// How many accepted egress connections may wait for the proxy.
+const EGRESS_BACKLOG: usize = 256;
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Running {
-    /// The TCP address it serves on.
-    pub addr: SocketAddr,
+    /// The TCP address it serves on (`None` for the egress channel).
+    pub addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), hudsucker::Error>>,
+    bridge: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bridge {
+            b.abort();
+        }
+    }
 }
 
 impl Running {
     /// Stop accepting and wait for the proxy to finish.
     pub async fn stop(mut self) {
+        if let Some(b) = self.bridge.take() {
+            b.abort();
+        }
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
     }
 
-    /// Wait until the proxy exits by itself.
+    /// Wait until the proxy exits by itself (or its egress listener
+    /// fails).
     pub async fn wait(mut self) -> Result<(), ProxyError> {
-        match (&mut self.task).await {
-            Ok(r) => Ok(r?),
-            Err(e) => Err(ProxyError::Io(std::io::Error::other(e))),
+        let bridge = async {
+            match self.bridge.as_mut() {
+                Some(b) => match b.await {
+                    Ok(r) => r,
+                    Err(e) => Err(std::io::Error::other(e)),
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut self.task => match r {
+                Ok(r) => Ok(r?),
+                Err(e) => Err(ProxyError::Io(std::io::Error::other(e))),
+            },
+            r = bridge => Err(ProxyError::Io(r.err().unwrap_or_else(|| {
+                std::io::Error::other("the egress listener stopped")
+            }))),
         }
     }
 }
 
-/// Start the proxy on `listener` (TCP).
-pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, ProxyError> {
-    let addr = listener.local_addr()?;
-    // hudsucker does not set TCP_NODELAY on accepted sockets; on Linux they
-    // inherit it from the listener. Without it, Nagle and delayed ACKs add
-    // ~40 ms to the CONNECT + TLS handshake of every new connection.
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+/// Start the proxy on `listen`: a TCP listener or the egress channel.
+pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Running, ProxyError> {
+    let listen = listen.into();
+    let addr = match &listen {
+        Listen::Tcp(listener) => {
+            // hudsucker does not set TCP_NODELAY on accepted sockets; on
+            // Linux they inherit it from the listener. Without it, Nagle
+            // and delayed ACKs add ~40 ms to the CONNECT + TLS handshake
+            // of every new connection.
+            socket2::SockRef::from(listener).set_tcp_nodelay(true)?;
+            Some(listener.local_addr()?)
+        }
+        Listen::Egress(_) => None,
+    };
     if cfg.manifest.egress.allow_private {
         tracing::warn!(
             "proxy: egress.allow_private = true: upstreams on loopback and private \
@@ -166,8 +221,15 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
         .preserve_header_case(true);
     server.http2().timer(TokioTimer::new());
     let (stop, stopped) = oneshot::channel::<()>();
-    let proxy = Proxy::builder()
-        .with_listener(listener)
+    let (builder, bridge) = match listen {
+        Listen::Tcp(listener) => (Proxy::builder().with_listener(listener), None),
+        Listen::Egress(listener) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
+            let task = tokio::spawn(bridge::serve(listener, tx));
+            (Proxy::builder().with_incoming(rx), Some(task))
+        }
+    };
+    let proxy = builder
         .with_ca(cfg.ca.authority()?)
         .with_http_connector(connector)
         .with_http_handler(handler::Handler::new(shared))
@@ -181,5 +243,6 @@ pub async fn start(cfg: ProxyConfig, listener: TcpListener) -> Result<Running, P
         addr,
         stop: Some(stop),
         task,
+        bridge,
     })
 }

@@ -139,6 +139,8 @@ pub fn krun_backend() -> Result<Box<dyn Vmm>, VmmError> {
 /// `bottle-host`), killed when dropped, and sent SIGKILL if `bottle-host`
 /// itself dies (`PR_SET_PDEATHSIG`): no VMM process outlives its launcher.
 pub fn supervised(mut cmd: tokio::process::Command) -> tokio::process::Command {
+    // No secret from our environment reaches a VMM or daemon.
+    crate::hardening::scrub_env(&mut cmd, &[krun::LIBKRUN_ENV]);
     cmd.process_group(0)
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());

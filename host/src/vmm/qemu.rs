@@ -236,7 +236,7 @@ fn command(program: &Path) -> Command {
 }
 
 fn log_file(path: &Path) -> std::io::Result<Stdio> {
-    Ok(std::fs::File::create(path)?.into())
+    Ok(crate::hardening::create_private(path)?.into())
 }
 
 impl Vmm for Qemu {
@@ -283,6 +283,10 @@ impl Vmm for Qemu {
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(console) = &spec.console_log {
+                // QEMU keeps the mode of an existing file: make it 0600 first.
+                crate::hardening::create_private(console)?;
             }
             let qlog = with_suffix(&spec.vsock_base, ".qemu.log");
             let mut qemu = command(&self.qemu);

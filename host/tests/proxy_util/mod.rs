@@ -48,7 +48,7 @@ pub struct Env {
 impl Env {
     /// `http://127.0.0.1:PORT` of the proxy.
     pub fn proxy_url(&self) -> String {
-        format!("http://{}", self.proxy.addr)
+        format!("http://{}", self.proxy.addr.expect("a TCP proxy"))
     }
 
     /// An https URL on the upstream.
@@ -103,7 +103,9 @@ impl Env {
         connect: &str,
         sni: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let mut s = TcpStream::connect(self.proxy.addr).await.unwrap();
+        let mut s = TcpStream::connect(self.proxy.addr.expect("a TCP proxy"))
+            .await
+            .unwrap();
         s.write_all(format!("CONNECT {connect} HTTP/1.1\r\nHost: {connect}\r\n\r\n").as_bytes())
             .await
             .unwrap();
@@ -330,16 +332,34 @@ pub async fn upstreams() -> (String, u16, u16) {
 
 /// Upstreams plus a proxy with the test manifest.
 pub async fn setup(allow_private: bool) -> Env {
-    setup_full(allow_private, None).await
+    setup_full(allow_private, None, None).await
 }
 
 /// As [`setup`] (loopback allowed) with the audit log at `audit`.
 pub async fn setup_with_audit(audit: &Path) -> Env {
-    setup_full(true, Some(audit)).await
+    setup_full(true, Some(audit), None).await
 }
 
-async fn setup_full(allow_private: bool, audit_at: Option<&Path>) -> Env {
+/// As [`setup`] (loopback allowed), serving the guest's egress channel on
+/// the Unix socket `name` in the env's directory instead of TCP.
+pub async fn setup_egress(name: &str) -> (Env, bottle_shared::addr::Address) {
     let dir = tempfile::tempdir().unwrap();
+    let addr = bottle_shared::addr::Address::Unix(dir.path().join(name));
+    let l = bottle_shared::transport::Listener::bind_owner_only(&addr)
+        .await
+        .unwrap();
+    (setup_full(true, None, Some((dir, l))).await, addr)
+}
+
+async fn setup_full(
+    allow_private: bool,
+    audit_at: Option<&Path>,
+    egress: Option<(tempfile::TempDir, bottle_shared::transport::Listener)>,
+) -> Env {
+    let (dir, egress) = match egress {
+        Some((d, l)) => (d, Some(l)),
+        None => (tempfile::tempdir().unwrap(), None),
+    };
     let (up_ca, tls_port, plain_port) = upstreams().await;
     let up_ca_path = dir.path().join("upstream-ca.pem");
     std::fs::write(&up_ca_path, up_ca).unwrap();
@@ -407,8 +427,13 @@ ports = [{plain_port}]
         static_hosts,
         lookup: None,
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = proxy::start(cfg, listener).await.unwrap();
+    let proxy = match egress {
+        Some(l) => proxy::start(cfg, proxy::Listen::Egress(l)).await.unwrap(),
+        None => {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            proxy::start(cfg, listener).await.unwrap()
+        }
+    };
     Env {
         dir,
         proxy,
