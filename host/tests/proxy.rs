@@ -23,9 +23,16 @@ async fn allowed_requests_pass_with_bodies_intact_and_credentials_injected() {
             )
             .await;
         assert_eq!(r.code, 200, "{version}: {r:?}");
+        // The upstream got the real key; its reflection of it did not
+        // come back (redacted in place, same length).
         assert_eq!(
-            r.header("x-seen-api-key").as_deref(),
-            Some(API_KEY),
+            r.header("x-api-key-injected").as_deref(),
+            Some("yes"),
+            "{version}"
+        );
+        assert_eq!(
+            r.header("x-seen-api-key"),
+            Some("*".repeat(API_KEY.len())),
             "{version}"
         );
         assert_eq!(r.header("x-seen-path").as_deref(), Some("/v1/models"));

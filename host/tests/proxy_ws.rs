@@ -63,9 +63,13 @@ async fn websocket_echo_works_and_leaks_close_the_connection() {
     let mut ws = open(&env, "api.test", "/v1/ws").await.expect("upgrade");
     ws.send(Message::text("hello")).await.unwrap();
     let first = next(&mut ws).await.unwrap().unwrap();
+    // The upstream got the key; its echo of it is redacted.
     assert_eq!(
         first.into_text().unwrap().as_str(),
-        format!("key={API_KEY};ext=false;hello")
+        format!(
+            "key={};injected=yes;ext=false;hello",
+            "*".repeat(API_KEY.len())
+        )
     );
     let bin: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
     ws.send(Message::binary(bin.clone())).await.unwrap();
@@ -105,10 +109,11 @@ async fn websocket_echo_works_and_leaks_close_the_connection() {
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 
     // Give the relay a moment to write its audit line.
+    let deny = |l: &&serde_json::Value| l["method"] == "WEBSOCKET" && l["verdict"] == "deny";
     let mut lines = Vec::new();
     for _ in 0..50 {
         lines = env.audit_lines();
-        if lines.iter().filter(|l| l["method"] == "WEBSOCKET").count() == 2 {
+        if lines.iter().filter(deny).count() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -116,10 +121,14 @@ async fn websocket_echo_works_and_leaks_close_the_connection() {
     assert!(lines
         .iter()
         .any(|l| l["method"] == "GET" && l["path"] == "/v1/ws" && l["status"] == 101));
-    let ws_lines: Vec<_> = lines
-        .iter()
-        .filter(|l| l["method"] == "WEBSOCKET")
-        .collect();
+    // The echoed key was redacted, and audited by rule.
+    assert!(
+        lines.iter().any(|l| l["method"] == "WEBSOCKET"
+            && l["verdict"] == "redact"
+            && l["rule"] == "secret:api:raw"),
+        "{lines:#?}"
+    );
+    let ws_lines: Vec<_> = lines.iter().filter(deny).collect();
     assert_eq!(ws_lines.len(), 2, "{lines:#?}");
     assert_eq!(ws_lines[0]["rule"], "secret:leak:raw");
     assert_eq!(ws_lines[0]["status"], 1008);

@@ -10,6 +10,20 @@ if MODE == "main":
             raise Refused(f"allowed request failed: {st} {h.get('x-auth')} {data[:60]!r}")
         return "200 x-auth ok"
 
+    @probe("proxy_reflected_token_redacted")
+    def _():
+        # The site echoes the Authorization header it got (the injected
+        # token) in a header and the body: the guest must get `*`s.
+        st, h, data = https("GET", "/baseline-reflect", {"Authorization": "Bearer placeholder"})
+        whole = data + str(sorted(h.items())).encode()
+        if token_in(whole):
+            raise Refused("the injected token came back in the response")
+        stars = b"*" * TOKEN_LEN
+        if st != 200 or h.get("x-auth") != "ok" or stars not in data \
+                or stars.decode() not in h.get("x-echo-authorization", ""):
+            raise Refused(f"no redacted reflection: {st} {h.get('x-auth')} {data[:80]!r}")
+        return "200, token injected, reflected as *s in header and body"
+
     @probe("proxy_connect_ip_literal")
     def _():
         return expect_403(proxy_raw(b"CONNECT 1.1.1.1:443 HTTP/1.1\r\nHost: 1.1.1.1:443\r\n\r\n"), "ip")

@@ -4,7 +4,9 @@
 //! answered with `hello from upstream` plus headers describing what it
 //! saw: `x-seen-path`, and `x-auth: ok|wrong|none` comparing the
 //! `Authorization` header with an expected value — never the value itself,
-//! which would hand an injected credential back to the agent.
+//! except on a path containing `reflect`, which echoes it back (header
+//! `x-echo-authorization` and a JSON body) as a careless API would, to
+//! prove the proxy redacts it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -163,12 +165,24 @@ async fn echo(
         (Some(a), Some(e)) if a == e => "ok",
         (Some(_), _) => "wrong",
     };
+    // `…reflect…`: like a debug endpoint, the Authorization header back
+    // as it arrived, in a header and in the body (the proxy must redact).
+    let reflected = path
+        .contains("reflect")
+        .then(|| seen.header("authorization").unwrap_or_default().to_string());
     if let Ok(mut l) = log.lock() {
         l.push(seen);
     }
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .header("x-auth", auth)
-        .header("x-seen-path", path)
-        .body(Full::new(Bytes::from_static(HELLO.as_bytes())));
+        .header("x-seen-path", path);
+    let body = match reflected {
+        Some(a) => {
+            resp = resp.header("x-echo-authorization", a.as_str());
+            Bytes::from(format!("{{\"authorization\": \"{a}\"}}\n"))
+        }
+        None => Bytes::from_static(HELLO.as_bytes()),
+    };
+    let resp = resp.body(Full::new(body));
     Ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
 }

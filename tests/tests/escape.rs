@@ -139,6 +139,7 @@ probes!(main_run:
     probe_net_vsock_garbage_6003,
     probe_net_vsock_egress_direct,
     probe_proxy_baseline_allowed,
+    probe_proxy_reflected_token_redacted,
     probe_proxy_connect_ip_literal,
     probe_proxy_connect_ipv6_literal,
     probe_proxy_connect_loopback_literal,

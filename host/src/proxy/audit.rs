@@ -31,6 +31,10 @@ pub struct Record {
     /// Milliseconds spent deciding and (for allowed requests) until the
     /// response head arrived.
     pub duration_ms: u64,
+    /// What was overwritten in the response (`RULE in PLACE`; verdict
+    /// `redact` lines are for the body, the request's line for the head).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// The current time, RFC 3339.

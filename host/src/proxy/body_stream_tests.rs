@@ -18,6 +18,7 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
     Arc::new(Shared {
         routes: Vec::new(),
         dlp: Dlp::new(&secrets).unwrap(),
+        redactor: crate::proxy::redact::Redactor::new(&secrets).unwrap(),
         secrets: HashMap::new(),
         audit: crate::proxy::audit::AuditLog::open(&dir.join("audit.jsonl")).unwrap(),
         max_body: 64 << 20,

@@ -32,6 +32,8 @@ pub struct Shared {
     pub routes: Vec<Route>,
     /// Compiled DLP rules.
     pub dlp: Arc<Dlp>,
+    /// Every secret's forms, overwritten in responses.
+    pub redactor: Arc<super::redact::Redactor>,
     /// Secret values by name, for injection.
     pub secrets: HashMap<String, String>,
     /// Audit log.
@@ -298,10 +300,7 @@ impl Handler {
             stream: None,
         });
         match websocket::open(shared, req, uri, rec).await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                self.finish(status, None, res).into()
-            }
+            Ok(res) => self.respond(res).into(),
             Err(e) if e.refused() => {
                 let res = reply(403, "upstream-address-refused", &e.to_string());
                 self.finish(403, Some("upstream-address-refused".into()), res)
@@ -318,6 +317,17 @@ impl Handler {
 
     /// Audit an allowed request once its outcome is known.
     fn finish(&mut self, status: u16, rule: Option<String>, res: Response<Body>) -> Response<Body> {
+        self.finish_redacted(status, rule, res, Vec::new())
+    }
+
+    /// [`Self::finish`], naming what was redacted from the response head.
+    fn finish_redacted(
+        &mut self,
+        status: u16,
+        rule: Option<String>,
+        res: Response<Body>,
+        redacted: Vec<String>,
+    ) -> Response<Body> {
         let Some(p) = self.pending.take() else {
             return res;
         };
@@ -327,11 +337,56 @@ impl Handler {
             rule,
             bytes_up,
             duration_ms: p.start.elapsed().as_millis() as u64,
+            redacted,
             ..p.record
         };
         match self.shared.audit.write(&rec) {
             Ok(()) => res,
             Err(e) => audit_failed(&e),
+        }
+    }
+
+    /// Pass an upstream response on: redacted ([`super::redact_http`]),
+    /// then audited.
+    fn respond(&mut self, res: Response<Body>) -> Response<Body> {
+        let status = res.status().as_u16();
+        // No host secret reaches the guest: the head now, the body as it
+        // streams (each body hit gets its own `redact` audit line).
+        let base = self.pending.as_ref().map(|p| Record {
+            time: String::new(),
+            verdict: "redact",
+            status,
+            ..p.record.clone()
+        });
+        let shared = Arc::clone(&self.shared);
+        let on_body_hits: super::redact_http::OnHits = Box::new(move |rules, place| {
+            let Some(base) = &base else { return };
+            tracing::info!(host = %base.host, "proxy: redacted {rules:?} from a response {place}");
+            let rec = Record {
+                time: audit::now(),
+                rule: rules.first().cloned(),
+                redacted: rules.iter().map(|r| format!("{r} in {place}")).collect(),
+                ..base.clone()
+            };
+            if let Err(e) = shared.audit.write(&rec) {
+                tracing::error!("proxy: audit log: {e}");
+            }
+        });
+        let head = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.record.method == "HEAD");
+        match super::redact_http::response(res, &self.shared.redactor, on_body_hits, head) {
+            Ok((res, redacted)) => {
+                if !redacted.is_empty() {
+                    tracing::info!("proxy: redacted {redacted:?} from a response head");
+                }
+                self.finish_redacted(status, None, res, redacted)
+            }
+            Err(e) => {
+                let res = reply(502, "response-encoding-unscannable", &e.to_string());
+                self.finish(502, Some("response-encoding-unscannable".into()), res)
+            }
         }
     }
 }
@@ -351,8 +406,7 @@ impl HttpHandler for Handler {
     }
 
     async fn handle_response(&mut self, _ctx: &HttpContext, res: Response<Body>) -> Response<Body> {
-        let status = res.status().as_u16();
-        self.finish(status, None, res)
+        self.respond(res)
     }
 
     async fn handle_error(

@@ -7,7 +7,10 @@
 //!   TLS with the system roots (plus `--upstream-ca`).
 //! - [`audit`]: one JSON line per request, fail closed.
 //! - [`handler`]: the hudsucker handler tying them together.
-//! - [`websocket`]: WebSocket upgrades, relayed with client messages scanned.
+//! - [`websocket`]: WebSocket upgrades, relayed with client messages scanned
+//!   and server messages redacted.
+//! - [`redact`], [`redact_http`]: no host secret reaches the guest in a
+//!   response (head, body, trailers).
 //! - [`bridge`]: serving the guest's egress channel (`unix://`, vsock).
 //!
 //! Every CONNECT is intercepted; see `docs/proxy.md`.
@@ -20,6 +23,8 @@ pub mod connector;
 pub mod dlp;
 pub mod handler;
 pub mod policy;
+pub mod redact;
+pub mod redact_http;
 mod reply;
 mod tunnel;
 pub mod websocket;
@@ -203,6 +208,7 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
     let shared = Arc::new(handler::Shared {
         routes: cfg.manifest.egress.routes.clone(),
         dlp: dlp::Dlp::new(&cfg.secrets)?,
+        redactor: redact::Redactor::new(&cfg.secrets)?,
         secrets: cfg
             .secrets
             .iter()

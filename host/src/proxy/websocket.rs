@@ -9,7 +9,9 @@
 //! close reason) goes through one [`StreamScanner`], so a secret split
 //! across messages is still found; a hit closes both sides (1008, policy
 //! violation, to the client) and is audited. Messages from the upstream
-//! pass untouched. Pings and pongs are answered on each side and not
+//! have every host secret overwritten ([`super::redact`]; each message on
+//! its own, so a secret split across messages is caught by the piece
+//! matching), audited once per rule. Pings and pongs are answered on each side and not
 //! forwarded. `Sec-WebSocket-Extensions` is not forwarded, so no
 //! compression is negotiated and every frame can be read.
 
@@ -162,7 +164,7 @@ async fn relay(shared: Arc<Shared>, client: OnUpgrade, server: OnUpgrade, rec: R
     let server = WebSocketStream::from_raw_socket(TokioIo::new(server), Role::Client, Some(cfg));
     let (client, server) = tokio::join!(client, server);
     let start = Instant::now();
-    let (hit, scanned) = pump(&shared, client, server).await;
+    let (hit, scanned) = pump(&shared, client, server, &rec).await;
     if let Some(hit) = hit {
         tracing::info!(host = %rec.host, rule = %hit.rule, "proxy: websocket closed: DLP");
         let rec = Record {
@@ -185,10 +187,11 @@ type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Move messages both ways; returns the DLP hit that ended the relay, if
 /// any, and the client bytes scanned.
-async fn pump(shared: &Shared, client: Ws, server: Ws) -> (Option<Hit>, u64) {
+async fn pump(shared: &Shared, client: Ws, server: Ws, rec: &Record) -> (Option<Hit>, u64) {
     let (mut to_client, mut from_client) = client.split();
     let (mut to_server, mut from_server) = server.split();
     let mut scanner = StreamScanner::new(shared.dlp.clone());
+    let mut redacted: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             m = from_client.next() => {
@@ -227,6 +230,7 @@ async fn pump(shared: &Shared, client: Ws, server: Ws) -> (Option<Hit>, u64) {
                     let _ = to_client.close().await;
                     break;
                 };
+                let msg = redact_message(shared, msg, rec, &mut redacted);
                 match msg {
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     other => {
@@ -240,4 +244,58 @@ async fn pump(shared: &Shared, client: Ws, server: Ws) -> (Option<Hit>, u64) {
         }
     }
     (None, scanner.scanned())
+}
+
+/// Overwrite every host secret in a server message; audit each rule the
+/// first time it is seen on this connection.
+fn redact_message(shared: &Shared, msg: Message, rec: &Record, seen: &mut Vec<String>) -> Message {
+    let r = &shared.redactor;
+    if r.is_empty() {
+        return msg;
+    }
+    let (msg, hits) = match msg {
+        Message::Text(t) => {
+            let mut b = t.as_bytes().to_vec();
+            let hits = r.redact_all(&mut b);
+            // Only whole characters were overwritten, by ASCII.
+            let text = String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (Message::Text(text.into()), hits)
+        }
+        Message::Binary(d) => {
+            let mut b = d.to_vec();
+            let hits = r.redact_all(&mut b);
+            (Message::Binary(b.into()), hits)
+        }
+        Message::Close(Some(f)) => {
+            let mut b = f.reason.as_bytes().to_vec();
+            let hits = r.redact_all(&mut b);
+            let reason = String::from_utf8_lossy(&b).into_owned();
+            let frame = CloseFrame {
+                code: f.code,
+                reason: reason.into(),
+            };
+            (Message::Close(Some(frame)), hits)
+        }
+        other => (other, Vec::new()),
+    };
+    for rule in hits {
+        if seen.contains(&rule) {
+            continue;
+        }
+        tracing::info!(host = %rec.host, %rule, "proxy: redacted from a websocket message");
+        let line = Record {
+            time: audit::now(),
+            method: "WEBSOCKET".into(),
+            verdict: "redact",
+            rule: Some(rule.clone()),
+            redacted: vec![format!("{rule} in websocket message")],
+            ..rec.clone()
+        };
+        if let Err(e) = shared.audit.write(&line) {
+            tracing::error!("proxy: {e}");
+        }
+        seen.push(rule);
+    }
+    msg
 }

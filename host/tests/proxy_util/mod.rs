@@ -195,8 +195,18 @@ async fn echo(
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let version = format!("{:?}", req.version());
-    let body = req.into_body().collect().await?.to_bytes();
+    let mut body = req.into_body().collect().await?.to_bytes();
+    // Like many real APIs' debug endpoints: the request's headers back in
+    // the body.
+    if path.ends_with("/reflect") {
+        body = Bytes::from(format!(
+            "{{\"headers\": {{\"x-api-key\": \"{api_key}\"}}}}\n"
+        ));
+    }
+    let injected = if api_key == API_KEY { "yes" } else { "no" };
     Ok(Response::builder()
+        .header("x-api-key-injected", injected)
+        // Reflected as it arrived: the proxy must redact it.
         .header("x-seen-api-key", api_key)
         .header("x-seen-host", host)
         .header("x-seen-method", method)
@@ -239,7 +249,11 @@ fn websocket_echo(req: &mut Request<hyper::body::Incoming>) -> Option<Response<F
         while let Some(Ok(m)) = ws.next().await {
             let reply = match m {
                 Message::Text(t) if first => {
-                    Message::text(format!("key={api_key};ext={extensions};{}", t.as_str()))
+                    let injected = if api_key == API_KEY { "yes" } else { "no" };
+                    Message::text(format!(
+                        "key={api_key};injected={injected};ext={extensions};{}",
+                        t.as_str()
+                    ))
                 }
                 Message::Text(_) | Message::Binary(_) => m,
                 Message::Close(_) => break,

@@ -200,28 +200,79 @@ impl FragmentMatcher {
             })
     }
 
-    /// The first verified piece among one automaton's blocks: where its
-    /// block starts in `hay`, and which [`Encoded`] it is from.
-    fn find_in_group(&self, ac: &AhoCorasick, base: usize, hay: &[u8]) -> Option<(usize, usize)> {
-        let mut from = 0;
+    /// The first piece found in `hay[from..]` (by where its block starts),
+    /// with the whole run of `hay` that equals the encoded secret around
+    /// it: the bytes a redaction must cover.
+    pub fn find_span(
+        &self,
+        hay: &[u8],
+        from: usize,
+    ) -> Option<(std::ops::Range<usize>, Piece<'_>)> {
+        let (at, spot, len) = self
+            .groups
+            .iter()
+            .filter_map(|(ac, base)| self.find_spot(ac, *base, hay, from))
+            .min_by_key(|(at, _, _)| *at)?;
+        let text = &self.encoded[spot.encoded].text;
+        let left = hay[..at]
+            .iter()
+            .rev()
+            .zip(text[..spot.at].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let right = hay[at + len..]
+            .iter()
+            .zip(text[spot.at + len..].iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let e = &self.encoded[spot.encoded];
+        Some((
+            at - left..at + len + right,
+            Piece {
+                secret: &e.secret,
+                encoding: e.encoding,
+            },
+        ))
+    }
+
+    /// Longest encoded secret part, bytes: no piece is longer.
+    pub fn longest(&self) -> usize {
+        self.encoded.iter().map(|e| e.text.len()).max().unwrap_or(0)
+    }
+
+    /// As [`Self::find_in_group`] from `from`, with the spot and block length.
+    fn find_spot(
+        &self,
+        ac: &AhoCorasick,
+        base: usize,
+        hay: &[u8],
+        mut from: usize,
+    ) -> Option<(usize, Spot, usize)> {
         while from < hay.len() {
             let at = ac.find(Input::new(hay).range(from..))?.start();
-            // Every block of this automaton starting here, not only the one
-            // reported: one block may be a prefix of another.
             let ids = base..(base + BLOCKS_PER_GROUP).min(self.blocks.len());
             for id in ids.filter(|&id| hay[at..].starts_with(&self.blocks[id])) {
                 let len = self.blocks[id].len();
                 for spot in &self.spots[id] {
                     if self.run_len(spot, len, hay, at) >= self.encoded[spot.encoded].window {
-                        return Some((at, spot.encoded));
+                        return Some((at, *spot, len));
                     }
                 }
             }
-            // Not a piece: look again from the next byte, so an overlapping
-            // block that is one is not skipped.
             from = at + 1;
         }
         None
+    }
+
+    /// The first verified piece among one automaton's blocks: where its
+    /// block starts in `hay`, and which [`Encoded`] it is from.
+    fn find_in_group(&self, ac: &AhoCorasick, base: usize, hay: &[u8]) -> Option<(usize, usize)> {
+        // Every block starting at a hit is tried, not only the one
+        // reported (one block may be a prefix of another), and a miss
+        // looks again from the next byte, so an overlapping block that is
+        // a piece is not skipped (`find_spot`).
+        self.find_spot(ac, base, hay, 0)
+            .map(|(at, spot, _)| (at, spot.encoded))
     }
 
     /// How many characters around a block found at `hay[start..]` equal
