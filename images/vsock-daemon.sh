@@ -15,13 +15,29 @@ WANT="$VERSION+bottle-rst.1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PATCH="$ROOT/images/patches/vhost-device-vsock-$VERSION-rst.patch"
 
-have="$( (command -v vhost-device-vsock >/dev/null && vhost-device-vsock --version) 2>/dev/null || true)"
-if [ -z "$have" ] && [ -x "$HOME/.cargo/bin/vhost-device-vsock" ]; then
-  have="$("$HOME/.cargo/bin/vhost-device-vsock" --version 2>/dev/null || true)"
+# As root it goes to /usr/local/bin, so every user on the machine can run
+# bottles (docs/security.md: bottle-host needs no root); otherwise to
+# ~/.cargo/bin.
+if [ "$(id -u)" -eq 0 ]; then
+  DEST=/usr/local
+else
+  DEST="$HOME/.cargo"
 fi
-case "$have" in
+
+version_of() { [ -x "$1" ] && "$1" --version 2>/dev/null || true; }
+case "$(version_of "$DEST/bin/vhost-device-vsock")" in
   *"$WANT"*) exit 0 ;;
 esac
+# Built by an earlier version of this script into ~/.cargo/bin: reuse it.
+if [ "$DEST" != "$HOME/.cargo" ]; then
+  case "$(version_of "$HOME/.cargo/bin/vhost-device-vsock")" in
+    *"$WANT"*)
+      install -m 0755 "$HOME/.cargo/bin/vhost-device-vsock" "$DEST/bin/vhost-device-vsock"
+      echo "vsock-daemon: installed $WANT in $DEST/bin"
+      exit 0
+      ;;
+  esac
+fi
 
 echo "vsock-daemon: building vhost-device-vsock $WANT (about three minutes)"
 work="$(mktemp -d)"
@@ -33,5 +49,5 @@ tar xzf "$work/vdv.crate" -C "$work"
 patch --quiet -d "$work/vhost-device-vsock-$VERSION" -p1 <"$PATCH"
 # Its own target directory: not the workspace's, whatever CARGO_TARGET_DIR says.
 CARGO_TARGET_DIR="$work/target" cargo install --locked --quiet --force \
-  --path "$work/vhost-device-vsock-$VERSION"
-"$HOME/.cargo/bin/vhost-device-vsock" --version
+  --root "$DEST" --path "$work/vhost-device-vsock-$VERSION"
+"$DEST/bin/vhost-device-vsock" --version

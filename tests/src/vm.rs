@@ -136,8 +136,15 @@ extra_names = ["*.tunnel.bottle.test"]
     /// `bottle-host launch` for `manifest`, started (not waited for).
     pub fn launch(&self, manifest: &Path) -> Launching {
         let mut cmd = Command::new(crate::bins::host());
-        cmd.arg("launch")
-            .arg(manifest)
+        cmd.arg("launch");
+        Launching::spawn(self.launch_args(cmd, manifest))
+    }
+
+    /// `cmd` (a `bottle-host` to run) with the launch arguments and
+    /// environment for `manifest`: the testbed's state directory and CA,
+    /// the token, the image.
+    pub fn launch_args(&self, mut cmd: Command, manifest: &Path) -> Command {
+        cmd.arg(manifest)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .arg("--upstream-ca")
@@ -150,7 +157,7 @@ extra_names = ["*.tunnel.bottle.test"]
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        Launching::spawn(cmd)
+        cmd
     }
 
     /// The proxy's audit log lines.
@@ -176,7 +183,8 @@ pub struct Launching {
 }
 
 impl Launching {
-    fn spawn(mut cmd: Command) -> Launching {
+    /// Start `cmd` (a launch) and follow its output.
+    pub fn spawn(mut cmd: Command) -> Launching {
         let mut child = cmd.spawn().expect("start bottle-host launch");
         let (tx, lines) = mpsc::unbounded_channel();
         let out = child.stdout.take().expect("stdout");
@@ -336,3 +344,61 @@ fails() { ! "$@"; }
 # ms CMD...: run CMD, print its duration in ms on stderr's stead (stdout last line)
 ms() { python3 -c 'import subprocess,sys,time; t=time.monotonic(); r=subprocess.run(sys.argv[1:]); print(int((time.monotonic()-t)*1000)); sys.exit(r.returncode)' "$@"; }
 "#;
+
+/// The demo-like agent: real tools (`getent`, `curl`, Python, `dnsq`)
+/// check what may and may not leave; it exits 42. `PORT` is the testbed's
+/// HTTPS port.
+const DEMO_AGENT_SH: &str = r#"
+site=https://api.bottle.test:PORT
+check only_lo sh -c '[ "$(ls /sys/class/net)" = lo ] && [ "$(ip -o link | wc -l)" = 1 ]'
+check resolv_conf grep -x 'nameserver 127.0.0.1' /etc/resolv.conf
+check getent_allowed getent hosts api.bottle.test
+check curl_https sh -c "curl -sS --max-time 60 -H 'authorization: Bearer placeholder' $site/hello | grep -x 'hello from upstream'"
+check python_https python3 -c "import urllib.request as u; assert u.urlopen('$site/py', timeout=60).read() == b'hello from upstream\n'"
+check denied_nxdomain_fast sh -c 'out=$(dnsq evil.example.com A); echo "$out"; echo "$out" | grep -q "^NXDOMAIN " && [ "$(echo "$out" | awk "{print \$5}")" -lt 1000 ]'
+check getaddrinfo_denied_fast python3 -c '
+import socket, time
+t = time.monotonic()
+try:
+    socket.getaddrinfo("evil.example.com", 443)
+    raise SystemExit("resolved!")
+except socket.gaierror as e:
+    ms = (time.monotonic() - t) * 1000
+    print(e, round(ms))
+    assert ms < 1000, ms
+'
+check txt_refused sh -c 'dnsq api.bottle.test TXT | grep "^REFUSED "'
+check null_refused sh -c 'dnsq api.bottle.test NULL | grep "^REFUSED "'
+check tunnel_hex_blocked sh -c 'dnsq 6a3f9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7.tunnel.bottle.test A | grep "^NXDOMAIN "'
+check tunnel_plain_allowed sh -c 'dnsq www.tunnel.bottle.test A | grep "^NOERROR 1 "'
+check dlp_blocked sh -c "curl -sS --max-time 60 -o /dev/null -w '%{http_code}' '$site/x?k=ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5' | grep -x 403"
+check denied_host_403 sh -c "curl -sS --max-time 60 -o /dev/null https://example.com/ 2>&1 | grep 'response 403'"
+check status bottle-guest status
+exit 42
+"#;
+
+/// [`DEMO_AGENT_SH`] with the check helper, for the testbed on `port`.
+pub fn demo_agent(port: u16) -> String {
+    format!(
+        "{CHECK_SH}{}",
+        DEMO_AGENT_SH.replace("PORT", &port.to_string())
+    )
+}
+
+/// Every `CHECK` line [`demo_agent`] prints.
+pub const DEMO_CHECKS: &[&str] = &[
+    "only_lo",
+    "resolv_conf",
+    "getent_allowed",
+    "curl_https",
+    "python_https",
+    "denied_nxdomain_fast",
+    "getaddrinfo_denied_fast",
+    "txt_refused",
+    "null_refused",
+    "tunnel_hex_blocked",
+    "tunnel_plain_allowed",
+    "dlp_blocked",
+    "denied_host_403",
+    "status",
+];

@@ -6,39 +6,10 @@
 
 use std::time::Duration;
 
-use bottle_e2e::vm::{alive, children_of, vm_unavailable, Testbed, CHECK_SH, TOKEN};
+use bottle_e2e::vm::{alive, children_of, vm_unavailable, Testbed, TOKEN};
 
 /// Boot plus agent, generously: TCG on a loaded 2-core CI machine.
 const LIMIT: Duration = Duration::from_secs(240);
-
-const AGENT: &str = r#"
-site=https://api.bottle.test:PORT
-check only_lo sh -c '[ "$(ls /sys/class/net)" = lo ] && [ "$(ip -o link | wc -l)" = 1 ]'
-check resolv_conf grep -x 'nameserver 127.0.0.1' /etc/resolv.conf
-check getent_allowed getent hosts api.bottle.test
-check curl_https sh -c "curl -sS --max-time 60 -H 'authorization: Bearer placeholder' $site/hello | grep -x 'hello from upstream'"
-check python_https python3 -c "import urllib.request as u; assert u.urlopen('$site/py', timeout=60).read() == b'hello from upstream\n'"
-check denied_nxdomain_fast sh -c 'out=$(dnsq evil.example.com A); echo "$out"; echo "$out" | grep -q "^NXDOMAIN " && [ "$(echo "$out" | awk "{print \$5}")" -lt 1000 ]'
-check getaddrinfo_denied_fast python3 -c '
-import socket, time
-t = time.monotonic()
-try:
-    socket.getaddrinfo("evil.example.com", 443)
-    raise SystemExit("resolved!")
-except socket.gaierror as e:
-    ms = (time.monotonic() - t) * 1000
-    print(e, round(ms))
-    assert ms < 1000, ms
-'
-check txt_refused sh -c 'dnsq api.bottle.test TXT | grep "^REFUSED "'
-check null_refused sh -c 'dnsq api.bottle.test NULL | grep "^REFUSED "'
-check tunnel_hex_blocked sh -c 'dnsq 6a3f9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7.tunnel.bottle.test A | grep "^NXDOMAIN "'
-check tunnel_plain_allowed sh -c 'dnsq www.tunnel.bottle.test A | grep "^NOERROR 1 "'
-check dlp_blocked sh -c "curl -sS --max-time 60 -o /dev/null -w '%{http_code}' '$site/x?k=ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5' | grep -x 403"
-check denied_host_403 sh -c "curl -sS --max-time 60 -o /dev/null https://example.com/ 2>&1 | grep 'response 403'"
-check status bottle-guest status
-exit 42
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_agent_reaches_only_what_is_allowed_and_its_exit_code_returns() {
@@ -48,28 +19,10 @@ async fn vm_agent_reaches_only_what_is_allowed_and_its_exit_code_returns() {
     }
     let _serial = bottle_e2e::serial().await;
     let bed = Testbed::start().await;
-    let script = format!(
-        "{CHECK_SH}{}",
-        AGENT.replace("PORT", &bed.web.addr.port().to_string())
-    );
+    let script = bottle_e2e::vm::demo_agent(bed.web.addr.port());
     let manifest = bed.manifest(&script, "");
     let run = bed.launch(&manifest).finish(LIMIT).await;
-    for check in [
-        "only_lo",
-        "resolv_conf",
-        "getent_allowed",
-        "curl_https",
-        "python_https",
-        "denied_nxdomain_fast",
-        "getaddrinfo_denied_fast",
-        "txt_refused",
-        "null_refused",
-        "tunnel_hex_blocked",
-        "tunnel_plain_allowed",
-        "dlp_blocked",
-        "denied_host_403",
-        "status",
-    ] {
+    for check in bottle_e2e::vm::DEMO_CHECKS {
         run.assert_ok(check);
     }
     assert_eq!(run.code, Some(42), "launch must return the agent's code");

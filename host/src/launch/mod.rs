@@ -87,7 +87,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     let dns_audit = state.join("dns-audit.jsonl");
     let guest_cfg = config::guest_config(&m, &ca.cert_pem);
 
-    let run = rundir::RunDir::create().context("run directory")?;
+    let run = rundir::RunDir::create(&state).context("run directory")?;
     let spec = VmSpec {
         kernel: image.kernel.clone(),
         initramfs: Some(image.initramfs.clone()),

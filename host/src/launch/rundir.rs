@@ -12,14 +12,22 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Create `bot-bottle-<pid>-<nanos>` under `$XDG_RUNTIME_DIR`, else the
-    /// system temporary directory. Unix socket paths must stay short
-    /// (108 bytes), so the name is kept compact.
-    pub fn create() -> std::io::Result<RunDir> {
-        let parent = std::env::var_os("XDG_RUNTIME_DIR")
+    /// Create `bot-bottle-<pid>-<nanos>` under `$XDG_RUNTIME_DIR`, else
+    /// under `<state>/run` (made private): nothing of a bottle is written
+    /// outside the user's own directories. Unix socket paths must stay
+    /// short (108 bytes), so the name is kept compact.
+    pub fn create(state: &Path) -> std::io::Result<RunDir> {
+        let parent = match std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+        {
+            Some(p) => p,
+            None => {
+                let p = state.join("run");
+                crate::hardening::private_dir(&p).map_err(std::io::Error::other)?;
+                p
+            }
+        };
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -64,7 +72,8 @@ mod tests {
 
     #[test]
     fn private_and_removed_on_drop() {
-        let d = RunDir::create().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let d = RunDir::create(state.path()).unwrap();
         let p = d.path().to_path_buf();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);

@@ -86,6 +86,14 @@ pub fn kvm_usable(dev_kvm: &Path, sys_module: &Path) -> Result<(), String> {
         .write(true)
         .open(dev_kvm)
     {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // The one thing an ordinary user may need (TCG needs nothing).
+            return Err(format!(
+                "{}: permission denied; add your user to the `kvm` group \
+                 (`sudo usermod -aG kvm $USER`, then log in again)",
+                dev_kvm.display()
+            ));
+        }
         return Err(format!("{}: {e}", dev_kvm.display()));
     }
     let vendor = ["kvm_intel", "kvm_amd"]
