@@ -352,7 +352,14 @@ async fn curl_as_other(args: Vec<String>) -> Result<String, String> {
     let out = Command::new("setpriv")
         .arg(format!("--reuid={OTHER_UID}"))
         .arg(format!("--regid={OTHER_UID}"))
-        .args(["--clear-groups", "--", "/usr/bin/curl", "-sk", "--max-time", "4"])
+        .args([
+            "--clear-groups",
+            "--",
+            "/usr/bin/curl",
+            "-sk",
+            "--max-time",
+            "4",
+        ])
         .args(["-o", "/dev/null", "-w", "%{http_code}"])
         .args(args)
         .stdin(Stdio::null())
