@@ -2,8 +2,9 @@
 //! against a control-channel test host in this process, over `unix://`.
 //! Needs root and `unshare`; otherwise each test prints `skipped: why`.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bottle_shared::channel::Channel;
@@ -16,6 +17,10 @@ use bottle_shared::transport::{BoxStream, Listener};
 use bottle_shared::{Address, Role};
 use tokio::process::{Child, Command};
 
+/// Every wait in these tests is bounded by one of these: a stuck init fails
+/// its test with a message, it never hangs the test run.
+const STEP: Duration = Duration::from_secs(10);
+
 /// The binary under test; `BOTTLE_GUEST_BIN` may point at another build
 /// (e.g. the static one, to measure it).
 fn bin() -> String {
@@ -25,24 +30,41 @@ fn bin() -> String {
 const CA: &str = "-----BEGIN CERTIFICATE-----\nVGVzdENB\n-----END CERTIFICATE-----\n";
 const MAX: usize = bottle_shared::MAX_FRAME_LEN;
 
+/// `fut`, or a panic naming `what` once `limit` has passed.
+async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
+}
+
+/// Run `cmd` to completion (killed if it takes longer than [`STEP`]).
+async fn output(mut cmd: Command) -> Output {
+    let what = format!("{:?}", cmd.as_std());
+    let out = cmd.kill_on_drop(true).output();
+    within(STEP, &what, out)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
 /// Why these tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
+async fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root".into());
     }
-    let ok = std::process::Command::new("unshare")
-        .args([
-            "--pid",
-            "--net",
-            "--mount",
-            "--uts",
-            "--fork",
-            "--mount-proc",
-            "true",
-        ])
-        .stderr(Stdio::null())
-        .status();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--net",
+        "--mount",
+        "--uts",
+        "--fork",
+        "--mount-proc",
+        "true",
+    ])
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    let ok = within(STEP, "unshare true", cmd.status()).await;
     match ok {
         Ok(s) if s.success() => None,
         Ok(s) => Some(format!("unshare cannot create namespaces ({s})")),
@@ -52,15 +74,51 @@ fn skip_reason() -> Option<String> {
 
 macro_rules! skip_unless_able {
     () => {
-        if let Some(why) = skip_reason() {
+        if let Some(why) = skip_reason().await {
             println!("skipped: {why}");
             return;
         }
     };
 }
 
-/// A temp dir outside /tmp: the init mounts a fresh tmpfs on /tmp in its
-/// mount namespace, which would hide sockets placed there.
+/// True if the init, as PID 1, may mount a fresh filesystem over `dir` (or
+/// over a directory above it) in its mount namespace: `dir` would then be
+/// hidden from it. The list is the init's own, so it stays true if it grows.
+fn hidden_by_init(dir: &Path) -> bool {
+    bottle_guest::init::boot::MOUNTS
+        .iter()
+        .any(|m| dir.starts_with(m.target))
+}
+
+/// The directory the sandboxes go in: the host's sockets, the init's status
+/// socket and the rootfs it writes into must be seen by both this process
+/// and the init. The init's tmpfs on `/tmp` would hide a target directory
+/// under `/tmp` (a checkout there), so the first of these that the init
+/// leaves visible is used, by its real path (a symlink could lead under
+/// `/tmp`): cargo's temp dir, `TMPDIR`, `/var/tmp`.
+fn sandbox_parent() -> PathBuf {
+    let candidates = [
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|c| c.canonicalize().ok())
+        .find(|c| !hidden_by_init(c))
+        .unwrap_or_else(|| {
+            let hidden: Vec<&str> = bottle_guest::init::boot::MOUNTS
+                .iter()
+                .map(|m| m.target)
+                .collect();
+            panic!(
+                "no directory for the test sandboxes outside what the init mounts over \
+                 ({hidden:?}); tried {candidates:?}; set TMPDIR to a directory elsewhere"
+            )
+        })
+}
+
+/// A temp dir the init can see (see [`sandbox_parent`]).
 struct Sandbox {
     dir: tempfile::TempDir,
 }
@@ -69,7 +127,7 @@ impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("p1")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(sandbox_parent())
             .unwrap();
         // A Debian-like rootfs for the CA install and /etc/passwd.
         let root = dir.path().join("root");
@@ -90,7 +148,8 @@ impl Sandbox {
         Listener::bind(&base.for_port(6001).unwrap()).await.unwrap()
     }
     /// Start the init in new namespaces; the test's `/etc` is never touched
-    /// (`--root` points into the sandbox).
+    /// (`--root` points into the sandbox). Dropping the child kills
+    /// `unshare`, and with it (`--kill-child`) the init and its namespace.
     fn start_init(&self) -> Child {
         Command::new("unshare")
             .args([
@@ -99,6 +158,7 @@ impl Sandbox {
                 "--mount",
                 "--uts",
                 "--fork",
+                "--kill-child",
                 "--mount-proc",
                 &bin(),
                 "init",
@@ -144,21 +204,43 @@ fn config(command: &str, restart: RestartPolicy, grace_ms: u64) -> GuestConfig {
     }
 }
 
+/// Accept the guest's connection.
+async fn accept(listener: &Listener) -> BoxStream {
+    within(STEP, "the guest never dialed", listener.accept())
+        .await
+        .unwrap()
+}
+
+/// The next guest message (panics if the channel closes).
+async fn next<M: serde::de::DeserializeOwned>(s: &mut BoxStream) -> M {
+    within(
+        STEP,
+        "no message from the guest",
+        read_message::<_, M>(s, MAX),
+    )
+    .await
+    .unwrap()
+    .expect("the guest closed the control channel")
+}
+
+/// Send one message to the guest.
+async fn send<M: serde::Serialize>(s: &mut BoxStream, msg: &M) {
+    within(STEP, "the guest reads nothing", write_message(s, msg, MAX))
+        .await
+        .unwrap();
+}
+
 /// Accept the guest, check its hello and boot message, push `cfg`.
 async fn handshake(listener: &Listener, cfg: GuestConfig) -> BoxStream {
-    let mut s = tokio::time::timeout(Duration::from_secs(10), listener.accept())
-        .await
-        .expect("the guest never dialed")
-        .unwrap();
-    let hello = accept_hello(&mut s, Role::Host, Channel::Control, "test-host")
+    let mut s = accept(listener).await;
+    let hello = accept_hello(&mut s, Role::Host, Channel::Control, "test-host");
+    let hello = within(STEP, "no hello from the guest", hello)
         .await
         .unwrap();
     assert!(hello.software.starts_with("bottle-guest"), "{hello:?}");
-    let boot: GuestMessage = read_message(&mut s, MAX).await.unwrap().unwrap();
+    let boot: GuestMessage = next(&mut s).await;
     assert!(matches!(boot, GuestMessage::Boot(_)), "{boot:?}");
-    write_message(&mut s, &HostMessage::Config(Box::new(cfg)), MAX)
-        .await
-        .unwrap();
+    send(&mut s, &HostMessage::Config(Box::new(cfg))).await;
     s
 }
 
@@ -187,19 +269,21 @@ fn events(msgs: &[(Instant, GuestMessage)]) -> Vec<GuestMessage> {
 }
 
 async fn exit_status(mut child: Child) -> i32 {
-    let st = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let st = within(STEP, "init did not exit", child.wait())
         .await
-        .expect("init did not exit")
         .unwrap();
     st.code().unwrap_or_else(|| panic!("init killed: {st:?}"))
 }
 
-fn status_json(socket: &Path) -> serde_json::Value {
-    let out = std::process::Command::new(bin())
-        .args(["status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .unwrap();
+/// `bottle-guest status` with `args` against `socket`.
+async fn status(args: &[&str], socket: &Path) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("status").args(args).arg("--socket").arg(socket);
+    output(cmd).await
+}
+
+async fn status_json(socket: &Path) -> serde_json::Value {
+    let out = status(&["--json"], socket).await;
     assert!(
         out.status.success(),
         "status failed: {}",

@@ -91,13 +91,14 @@ fn a_proxy_run_by_an_ordinary_user_is_non_dumpable_and_its_socket_private() {
     assert!(uid_line.contains(&OTHER.to_string()), "{uid_line}");
     let environ = std::fs::metadata(format!("/proc/{pid}/environ")).unwrap();
     assert_eq!(environ.uid(), 0, "environ of a dumpable process");
-    let read = Command::new("setpriv")
-        .arg(format!("--reuid={OTHER}"))
-        .arg(format!("--regid={OTHER}"))
-        .args(["--clear-groups", "--", "cat"])
-        .arg(format!("/proc/{pid}/environ"))
-        .output()
-        .unwrap();
+    let read = output_within(
+        Command::new("setpriv")
+            .arg(format!("--reuid={OTHER}"))
+            .arg(format!("--regid={OTHER}"))
+            .args(["--clear-groups", "--", "cat"])
+            .arg(format!("/proc/{pid}/environ")),
+        Duration::from_secs(30),
+    );
     assert!(!read.status.success(), "the same user read the environment");
     assert!(!String::from_utf8_lossy(&read.stdout).contains(SECRET));
     // The socket and the state are that user's alone.
@@ -109,14 +110,37 @@ fn a_proxy_run_by_an_ordinary_user_is_non_dumpable_and_its_socket_private() {
     assert!(child.0.try_wait().unwrap().is_none());
 }
 
-fn refused(args: &[&str], want: &str) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("BOTTLE_HARDENING_SECRET", SECRET)
-        .env("NO_COLOR", "1")
+/// `cmd`'s output; a panic (and the child killed) if it runs past `limit`,
+/// as a refusal that became an acceptance would: the server would serve.
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on our child, not yet reaped: the thread's
+            // wait can only return after it has exited.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+    }
+}
+
+fn refused(args: &[&str], want: &str) {
+    let out = output_within(
+        Command::new(BIN)
+            .args(args)
+            .env("BOTTLE_HARDENING_SECRET", SECRET)
+            .env("NO_COLOR", "1"),
+        Duration::from_secs(30),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} was accepted: {err}");
     assert!(err.contains(want), "{args:?}: {err}");

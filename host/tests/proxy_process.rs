@@ -106,8 +106,18 @@ fn proxy_args(listen: &str, m: &Path, dir: &Path, audit: &Path) -> Vec<String> {
     .collect()
 }
 
-/// Send one request and read its response: (status, rule header, body).
+/// Send one request and read its response: (status, rule header, body);
+/// a `TimedOut` error if it takes longer than [`LIMIT`].
 async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut BufReader<S>,
+    req: &str,
+) -> std::io::Result<(u16, String, String)> {
+    tokio::time::timeout(LIMIT, request_now(s, req))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))?
+}
+
+async fn request_now<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut BufReader<S>,
     req: &str,
 ) -> std::io::Result<(u16, String, String)> {
@@ -242,11 +252,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Run `sh -c script` in the mount namespace of `pid` (killed after [`LIMIT`]).
 async fn in_ns(pid: u32, script: &str) -> std::process::Output {
-    Command::new("nsenter")
+    let out = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-m", "sh", "-c", script])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(LIMIT, out)
         .await
+        .unwrap_or_else(|_| panic!("{script:?} still running after {LIMIT:?}"))
         .unwrap()
 }
 

@@ -26,16 +26,22 @@ impl std::fmt::Debug for DnsChannel {
 }
 
 impl DnsChannel {
-    /// Dial `addr` (e.g. `unix:///DIR/host.sock_6002`) and say hello.
+    /// Dial `addr` (e.g. `unix:///DIR/host.sock_6002`) and say hello; a
+    /// `TimedOut` error if that takes longer than 10 s.
     pub async fn dial(addr: &str) -> std::io::Result<DnsChannel> {
         let addr: Address = addr
             .parse()
             .map_err(|e| std::io::Error::other(format!("{addr}: {e}")))?;
-        let mut stream = connect(&addr).await?;
-        dial_hello(&mut stream, Role::Guest, Channel::Dns, "bottle-e2e")
+        let hello = async {
+            let mut stream = connect(&addr).await?;
+            dial_hello(&mut stream, Role::Guest, Channel::Dns, "bottle-e2e")
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(DnsChannel { stream, next: 1 })
+        };
+        tokio::time::timeout(Duration::from_secs(10), hello)
             .await
-            .map_err(std::io::Error::other)?;
-        Ok(DnsChannel { stream, next: 1 })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))?
     }
 
     /// Ask `name` A; the answer's response code (`NoError`, `ServFail`…)

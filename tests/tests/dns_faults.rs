@@ -122,12 +122,15 @@ async fn sigterm_keeps_every_decision_and_leaves_nothing_behind() {
     println!("sigterm: {answered} answers, {} audit lines", lines.len());
 }
 
-/// Run `sh -c script` in the mount namespace of `pid`.
+/// Run `sh -c script` in the mount namespace of `pid` (killed after 30 s).
 async fn in_ns(pid: u32, script: &str) -> std::process::Output {
-    Command::new("nsenter")
+    let out = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-m", "sh", "-c", script])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), out)
         .await
+        .unwrap_or_else(|_| panic!("{script:?} still running after 30 s"))
         .unwrap()
 }
 

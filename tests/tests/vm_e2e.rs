@@ -222,8 +222,12 @@ async fn launch_refuses_bad_input_before_starting_anything() {
         let mut cmd = tokio::process::Command::new(bottle_e2e::bins::host());
         cmd.arg("launch")
             .arg(&manifest)
-            .env_remove("BOTTLE_VMTEST_TOKEN");
-        cmd.output().await.unwrap()
+            .env_remove("BOTTLE_VMTEST_TOKEN")
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .expect("a launch without its secret still running after 20 s")
+            .unwrap()
     };
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{err}");

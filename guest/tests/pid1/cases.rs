@@ -24,7 +24,7 @@ async fn agent_runs_orphans_are_reaped_and_the_code_reaches_the_host() {
         1000,
     );
     let mut s = handshake(&listener, cfg).await;
-    let first: GuestMessage = read_message(&mut s, MAX).await.unwrap().unwrap();
+    let first: GuestMessage = next(&mut s).await;
     let GuestMessage::Process(ProcessEvent::Started { pid, attempt: 0 }) = first else {
         panic!("expected Started, got {first:?}");
     };
@@ -37,7 +37,7 @@ async fn agent_runs_orphans_are_reaped_and_the_code_reaches_the_host() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let zombies = zombies_of(init);
     assert!(zombies.is_empty(), "zombies under the init: {zombies:?}");
-    let st = status_json(&sb.path("status.sock"));
+    let st = status_json(&sb.path("status.sock")).await;
     println!("status: {st}");
     assert_eq!(st["processes"][0]["state"], "running");
     assert_eq!(st["processes"][0]["pid"], pid);
@@ -52,11 +52,7 @@ async fn agent_runs_orphans_are_reaped_and_the_code_reaches_the_host() {
     let ms = st["agent_started_ms"].as_u64().unwrap();
     println!("init start to agent exec: {ms} ms");
     println!("init VmRSS while supervising: {} kB", vm_rss_kb(init));
-    let text = std::process::Command::new(bin())
-        .args(["status", "--socket"])
-        .arg(sb.path("status.sock"))
-        .output()
-        .unwrap();
+    let text = status(&[], &sb.path("status.sock")).await;
     assert!(String::from_utf8_lossy(&text.stdout).contains("2 reaped"));
 
     let msgs = events(&until_exit(&mut s, Duration::from_secs(10)).await);
@@ -150,7 +146,7 @@ async fn sigterm_to_pid1_stops_a_stubborn_agent_within_the_grace_period() {
     };
     let agent = "trap '' TERM; while :; do sleep 0.05; done";
     let mut s = handshake(&listener, config(agent, policy, 600)).await;
-    let first: GuestMessage = read_message(&mut s, MAX).await.unwrap().unwrap();
+    let first: GuestMessage = next(&mut s).await;
     assert!(
         matches!(first, GuestMessage::Process(ProcessEvent::Started { .. })),
         "{first:?}"
@@ -190,15 +186,13 @@ async fn host_shutdown_stops_a_cooperative_agent_at_once() {
     let listener = sb.listen().await;
     let child = sb.start_init();
     let mut s = handshake(&listener, config("sleep 30", no_restart(), 5000)).await;
-    let first: GuestMessage = read_message(&mut s, MAX).await.unwrap().unwrap();
+    let first: GuestMessage = next(&mut s).await;
     assert!(
         matches!(first, GuestMessage::Process(ProcessEvent::Started { .. })),
         "{first:?}"
     );
     let t = Instant::now();
-    write_message(&mut s, &HostMessage::Shutdown { grace_ms: 5000 }, MAX)
-        .await
-        .unwrap();
+    send(&mut s, &HostMessage::Shutdown { grace_ms: 5000 }).await;
     let msgs = events(&until_exit(&mut s, Duration::from_secs(5)).await);
     assert!(
         t.elapsed() < Duration::from_secs(2),
@@ -230,12 +224,12 @@ async fn a_refused_hello_stops_the_init_with_its_own_code() {
     let sb = Sandbox::new();
     let listener = sb.listen().await;
     let child = sb.start_init();
-    let mut s = listener.accept().await.unwrap();
-    let _hello: bottle_shared::Hello = read_message(&mut s, MAX).await.unwrap().unwrap();
+    let mut s = accept(&listener).await;
+    let _hello: bottle_shared::Hello = next(&mut s).await;
     let refuse = HelloReply::Refused {
         reason: "test host says no".into(),
     };
-    write_message(&mut s, &refuse, MAX).await.unwrap();
+    send(&mut s, &refuse).await;
     assert_eq!(exit_status(child).await, 201, "HELLO_REFUSED");
 }
 
@@ -330,7 +324,10 @@ async fn outside_pid1_the_init_is_a_subreaper_and_exits_with_the_code() {
         "zombies: {:?}",
         zombies_of(init)
     );
-    assert_eq!(status_json(&sb.path("status.sock"))["orphans_reaped"], 1);
+    assert_eq!(
+        status_json(&sb.path("status.sock")).await["orphans_reaped"],
+        1
+    );
     let msgs = events(&until_exit(&mut s, Duration::from_secs(10)).await);
     assert_eq!(msgs.last(), Some(&GuestMessage::Exit { code: 5 }));
     assert_eq!(exit_status(child).await, 5);
