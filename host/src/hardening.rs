@@ -184,11 +184,46 @@ fn tighten(f: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// From here on this process holds secrets: no core dump, and no other
+/// From here on this process holds `secrets`: no core dump, and no other
 /// process of the same user may `ptrace` it or read its `/proc/PID/mem`,
 /// `environ` or file descriptors (`PR_SET_DUMPABLE` 0). Children get the
-/// default back when they `exec`.
-pub fn hold_secrets() {
+/// default back when they `exec`. A panic message is printed with every
+/// secret value replaced by `<redacted>` ([`redact_panic`]).
+pub fn hold_secrets(secrets: &[crate::manifest::Secret]) {
+    let values: Vec<String> = secrets.iter().map(|s| s.value.clone()).collect();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if values.is_empty() {
+            return default(info);
+        }
+        eprintln!("{}", redact_panic(info, &values));
+    }));
+    mark_non_dumpable();
+}
+
+/// The panic report (`thread panicked at FILE:LINE: MESSAGE`) with every
+/// value in `secrets` replaced.
+pub fn redact_panic(info: &std::panic::PanicHookInfo<'_>, secrets: &[String]) -> String {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".into());
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let mut text = format!("thread '{name}' panicked{at}:\n{payload}");
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(s.as_str(), "<redacted>");
+    }
+    text
+}
+
+fn mark_non_dumpable() {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes integer arguments only and
     // changes no memory of this process.
     let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };

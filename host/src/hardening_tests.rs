@@ -111,7 +111,7 @@ fn a_child_marked_non_dumpable_says_so() {
     assert!(pid >= 0);
     if pid == 0 {
         let before = is_dumpable();
-        hold_secrets();
+        mark_non_dumpable();
         let code = if before && !is_dumpable() { 0 } else { 1 };
         // SAFETY: _exit ends the forked child without running the
         // parent's destructors or atexit handlers.
@@ -122,4 +122,23 @@ fn a_child_marked_non_dumpable_says_so() {
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(r, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+}
+
+#[test]
+fn a_panic_report_never_holds_a_secret_value() {
+    let secret = "panic-secret-Qx7Lm2Vn9".to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let g = std::sync::Arc::clone(&got);
+    let s = vec![secret.clone()];
+    let old = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        *g.lock().unwrap() = redact_panic(info, &s);
+    }));
+    let r = std::panic::catch_unwind(|| panic!("bad value {secret} in a header"));
+    std::panic::set_hook(old);
+    assert!(r.is_err());
+    let text = got.lock().unwrap().clone();
+    assert!(text.contains("bad value <redacted> in a header"), "{text}");
+    assert!(text.contains("hardening_tests.rs"), "{text}");
+    assert!(!text.contains("panic-secret"), "{text}");
 }

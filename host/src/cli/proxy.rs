@@ -37,7 +37,7 @@ pub fn run(args: ProxyArgs<'_>) -> Result<i32> {
     super::check_listen(&listen, args.allow_non_loopback)?;
     let m = manifest::load(args.manifest)?;
     let secrets = m.load_secrets()?;
-    crate::hardening::hold_secrets();
+    crate::hardening::hold_secrets(&secrets);
     let dir = state_dir(args.state_dir)?;
     let ca = Ca::load_or_create(&dir)?;
     let audit_log = args

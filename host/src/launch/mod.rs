@@ -65,7 +65,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     let m = manifest::load(&args.manifest)?;
     let secrets = m.load_secrets()?;
     // From here on no core dump, ptrace or /proc read of this process.
-    crate::hardening::hold_secrets();
+    crate::hardening::hold_secrets(&secrets);
     let state = crate::cli::state_dir(args.state_dir.as_deref())?;
     let image = vmm::image::find(
         m.vm.kernel.as_deref(),
