@@ -183,11 +183,16 @@ pub async fn run(mode: Mode) -> Run {
     l.wait_for("PROBES start", LIMIT).await;
     let mut host_side = std::collections::BTreeMap::new();
     if mode == Mode::Main {
-        match crate::hostside::run_dir_from(&l.seen) {
+        match crate::vm::banner(&l.seen, "run dir").map(std::path::PathBuf::from) {
             Some(run_dir) => {
                 let target = crate::hostside::Target {
                     pid: l.pid(),
                     state_dir: bed.dir.path().join("state"),
+                    audit_logs: ["audit log", "dns audit"]
+                        .iter()
+                        .filter_map(|label| crate::vm::banner(&l.seen, label))
+                        .map(std::path::PathBuf::from)
+                        .collect(),
                     run_dir,
                     secrets: vec![TOKEN.to_string(), HOST_SECRET.to_string()],
                     web_port: bed.web.addr.port(),

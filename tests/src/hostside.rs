@@ -25,20 +25,14 @@ pub struct Target {
     pub pid: u32,
     /// Its state directory.
     pub state_dir: PathBuf,
+    /// Its proxy and DNS audit logs.
+    pub audit_logs: Vec<PathBuf>,
     /// Its run directory.
     pub run_dir: PathBuf,
     /// Values that must appear in no child's environment or command line.
     pub secrets: Vec<String>,
     /// The testbed's HTTPS port (the `curl -x` abuse targets it).
     pub web_port: u16,
-}
-
-/// The run directory `launch` printed in its banner.
-pub fn run_dir_from(lines: &[String]) -> Option<PathBuf> {
-    lines.iter().find_map(|l| {
-        l.split_once("bottle: run dir")
-            .map(|(_, rest)| PathBuf::from(rest.trim()))
-    })
 }
 
 /// Run every check against a running bottle.
@@ -254,13 +248,18 @@ fn mode(p: &Path) -> Option<u32> {
 /// [`OTHER_UID`] (the state directory's parent is made searchable by the
 /// test, so only the bottle's own modes stand in the way).
 async fn state(t: &Target) -> Verdict {
+    if t.audit_logs.len() != 2 {
+        return Err(format!("audit logs not in the banner: {:?}", t.audit_logs));
+    }
     let mut paths: Vec<PathBuf> = vec![
         t.state_dir.clone(),
-        t.state_dir.join("audit.jsonl"),
-        t.state_dir.join("dns-audit.jsonl"),
         t.state_dir.join("ca.key"),
         t.run_dir.clone(),
     ];
+    paths.extend(t.audit_logs.iter().cloned());
+    if let Some(dir) = t.audit_logs.first().and_then(|p| p.parent()) {
+        paths.push(dir.to_path_buf());
+    }
     if let Ok(entries) = std::fs::read_dir(&t.run_dir) {
         paths.extend(
             entries

@@ -54,6 +54,9 @@ pub struct Https {
     /// Its CA certificate (PEM): trust this to reach it.
     pub ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// `/gate…` answers 503 until [`Https::open_gate`], then 200: agents
+    /// in VMs poll it to wait for the test.
+    gate: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -71,6 +74,8 @@ impl Https {
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = seen.clone();
+        let gate: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let open = gate.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = listener.accept().await else {
@@ -78,12 +83,14 @@ impl Https {
                 };
                 let _ = s.set_nodelay(true);
                 let (acceptor, log, expect) = (acceptor.clone(), log.clone(), expect.clone());
+                let open = open.clone();
                 tokio::spawn(async move {
                     let Ok(s) = acceptor.accept(s).await else {
                         return;
                     };
                     let svc = hyper::service::service_fn(move |req| {
-                        echo(req, log.clone(), expect.clone())
+                        let open = open.load(std::sync::atomic::Ordering::SeqCst);
+                        echo(req, log.clone(), expect.clone(), open)
                     });
                     let _ = Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(s), svc)
@@ -95,8 +102,14 @@ impl Https {
             addr,
             ca_pem,
             seen,
+            gate,
             task,
         })
+    }
+
+    /// From now on `/gate…` answers 200.
+    pub fn open_gate(&self) {
+        self.gate.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request so far.
@@ -141,6 +154,7 @@ async fn echo(
     req: Request<hyper::body::Incoming>,
     log: Arc<Mutex<Vec<Seen>>>,
     expect: Arc<Option<String>>,
+    gate_open: bool,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let headers: Vec<(String, String)> = req
         .headers()
@@ -173,7 +187,9 @@ async fn echo(
     if let Ok(mut l) = log.lock() {
         l.push(seen);
     }
+    let closed = path.starts_with("/gate") && !gate_open;
     let mut resp = Response::builder()
+        .status(if closed { 503 } else { 200 })
         .header("x-auth", auth)
         .header("x-seen-path", path);
     let body = match reflected {

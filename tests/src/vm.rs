@@ -160,15 +160,41 @@ extra_names = ["*.tunnel.bottle.test"]
         cmd
     }
 
-    /// The proxy's audit log lines.
+    /// The proxy's audit log lines, of every bottle launched from here.
     pub fn proxy_audit(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("state/audit.jsonl")).unwrap_or_default()
+        self.logs("audit.jsonl")
     }
 
-    /// The DNS filter's audit log lines.
+    /// The DNS filter's audit log lines, of every bottle launched from here.
     pub fn dns_audit(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("state/dns-audit.jsonl")).unwrap_or_default()
+        self.logs("dns-audit.jsonl")
     }
+
+    /// `name` of every bottle (`state/bottles/<id>/name`), concatenated.
+    fn logs(&self, name: &str) -> String {
+        bottle_dirs(&self.dir.path().join("state"))
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join(name)).ok())
+            .collect()
+    }
+}
+
+/// The per-bottle log directories under a state directory
+/// (`<state>/bottles/<id>`), oldest first.
+pub fn bottle_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("bottles"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// The value after `label` in a launch's banner (`bottle: run dir  PATH`).
+pub fn banner(lines: &[String], label: &str) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let rest = l.split_once(&format!("bottle: {label}"))?.1.trim();
+        Some(rest.split(" (").next().unwrap_or(rest).to_string())
+    })
 }
 
 /// A launch in progress: its output arrives line by line.

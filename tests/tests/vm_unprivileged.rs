@@ -136,8 +136,12 @@ async fn vm_as_an_ordinary_user_writes_only_its_own_directories() {
     let state = home.path().join(".local/state/bot-bottle");
     let mode = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.mode() & 0o777));
     assert_eq!(mode(&state).unwrap(), (uid, 0o700), "state dir");
-    for f in ["ca.key", "audit.jsonl", "dns-audit.jsonl"] {
-        assert_eq!(mode(&state.join(f)).unwrap(), (uid, 0o600), "{f}");
+    assert_eq!(mode(&state.join("ca.key")).unwrap(), (uid, 0o600));
+    let logs = bottle_e2e::vm::bottle_dirs(&state);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(mode(&logs[0]).unwrap(), (uid, 0o700));
+    for f in ["audit.jsonl", "dns-audit.jsonl"] {
+        assert_eq!(mode(&logs[0].join(f)).unwrap(), (uid, 0o600), "{f}");
     }
     assert!(
         run.output

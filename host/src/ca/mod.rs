@@ -95,6 +95,8 @@ impl std::fmt::Debug for Ca {
 
 impl Ca {
     /// Load the CA from `dir`, making it (and `dir`) first if absent.
+    /// Bottles started at once share one CA: the check and the creation
+    /// happen under an exclusive lock on `dir/.ca.lock`.
     pub fn load_or_create(dir: &Path) -> Result<Ca, CaError> {
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
@@ -102,6 +104,9 @@ impl Ca {
             let path = path.to_path_buf();
             move |source| CaError::Io { path, source }
         };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join(".ca.lock");
+        let _lock = lock_exclusive(&lock_path).map_err(io(&lock_path))?;
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => {
                 let mode = std::fs::metadata(&key_path)
@@ -196,6 +201,31 @@ fn generate() -> Result<(String, String), rcgen::Error> {
 }
 
 /// Create `path` exclusively with `mode`, write `text`, and sync.
+/// An exclusive `flock` on `path` (created `0600`), held until the file
+/// is dropped.
+fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    loop {
+        // SAFETY: flock(2) on a file descriptor this function owns; it
+        // touches no memory.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -209,6 +239,20 @@ fn write_file(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bottles_starting_at_once_share_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cas: Vec<Ca> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Ca::load_or_create(&state)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        });
+        assert_eq!(cas.iter().filter(|c| c.created).count(), 1);
+        assert!(cas.iter().all(|c| c.cert_pem == cas[0].cert_pem));
+    }
 
     #[test]
     fn made_once_then_loaded_with_a_private_key_file() {

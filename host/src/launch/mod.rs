@@ -79,12 +79,17 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     }
     let vmm = pick_backend(&m)?;
     let ca = Ca::load_or_create(&state)?;
+    // Each bottle its own logs: bottles running side by side never share
+    // an audit file.
+    let id = bottle_id();
+    let logs = state.join("bottles").join(&id);
+    crate::hardening::private_dir(&logs)?;
     let proxy_audit = m
         .egress
         .audit_log
         .clone()
-        .unwrap_or_else(|| state.join("audit.jsonl"));
-    let dns_audit = state.join("dns-audit.jsonl");
+        .unwrap_or_else(|| logs.join("audit.jsonl"));
+    let dns_audit = logs.join("dns-audit.jsonl");
     let guest_cfg = config::guest_config(&m, &ca.cert_pem);
 
     let run = rundir::RunDir::create(&state).context("run directory")?;
@@ -105,6 +110,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         ..Default::default()
     };
 
+    eprintln!("bottle: id          {id}");
     eprintln!("bottle: backend     {} ({})", vmm.name(), vmm.accelerator());
     eprintln!(
         "bottle: image       {} + {}",
@@ -152,6 +158,22 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(run);
     code
+}
+
+/// A bottle's id: `YYYYMMDD-HHMMSS-PID` (UTC), unique on this host while
+/// it runs, sortable by start time; it names `<state>/bottles/<id>/`.
+fn bottle_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}-{}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        std::process::id()
+    )
 }
 
 /// The backend the manifest asks for; `auto` is libkrun when present,
