@@ -55,8 +55,9 @@ pub struct Https {
     pub ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// `/gate…` answers 503 until [`Https::open_gate`], then 200: agents
-    /// in VMs poll it to wait for the test.
-    gate: Arc<std::sync::atomic::AtomicBool>,
+    /// in VMs poll it to wait for the test. `/gateN…` (a digit) waits for
+    /// [`Https::open_gate_level`] `N`.
+    gate: Arc<std::sync::atomic::AtomicU32>,
     task: JoinHandle<()>,
 }
 
@@ -74,7 +75,7 @@ impl Https {
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let log = seen.clone();
-        let gate: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let gate: Arc<std::sync::atomic::AtomicU32> = Arc::default();
         let open = gate.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -89,8 +90,8 @@ impl Https {
                         return;
                     };
                     let svc = hyper::service::service_fn(move |req| {
-                        let open = open.load(std::sync::atomic::Ordering::SeqCst);
-                        echo(req, log.clone(), expect.clone(), open)
+                        let level = open.load(std::sync::atomic::Ordering::SeqCst);
+                        echo(req, log.clone(), expect.clone(), level)
                     });
                     let _ = Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(s), svc)
@@ -107,9 +108,15 @@ impl Https {
         })
     }
 
-    /// From now on `/gate…` answers 200.
+    /// From now on `/gate…` (and `/gate1…`) answers 200.
     pub fn open_gate(&self) {
-        self.gate.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.open_gate_level(1);
+    }
+
+    /// From now on `/gateN…` answers 200 for every `N <= level`.
+    pub fn open_gate_level(&self, level: u32) {
+        self.gate
+            .fetch_max(level, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request so far.
@@ -154,7 +161,7 @@ async fn echo(
     req: Request<hyper::body::Incoming>,
     log: Arc<Mutex<Vec<Seen>>>,
     expect: Arc<Option<String>>,
-    gate_open: bool,
+    gate_level: u32,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let headers: Vec<(String, String)> = req
         .headers()
@@ -187,7 +194,14 @@ async fn echo(
     if let Ok(mut l) = log.lock() {
         l.push(seen);
     }
-    let closed = path.starts_with("/gate") && !gate_open;
+    let closed = path.strip_prefix("/gate").is_some_and(|rest| {
+        let want = rest
+            .chars()
+            .next()
+            .and_then(|c| c.to_digit(10))
+            .unwrap_or(1);
+        want > gate_level
+    });
     let mut resp = Response::builder()
         .status(if closed { 503 } else { 200 })
         .header("x-auth", auth)

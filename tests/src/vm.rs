@@ -256,6 +256,13 @@ impl Launching {
         }
     }
 
+    /// Take the lines that have arrived, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     /// Wait for the launch to exit (up to `limit`) and collect the rest.
     pub async fn finish(mut self, limit: Duration) -> Launch {
         let status = match tokio::time::timeout(limit, self.child.wait()).await {

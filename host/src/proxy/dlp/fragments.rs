@@ -213,18 +213,7 @@ impl FragmentMatcher {
             .iter()
             .filter_map(|(ac, base)| self.find_spot(ac, *base, hay, from))
             .min_by_key(|(at, _, _)| *at)?;
-        let text = &self.encoded[spot.encoded].text;
-        let left = hay[..at]
-            .iter()
-            .rev()
-            .zip(text[..spot.at].iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
-        let right = hay[at + len..]
-            .iter()
-            .zip(text[spot.at + len..].iter())
-            .take_while(|(a, b)| a == b)
-            .count();
+        let (left, right) = self.run_around(&spot, len, hay, at);
         let e = &self.encoded[spot.encoded];
         Some((
             at - left..at + len + right,
@@ -278,6 +267,13 @@ impl FragmentMatcher {
     /// How many characters around a block found at `hay[start..]` equal
     /// the encoded secret around the block's spot (the block included).
     fn run_len(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> usize {
+        let (left, right) = self.run_around(spot, len, hay, start);
+        left + len + right
+    }
+
+    /// How many characters before and after a block found at
+    /// `hay[start..]` equal the encoded secret around the block's spot.
+    fn run_around(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> (usize, usize) {
         let text = &self.encoded[spot.encoded].text;
         let left = hay[..start]
             .iter()
@@ -290,7 +286,7 @@ impl FragmentMatcher {
             .zip(text[spot.at + len..].iter())
             .take_while(|(a, b)| a == b)
             .count();
-        left + len + right
+        (left, right)
     }
 }
 

@@ -1,7 +1,8 @@
-//! The real `bottle-guest` writes plain log lines to a pipe; colour codes
-//! only on a terminal, and not there either with `NO_COLOR`
-//! (`logging::colour`; never as PID 1, which `pid1.rs` runs). The terminal
-//! is a pseudo-terminal made here.
+//! The real `bottle-host` and `bottle-guest` write plain log lines to a
+//! pipe; colour codes only on a terminal, and not there either with
+//! `NO_COLOR` (each binary's `logging::colour`; the guest never colours as
+//! PID 1, which `guest/tests/pid1.rs` runs). The terminal is a
+//! pseudo-terminal made here.
 
 use std::fs::File;
 use std::io::Read;
@@ -69,7 +70,7 @@ fn stderr_of(mut cmd: Command, to: Stderr, no_color: Option<&str>, until: &str) 
             Some(File::from(controller))
         }
     };
-    let mut child = cmd.spawn().expect("bottle-guest starts");
+    let mut child = cmd.spawn().expect("the binary starts");
     // Our copy of the terminal side goes with `cmd`: reads end with the child.
     drop(cmd);
     let mut from: Box<dyn Read + Send> = match controller {
@@ -107,10 +108,21 @@ fn stderr_of(mut cmd: Command, to: Stderr, no_color: Option<&str>, until: &str) 
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// `bottle-host ca --export`: one quick info line.
+fn ca_export(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(bottle_e2e::bins::host());
+    cmd.arg("ca")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--export")
+        .arg(dir.path().join("ca.pem"));
+    cmd
+}
+
 /// `bottle-guest dns-stub` on a free port: an info line once it listens
 /// (its missing host shows only in debug lines).
 fn dns_stub(dir: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle-guest"));
+    let mut cmd = Command::new(bottle_e2e::bins::guest());
     cmd.arg("dns-stub")
         .arg("--host")
         .arg(format!("unix://{}", dir.path().join("none.sock").display()))
@@ -121,7 +133,6 @@ fn dns_stub(dir: &tempfile::TempDir) -> Command {
 #[test]
 fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
     let dir = tempfile::tempdir().unwrap();
-    let line = "listening on";
     let cases = [
         (Stderr::Pipe, None, false),
         (Stderr::Pipe, Some(""), false),
@@ -129,13 +140,20 @@ fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
         (Stderr::Terminal, None, true),
         (Stderr::Terminal, Some(""), true),
     ];
-    for (to, no_color, coloured) in cases {
-        let text = stderr_of(dns_stub(&dir), to, no_color, line);
-        assert!(text.contains(line), "{text:?}");
-        assert_eq!(
-            text.contains(ESC),
-            coloured,
-            "stderr on {to:?}, NO_COLOR={no_color:?}: {text:?}"
-        );
+    type Make = fn(&tempfile::TempDir) -> Command;
+    let binaries: [(&str, Make, &str); 2] = [
+        ("bottle-host", ca_export, "certificate written"),
+        ("bottle-guest", dns_stub, "listening on"),
+    ];
+    for (bin, make, line) in binaries {
+        for (to, no_color, coloured) in cases {
+            let text = stderr_of(make(&dir), to, no_color, line);
+            assert!(text.contains(line), "{bin}: {text:?}");
+            assert_eq!(
+                text.contains(ESC),
+                coloured,
+                "{bin}: stderr on {to:?}, NO_COLOR={no_color:?}: {text:?}"
+            );
+        }
     }
 }
