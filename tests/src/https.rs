@@ -46,6 +46,9 @@ impl Seen {
     }
 }
 
+/// How long a `/gate` request is held before it answers 503.
+pub const GATE_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A running HTTPS server; stops when dropped.
 #[derive(Debug)]
 pub struct Https {
@@ -54,9 +57,10 @@ pub struct Https {
     /// Its CA certificate (PEM): trust this to reach it.
     pub ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    /// `/gate…` answers 503 until [`Https::open_gate`], then 200: agents
-    /// in VMs poll it to wait for the test. `/gateN…` (a digit) waits for
-    /// [`Https::open_gate_level`] `N`.
+    /// `/gate…` is held (long poll, up to [`GATE_HOLD`]) until
+    /// [`Https::open_gate`], then answers 200 (503 if it is still shut):
+    /// agents in VMs wait on it for the test without spending CPU.
+    /// `/gateN…` (a digit) waits for [`Https::open_gate_level`] `N`.
     gate: Arc<std::sync::atomic::AtomicU32>,
     task: JoinHandle<()>,
 }
@@ -90,8 +94,7 @@ impl Https {
                         return;
                     };
                     let svc = hyper::service::service_fn(move |req| {
-                        let level = open.load(std::sync::atomic::Ordering::SeqCst);
-                        echo(req, log.clone(), expect.clone(), level)
+                        echo(req, log.clone(), expect.clone(), open.clone())
                     });
                     let _ = Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(s), svc)
@@ -161,7 +164,7 @@ async fn echo(
     req: Request<hyper::body::Incoming>,
     log: Arc<Mutex<Vec<Seen>>>,
     expect: Arc<Option<String>>,
-    gate_level: u32,
+    gate: Arc<std::sync::atomic::AtomicU32>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let headers: Vec<(String, String)> = req
         .headers()
@@ -194,14 +197,20 @@ async fn echo(
     if let Ok(mut l) = log.lock() {
         l.push(seen);
     }
-    let closed = path.strip_prefix("/gate").is_some_and(|rest| {
-        let want = rest
-            .chars()
+    let want = path.strip_prefix("/gate").map(|rest| {
+        rest.chars()
             .next()
             .and_then(|c| c.to_digit(10))
-            .unwrap_or(1);
-        want > gate_level
+            .unwrap_or(1)
     });
+    let shut = |w: u32| w > gate.load(std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = want {
+        let until = tokio::time::Instant::now() + GATE_HOLD;
+        while shut(w) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let closed = want.is_some_and(shut);
     let mut resp = Response::builder()
         .status(if closed { 503 } else { 200 })
         .header("x-auth", auth)

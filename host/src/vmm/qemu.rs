@@ -63,6 +63,9 @@ pub struct Qemu {
     pub bios: Option<PathBuf>,
 }
 
+/// TCG's translation-block cache, MiB (QEMU's default is 1024).
+pub const TCG_TB_MIB: u32 = 32;
+
 /// Where Debian's QEMU keeps qboot.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
@@ -188,7 +191,13 @@ pub fn qemu_args(
     push("-machine");
     push("q35,memory-backend=mem");
     push("-accel");
-    push(accel.as_str());
+    if accel == Accelerator::Tcg {
+        // TCG's translated-code cache defaults to 1 GiB and grows to it:
+        // most of a TCG bottle's host memory (docs/performance.md).
+        push(&format!("tcg,tb-size={TCG_TB_MIB}"));
+    } else {
+        push(accel.as_str());
+    }
     if accel == Accelerator::Kvm {
         push("-cpu");
         push("host");

@@ -17,7 +17,7 @@ fn agent(k: usize, port: u16, rounds: usize) -> String {
     format!(
         r#"{CHECK_SH}
 site=https://api.bottle.test:{port}
-wait_gate() {{ until [ "$(curl -s --max-time 10 -o /dev/null -w '%{{http_code}}' $site/gate$1-{k})" = 200 ]; do sleep 2; done; }}
+wait_gate() {{ until [ "$(curl -s --max-time 200 -o /dev/null -w '%{{http_code}}' $site/gate$1-{k})" = 200 ]; do sleep 2; done; }}
 echo "READY {k}"
 wait_gate 1
 i=0

@@ -76,7 +76,7 @@ fn kernel_initrd_cmdline_and_console() {
 #[test]
 fn accelerator_flags() {
     let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
-    assert_eq!(value_of(&tcg, "-accel"), vec!["tcg"]);
+    assert_eq!(value_of(&tcg, "-accel"), vec!["tcg,tb-size=32"]);
     assert!(value_of(&tcg, "-cpu").is_empty());
     let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm, None).unwrap());
     assert_eq!(value_of(&kvm, "-accel"), vec!["kvm"]);
