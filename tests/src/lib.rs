@@ -17,11 +17,13 @@
 //! - [`vm`]: real-VM launches (QEMU) against a stand-in internet.
 //! - [`escape`]: the escape & exfiltration suite's runner (one boot, every probe).
 //! - [`hostside`]: its host-side checks: what another local user can reach.
+//! - [`container`]: the container image's root filesystem in unprivileged namespaces.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
 pub mod bins;
 pub mod channel;
+pub mod container;
 pub mod dig;
 pub mod escape;
 pub mod hostside;

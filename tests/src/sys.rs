@@ -84,3 +84,30 @@ pub fn percentiles(samples: &mut [std::time::Duration]) -> [std::time::Duration;
     };
     [at(0.50), at(0.99), at(1.0)]
 }
+
+/// The uid and gid of the system user `name` (no login shell, no home),
+/// created when missing: tests that run something as an ordinary user.
+pub fn ensure_user(name: &str) -> (u32, u32) {
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if id("-u").is_none() {
+        let st = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(name)
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name} failed");
+    }
+    (id("-u").expect("uid"), id("-g").expect("gid"))
+}

@@ -97,36 +97,12 @@ impl Testbed {
         agent_extra: &str,
         extra: &str,
     ) -> PathBuf {
-        assert!(!agent_script.contains("'''"), "script must not contain '''");
-        let toml = format!(
-            r#"[vm]
-backend = "qemu"
-memory_mib = 512
-
-[agent]
-command = ["/bin/sh", "-c", '''{agent_script}''']
-grace_period_ms = 2000
-{agent_extra}
-
-[secrets]
-token = {{ env = "BOTTLE_VMTEST_TOKEN" }}
-
-[[egress.routes]]
-host = "api.bottle.test"
-ports = [{port}]
-inject = {{ header = "authorization", secret = "token", format = "Bearer {{secret}}" }}
-
-[egress]
-allow_private = true
-
-[dns]
-upstreams = ["{dns}"]
-allow_private_answers = true
-extra_names = ["*.tunnel.bottle.test"]
-{extra}
-"#,
-            port = self.web.addr.port(),
-            dns = self.dns.addr,
+        let toml = manifest_toml(
+            agent_script,
+            agent_extra,
+            extra,
+            self.web.addr.port(),
+            &self.dns.addr.to_string(),
         );
         let p = self.dir.path().join("bottle.toml");
         std::fs::write(&p, toml).expect("manifest");
@@ -179,6 +155,46 @@ extra_names = ["*.tunnel.bottle.test"]
     }
 }
 
+/// The text of a [`Testbed::manifest_with_agent`] manifest for a testbed
+/// whose HTTPS site is on `web_port` and DNS zone on `dns` (`IP:PORT`).
+pub fn manifest_toml(
+    agent_script: &str,
+    agent_extra: &str,
+    extra: &str,
+    web_port: u16,
+    dns: &str,
+) -> String {
+    assert!(!agent_script.contains("'''"), "script must not contain '''");
+    format!(
+        r#"[vm]
+backend = "qemu"
+memory_mib = 512
+
+[agent]
+command = ["/bin/sh", "-c", '''{agent_script}''']
+grace_period_ms = 2000
+{agent_extra}
+
+[secrets]
+token = {{ env = "BOTTLE_VMTEST_TOKEN" }}
+
+[[egress.routes]]
+host = "api.bottle.test"
+ports = [{web_port}]
+inject = {{ header = "authorization", secret = "token", format = "Bearer {{secret}}" }}
+
+[egress]
+allow_private = true
+
+[dns]
+upstreams = ["{dns}"]
+allow_private_answers = true
+extra_names = ["*.tunnel.bottle.test"]
+{extra}
+"#
+    )
+}
+
 /// The per-bottle log directories under a state directory
 /// (`<state>/bottles/<id>`), oldest first.
 pub fn bottle_dirs(state: &Path) -> Vec<PathBuf> {
@@ -213,12 +229,16 @@ impl Launching {
     pub fn spawn(mut cmd: Command) -> Launching {
         let mut child = cmd.spawn().expect("start bottle-host launch");
         let (tx, lines) = mpsc::unbounded_channel();
-        let out = child.stdout.take().expect("stdout");
+        // Standard output may go elsewhere (a file); standard error is piped.
+        let out = child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>);
         let err = child.stderr.take().expect("stderr");
-        for s in [
-            Box::new(out) as Box<dyn AsyncRead + Send + Unpin>,
-            Box::new(err),
-        ] {
+        for s in out
+            .into_iter()
+            .chain([Box::new(err) as Box<dyn AsyncRead + Send + Unpin>])
+        {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut l = BufReader::new(s).lines();

@@ -15,33 +15,6 @@ use tokio::process::Command;
 const USER: &str = "bottle-ci";
 const LIMIT: Duration = Duration::from_secs(240);
 
-/// The test user's uid and gid, created (a system user without a login
-/// shell) when missing.
-fn ensure_user() -> (u32, u32) {
-    let id = |flag: &str| {
-        std::process::Command::new("id")
-            .args([flag, USER])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-    };
-    if id("-u").is_none() {
-        let st = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(USER)
-            .status()
-            .expect("useradd");
-        assert!(st.success(), "useradd {USER} failed");
-    }
-    (id("-u").expect("uid"), id("-g").expect("gid"))
-}
-
 /// Files and directories owned by `uid` under `roots`, outside `home`.
 fn owned_outside(uid: u32, roots: &[PathBuf], home: &Path) -> Vec<String> {
     let out = std::process::Command::new("find")
@@ -83,7 +56,7 @@ async fn vm_as_an_ordinary_user_writes_only_its_own_directories() {
         return;
     }
     let _serial = bottle_e2e::serial().await;
-    let (uid, gid) = ensure_user();
+    let (uid, gid) = bottle_e2e::sys::ensure_user(USER);
     let home = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(home.path(), Some(uid), Some(gid)).unwrap();
     let tools = tempfile::tempdir().unwrap();
