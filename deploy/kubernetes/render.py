@@ -28,10 +28,11 @@ import sys
 import tomllib
 
 # Host-side memory of one bottle beyond the guest's RAM: QEMU's own
-# (TCG translation cache, heap, mapped files) + bottle-host +
-# vhost-device-vsock, measured at 289 MiB PSS under TCG (docs/performance.md,
-# "One bottle's footprint"), rounded up.
-OVERHEAD_MIB = 320
+# (its 32 MiB TCG translation cache, heap, the mapped initramfs) +
+# bottle-host + vhost-device-vsock. Alone in a pod nothing is shared:
+# about 150 MiB PSS measured under TCG (docs/performance.md, "Density"),
+# rounded up with margin.
+OVERHEAD_MIB = 192
 # bottle-host's wait for the guest's power-off after the agent's grace.
 POWEROFF_S = 15
 CONFIGMAP_MAX = 1_000_000  # bytes; the API server refuses 1 MiB and more

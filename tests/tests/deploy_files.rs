@@ -224,7 +224,7 @@ fn render_reproduces_the_examples_and_sizes_pods_from_the_manifest() {
     for want in [
         "cpu: \"2250m\"",
         "cpu: \"3000m\"",
-        "memory: \"2368Mi\"",
+        "memory: \"2240Mi\"",
         "devices.kubevirt.io/kvm: \"1\"",
         "terminationGracePeriodSeconds: 30",
         "key: ANTHROPIC_API_KEY",
@@ -260,7 +260,7 @@ fn render_reproduces_the_examples_and_sizes_pods_from_the_manifest() {
         "none",
     ]));
     assert!(!tcg.contains("kvm"), "{tcg}");
-    assert!(tcg.contains("memory: \"832Mi\""), "512 MiB + 320: {tcg}");
+    assert!(tcg.contains("memory: \"704Mi\""), "512 MiB + 192: {tcg}");
     assert!(!tcg.contains("env:"), "no secrets, no env: {tcg}");
 }
 
