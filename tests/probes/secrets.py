@@ -85,6 +85,47 @@ if MODE == "main":
             lambda form=form: must_403("POST", "/leak", {"Content-Type": "text/plain"},
                                        ("data=" + enc_forms(SECRET)[form] + "\n").encode()))
 
+    # Forms ordinary decoders undo without being asked (docs/security.md):
+    # hex and base32 in any case, text escapes, one level of stacking.
+    def mixed_case(text):
+        return "".join(c.upper() if i % 3 else c.lower() for i, c in enumerate(text))
+
+    @probe("secrets_hex_mixedcase_body")
+    def _():
+        return must_403("POST", "/leak", {"Content-Type": "text/plain"},
+                        ("data=" + mixed_case(SECRET.encode().hex()) + "\n").encode())
+
+    @probe("secrets_base32_lowercase_query")
+    def _():
+        return must_403("GET", "/leak?d=" + base64.b32encode(SECRET.encode()).decode().lower().rstrip("="))
+
+    @probe("secrets_json_escape_body")
+    def _():
+        esc = "".join(f"\\u{ord(c):04x}" for c in SECRET)
+        return must_403("POST", "/leak", {"Content-Type": "application/json"},
+                        ('{"note": "hi", "data": "' + esc + '"}').encode())
+
+    @probe("secrets_html_entity_body")
+    def _():
+        forms = ["&#{};", "&#x{:x};", "&#X{:04X};", "&#000{}"]
+        # (the fourth form without its `;`, as HTML parsers accept)
+        esc = "".join(forms[i % 4].format(ord(c)) for i, c in enumerate(SECRET))
+        return must_403("POST", "/leak", {"Content-Type": "application/xml"},
+                        ("<d>" + esc + "</d>").encode())
+
+    @probe("secrets_x_escape_header")
+    def _():
+        return must_403("GET", "/leak", {"X-Data": "".join(f"\\x{ord(c):02x}" for c in SECRET)})
+
+    @probe("secrets_base64_of_hex_body")
+    def _():
+        return must_403("POST", "/leak", {"Content-Type": "text/plain"},
+                        base64.b64encode(SECRET.encode().hex().encode()))
+
+    @probe("secrets_hex_of_base64_query")
+    def _():
+        return must_403("GET", "/leak?d=" + base64.b64encode(SECRET.encode()).hex())
+
     def split_halves(send_a, send_b):
         # The secret in two halves (13 characters each), one per request:
         # each half is a piece of the secret (12 bytes or more), refused on

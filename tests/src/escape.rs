@@ -260,16 +260,24 @@ impl Run {
 }
 
 /// The host secret in every form the probes send it: raw, hex, base64,
-/// base64url, base32 and percent-encoded. None may reach the upstream.
+/// base64url, base32 and percent-encoded; JSON- and `\x`-escaped, base64
+/// of its hex and hex of its base64. None may reach the upstream, in any
+/// letter case.
 pub fn secret_forms() -> Vec<String> {
     let b = HOST_SECRET.as_bytes();
+    let b64 = |t: &[u8]| base64::engine::general_purpose::STANDARD.encode(t);
+    let hex = data_encoding::HEXLOWER.encode(b);
     vec![
         HOST_SECRET.to_string(),
-        data_encoding::HEXLOWER.encode(b),
-        base64::engine::general_purpose::STANDARD.encode(b),
+        hex.clone(),
+        b64(b),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
         data_encoding::BASE32_NOPAD.encode(b),
         b.iter().map(|c| format!("%{c:02X}")).collect(),
+        b.iter().map(|c| format!("\\u{c:04x}")).collect(),
+        b.iter().map(|c| format!("\\x{c:02x}")).collect(),
+        b64(hex.as_bytes()),
+        data_encoding::HEXLOWER.encode(b64(b).as_bytes()),
     ]
 }
 

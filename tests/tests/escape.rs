@@ -183,6 +183,13 @@ probes!(main_run:
     probe_secrets_base32_body,
     probe_secrets_urlencoded_query,
     probe_secrets_urlencoded_body,
+    probe_secrets_hex_mixedcase_body,
+    probe_secrets_base32_lowercase_query,
+    probe_secrets_json_escape_body,
+    probe_secrets_html_entity_body,
+    probe_secrets_x_escape_header,
+    probe_secrets_base64_of_hex_body,
+    probe_secrets_hex_of_base64_query,
     probe_secrets_builtin_github,
     probe_secrets_builtin_aws,
     probe_secrets_builtin_anthropic,
@@ -331,10 +338,10 @@ fn probe_host_dns_budget_held_upstream() {
 fn probe_host_web_upstream_never_got_the_secret() {
     let Some(run) = main_run() else { return };
     for seen in &run.web_seen {
-        let bytes = request_bytes(seen);
+        let bytes = request_bytes(seen).to_ascii_lowercase();
         for form in secret_forms() {
             assert!(
-                !contains(&bytes, form.as_bytes()),
+                !contains(&bytes, form.to_ascii_lowercase().as_bytes()),
                 "the upstream received the secret ({form}) in {} {}",
                 seen.method,
                 seen.path

@@ -6,8 +6,7 @@
 //! plain body is then streamed: each chunk is scanned before any of it is
 //! sent, and the last [`Streamer::hold`] bytes are held back until the next
 //! chunk has been scanned too, because a secret may straddle the seam (the
-//! percent-decoded view can lag the raw bytes by up to three times the
-//! scan overlap). A hit ends the upstream body with an error, so the
+//! percent- and escape-decoded views lag the raw bytes: `Dlp::hold`). A hit ends the upstream body with an error, so the
 //! upstream request is aborted before the secret, or any part of it the
 //! scan had not yet cleared, leaves; the client gets the 403, and the
 //! refusal is audited. Compressed bodies are still read whole (the
@@ -109,7 +108,7 @@ pub async fn prepare(
     if !ended {
         let state = Arc::new(StreamState::default());
         let streamer = Streamer {
-            hold: 3 * dlp.overlap() + 2,
+            hold: dlp.hold(),
             scan,
             state: Arc::clone(&state),
             audit: audit(),

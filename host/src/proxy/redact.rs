@@ -71,7 +71,9 @@ impl Redactor {
         }
         for f in secrets::forms(secrets) {
             let rule = format!("secret:{}:{}", f.secret, f.encoding);
-            if matches!(f.encoding, "hex" | "base32") {
+            // Every form, `covered` ones too: a redaction needs the whole
+            // span, and a piece match may stop short of it.
+            if f.folded {
                 folded.push(f.pattern);
                 folded_rules.push(rule);
             } else {

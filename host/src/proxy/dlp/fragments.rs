@@ -3,9 +3,10 @@
 //! Exact-value matching ([`super::secrets`]) misses a secret sent in pieces:
 //! half in one request and half in the next, or spread over the URL and a
 //! header. This matcher finds any piece of at least [`PIECE`] bytes of a
-//! secret, raw, URL-encoded, hex, base64 or base64url, wherever it is.
-//! (Not base32: its five alignments cost a third of the scan speed, and
-//! a whole secret in base32 is still found by the exact matcher.)
+//! secret, raw, URL-encoded, hex (any case: searched for folded, as the
+//! exact hex forms are), base64 or base64url, wherever it is. (Not base32:
+//! its five alignments cost a third of the scan speed, and a whole secret
+//! in base32 is still found by the exact matcher.)
 //!
 //! How: every piece of [`PIECE`] bytes, once encoded, contains a window of
 //! `w` characters of the encoded secret (`w` per encoding: 12 raw and
@@ -24,12 +25,12 @@
 //! [`PIECE`]` - 1` bytes at a time (docs/security.md).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, Input, MatchKind};
 use data_encoding::{Encoding, BASE64_NOPAD};
 
 use super::rules;
-use super::secrets::{encodings, stable_part, BuildError};
+use super::secrets::{encodings, groups, stable_part, BuildError, Group, PER_GROUP};
 use crate::manifest::Secret;
 
 /// The shortest piece of a secret that is found, bytes.
@@ -39,9 +40,13 @@ pub const PIECE: usize = 12;
 /// this get no piece matching, bytes.
 pub const MIN_TAIL: usize = 20;
 
-/// Patterns per automaton, as for the exact forms (the SIMD prefilter's
-/// limit).
-const BLOCKS_PER_GROUP: usize = 64;
+/// The encodings pieces are searched for in.
+pub const ENCODINGS: &[&str] = &["raw", "url", "hex", "base64", "base64url"];
+
+/// Does `value` get piece matching (is its secret part long enough)?
+pub fn has_pieces(value: &[u8]) -> bool {
+    value.len() - public_prefix(value) >= MIN_TAIL
+}
 
 /// One encoded secret part and the window a piece must cover in it.
 #[derive(Clone, Debug)]
@@ -50,6 +55,7 @@ struct Encoded {
     encoding: &'static str,
     text: Vec<u8>,
     window: usize,
+    folded: bool,
 }
 
 /// Where a block lies: which [`Encoded`], at which character.
@@ -59,25 +65,40 @@ struct Spot {
     at: usize,
 }
 
-/// A piece found: the secret's name and the encoding.
+/// A piece found: the secret's name, the encoding and where it lies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Piece<'a> {
     /// The secret's name.
     pub secret: &'a str,
     /// The encoding of the piece, e.g. `base64`.
     pub encoding: &'static str,
+    /// Found in the lowercased text (hex).
+    pub folded: bool,
+    /// Where the piece starts in the text.
+    pub start: usize,
+    /// Where it ends (exclusive).
+    pub end: usize,
+}
+
+/// The blocks searched for in one text (as it is, or lowercased).
+#[derive(Clone, Debug, Default)]
+struct Blocks {
+    /// Automata over the blocks, each with the index of its first block.
+    groups: Vec<(Group, usize)>,
+    /// The distinct blocks, in pattern order.
+    blocks: Vec<Vec<u8>>,
+    /// For each distinct block, every place it comes from.
+    spots: Vec<Vec<Spot>>,
 }
 
 /// The compiled piece matcher.
 #[derive(Clone, Debug, Default)]
 pub struct FragmentMatcher {
     encoded: Vec<Encoded>,
-    /// Automata over the blocks, each with the index of its first block.
-    groups: Vec<(AhoCorasick, usize)>,
-    /// The distinct blocks, in pattern order.
-    blocks: Vec<Vec<u8>>,
-    /// For each distinct block, every place it comes from.
-    spots: Vec<Vec<Spot>>,
+    /// Blocks searched for in the text as it is.
+    plain: Blocks,
+    /// Blocks searched for in the lowercased text.
+    folded: Blocks,
 }
 
 /// Length of `value`'s public prefix: the credential-format marker every
@@ -122,21 +143,22 @@ fn encode_all(secrets: &[Secret]) -> Vec<Encoded> {
     let mut out = Vec::new();
     for s in secrets {
         let v = s.value.as_bytes();
-        let tail = &v[public_prefix(v)..];
-        if tail.len() < MIN_TAIL {
+        if !has_pieces(v) {
             continue;
         }
-        for (encoding, text) in encodings(tail, false) {
-            let window = match encoding {
+        let tail = &v[public_prefix(v)..];
+        for e in encodings(tail, false) {
+            let window = match e.encoding {
                 "hex" => 2 * PIECE,
                 "base64" | "base64url" => base64_window,
                 _ => PIECE,
             };
             out.push(Encoded {
                 secret: s.name.clone(),
-                encoding,
-                text,
+                encoding: e.encoding,
+                text: e.text,
                 window,
+                folded: e.folded,
             });
         }
     }
@@ -144,84 +166,93 @@ fn encode_all(secrets: &[Secret]) -> Vec<Encoded> {
     out
 }
 
-impl FragmentMatcher {
-    /// Build from the loaded secrets.
-    pub fn new(secrets: &[Secret]) -> Result<FragmentMatcher, BuildError> {
-        let encoded = encode_all(secrets);
+impl Blocks {
+    /// Cut each of `encoded` (those `folded` or not) into blocks.
+    fn new(encoded: &[Encoded], folded: bool) -> Result<Blocks, BuildError> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut blocks: Vec<Vec<u8>> = Vec::new();
-        let mut spots: Vec<Vec<Spot>> = Vec::new();
+        let mut b = Blocks::default();
         for (e, enc) in encoded.iter().enumerate() {
+            if enc.folded != folded {
+                continue;
+            }
             let len = enc.window / 2;
             for (k, block) in enc.text.chunks_exact(len).enumerate() {
                 let id = *index.entry(block.to_vec()).or_insert_with(|| {
-                    blocks.push(block.to_vec());
-                    spots.push(Vec::new());
-                    blocks.len() - 1
+                    b.blocks.push(block.to_vec());
+                    b.spots.push(Vec::new());
+                    b.blocks.len() - 1
                 });
-                spots[id].push(Spot {
+                b.spots[id].push(Spot {
                     encoded: e,
                     at: k * len,
                 });
             }
         }
-        let groups = blocks
-            .chunks(BLOCKS_PER_GROUP)
-            .enumerate()
-            .map(|(i, group)| {
-                let ac = AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(group)?;
-                Ok((ac, i * BLOCKS_PER_GROUP))
-            })
-            .collect::<Result<Vec<_>, BuildError>>()?;
+        b.groups = groups(&b.blocks)?;
+        Ok(b)
+    }
+}
+
+impl FragmentMatcher {
+    /// Build from the loaded secrets.
+    pub fn new(secrets: &[Secret]) -> Result<FragmentMatcher, BuildError> {
+        let encoded = encode_all(secrets);
         Ok(FragmentMatcher {
+            plain: Blocks::new(&encoded, false)?,
+            folded: Blocks::new(&encoded, true)?,
             encoded,
-            groups,
-            blocks,
-            spots,
         })
     }
 
     /// True when no secret is long enough for piece matching.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.plain.groups.is_empty() && self.folded.groups.is_empty()
+    }
+
+    /// The encoded secret parts pieces are taken from (lowercase when
+    /// searched for folded).
+    pub fn texts(&self) -> impl Iterator<Item = &[u8]> {
+        self.encoded.iter().map(|e| &e.text[..])
+    }
+
+    /// Are some blocks searched for in the lowercased text?
+    pub fn has_folded(&self) -> bool {
+        !self.folded.groups.is_empty()
     }
 
     /// The first piece found in `hay` (by where its block starts).
     pub fn find(&self, hay: &[u8]) -> Option<Piece<'_>> {
-        self.groups
-            .iter()
-            .filter_map(|(ac, base)| self.find_in_group(ac, *base, hay))
-            .min_by_key(|(at, _)| *at)
-            .map(|(_, e)| Piece {
+        let folded = self.has_folded().then(|| hay.to_ascii_lowercase());
+        self.find_in(hay, folded.as_deref())
+    }
+
+    /// [`Self::find`] given `hay` lowercased too (needed when
+    /// [`Self::has_folded`]).
+    pub fn find_in(&self, hay: &[u8], folded: Option<&[u8]>) -> Option<Piece<'_>> {
+        let plain = self.plain.groups.iter().map(|g| (&self.plain, g, hay));
+        let lower = folded
+            .into_iter()
+            .flat_map(|f| self.folded.groups.iter().map(move |g| (&self.folded, g, f)));
+        plain
+            .chain(lower)
+            .filter_map(|(blocks, (g, base), text)| self.find_in_group(blocks, g, *base, text))
+            .min_by_key(|(at, _, _)| *at)
+            .map(|(_, e, (start, end))| Piece {
                 secret: &self.encoded[e].secret,
                 encoding: self.encoded[e].encoding,
+                folded: self.encoded[e].folded,
+                start,
+                end,
             })
     }
 
     /// The first piece found in `hay[from..]` (by where its block starts),
     /// with the whole run of `hay` that equals the encoded secret around
     /// it: the bytes a redaction must cover.
-    pub fn find_span(
-        &self,
-        hay: &[u8],
-        from: usize,
-    ) -> Option<(std::ops::Range<usize>, Piece<'_>)> {
-        let (at, spot, len) = self
-            .groups
-            .iter()
-            .filter_map(|(ac, base)| self.find_spot(ac, *base, hay, from))
-            .min_by_key(|(at, _, _)| *at)?;
-        let (left, right) = self.run_around(&spot, len, hay, at);
-        let e = &self.encoded[spot.encoded];
-        Some((
-            at - left..at + len + right,
-            Piece {
-                secret: &e.secret,
-                encoding: e.encoding,
-            },
-        ))
+    pub fn find_span(&self, hay: &[u8], from: usize) -> Option<(Range<usize>, Piece<'_>)> {
+        let part = &hay[from.min(hay.len())..];
+        let p = self.find(part)?;
+        Some((from + p.start..from + p.end, p))
     }
 
     /// Longest encoded secret part, bytes: no piece is longer.
@@ -229,22 +260,27 @@ impl FragmentMatcher {
         self.encoded.iter().map(|e| e.text.len()).max().unwrap_or(0)
     }
 
-    /// As [`Self::find_in_group`] from `from`, with the spot and block length.
-    fn find_spot(
+    /// The first verified piece among one automaton's blocks: where its
+    /// block starts in `hay`, which [`Encoded`] it is from, and the run.
+    fn find_in_group(
         &self,
-        ac: &AhoCorasick,
+        b: &Blocks,
+        g: &Group,
         base: usize,
         hay: &[u8],
-        mut from: usize,
-    ) -> Option<(usize, Spot, usize)> {
+    ) -> Option<(usize, usize, (usize, usize))> {
+        let mut from = 0;
         while from < hay.len() {
-            let at = ac.find(Input::new(hay).range(from..))?.start();
-            let ids = base..(base + BLOCKS_PER_GROUP).min(self.blocks.len());
-            for id in ids.filter(|&id| hay[at..].starts_with(&self.blocks[id])) {
-                let len = self.blocks[id].len();
-                for spot in &self.spots[id] {
-                    if self.run_len(spot, len, hay, at) >= self.encoded[spot.encoded].window {
-                        return Some((at, *spot, len));
+            let (_, at, _) = g.find(hay, from)?;
+            // Every block of this automaton starting here, not only the one
+            // reported: one block may be a prefix of another.
+            let ids = base..(base + PER_GROUP).min(b.blocks.len());
+            for id in ids.filter(|&id| hay[at..].starts_with(&b.blocks[id])) {
+                let len = b.blocks[id].len();
+                for spot in &b.spots[id] {
+                    let (s, e) = self.run(spot, len, hay, at);
+                    if e - s >= self.encoded[spot.encoded].window {
+                        return Some((at, spot.encoded, (s, e)));
                     }
                 }
             }
@@ -253,27 +289,10 @@ impl FragmentMatcher {
         None
     }
 
-    /// The first verified piece among one automaton's blocks: where its
-    /// block starts in `hay`, and which [`Encoded`] it is from.
-    fn find_in_group(&self, ac: &AhoCorasick, base: usize, hay: &[u8]) -> Option<(usize, usize)> {
-        // Every block starting at a hit is tried, not only the one
-        // reported (one block may be a prefix of another), and a miss
-        // looks again from the next byte, so an overlapping block that is
-        // a piece is not skipped (`find_spot`).
-        self.find_spot(ac, base, hay, 0)
-            .map(|(at, spot, _)| (at, spot.encoded))
-    }
-
-    /// How many characters around a block found at `hay[start..]` equal
-    /// the encoded secret around the block's spot (the block included).
-    fn run_len(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> usize {
-        let (left, right) = self.run_around(spot, len, hay, start);
-        left + len + right
-    }
-
-    /// How many characters before and after a block found at
-    /// `hay[start..]` equal the encoded secret around the block's spot.
-    fn run_around(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> (usize, usize) {
+    /// Where the run of characters around a block found at `hay[start..]`
+    /// that equal the encoded secret around the block's spot (the block
+    /// included) starts and ends in `hay`.
+    fn run(&self, spot: &Spot, len: usize, hay: &[u8], start: usize) -> (usize, usize) {
         let text = &self.encoded[spot.encoded].text;
         let left = hay[..start]
             .iter()
@@ -286,7 +305,7 @@ impl FragmentMatcher {
             .zip(text[spot.at + len..].iter())
             .take_while(|(a, b)| a == b)
             .count();
-        (left, right)
+        (start - left, start + len + right)
     }
 }
 

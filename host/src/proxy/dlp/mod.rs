@@ -1,17 +1,21 @@
 //! Data-loss prevention: refuse requests that carry credentials.
 //!
-//! The host's own secrets ([`secrets`]: every encoding, a few small
-//! Aho-Corasick automata; and [`fragments`]: any piece of 12 bytes or
-//! more of one, so a secret split over requests is still found) and the
-//! built-in rules ([`rules`]: one ASCII
-//! `RegexSet`, run only near the rules' literal prefixes, which one more
-//! automaton finds). Bodies are scanned chunk by chunk by a
+//! The host's own secrets ([`secrets`]: every encoding, hex and base32 in
+//! any case, one level of stacked encoding, a few small Aho-Corasick
+//! automata; and [`fragments`]: any piece of 12 bytes or more of one, so a
+//! secret split over requests is still found) and the built-in rules
+//! ([`rules`]: one ASCII `RegexSet`, run only near the rules' literal
+//! prefixes, which one more automaton finds). Text escapes that parsers
+//! undo on their own (JSON `\u0073`, HTML `&#115;`, `\x73`: [`unescape`])
+//! are scanned decoded as well. Bodies are scanned chunk by chunk by a
 //! [`StreamScanner`], which also scans the seam between chunks, so a
 //! secret split across two chunks is still found.
 
 pub mod fragments;
 pub mod rules;
 pub mod secrets;
+mod stream;
+pub mod unescape;
 
 use std::sync::Arc;
 
@@ -20,6 +24,8 @@ use regex::bytes::RegexSet;
 use crate::manifest::Secret;
 
 pub use secrets::BuildError;
+pub use stream::StreamScanner;
+use unescape::{ByteSet, Kinds};
 
 /// A scan found something. Never holds the secret itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,20 +35,6 @@ pub struct Hit {
     /// Where: `url`, `header NAME`, `body`.
     pub place: String,
 }
-
-/// What [`Dlp::first_hit`] found.
-enum Found {
-    /// Index into the secret forms.
-    Secret(usize),
-    /// Index into [`rules::RULES`].
-    Rule(usize),
-    /// A piece of a secret: its rule name.
-    Piece(String),
-}
-
-/// Secret forms per automaton: aho-corasick's SIMD (Teddy) prefilter
-/// handles at most 64 patterns, and only for leftmost match semantics.
-const FORMS_PER_GROUP: usize = 64;
 
 /// A leftmost-first automaton (so the SIMD prefilter can be used).
 fn automaton<I, P>(patterns: I) -> Result<aho_corasick::AhoCorasick, BuildError>
@@ -55,6 +47,37 @@ where
         .build(patterns)?)
 }
 
+/// `hay` with ASCII letters lowercased into `out`, for the folded (hex,
+/// base32) forms.
+fn fold<'a>(hay: &[u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    out.clear();
+    out.extend_from_slice(hay);
+    out.make_ascii_lowercase();
+    out
+}
+
+/// The encoding named in a hit: `enc` found as it is (`via` empty) or in
+/// text decoded from the escapes `via` (`json-escape`, or
+/// `json-escape(hex)` when the escaped text was the hex form).
+fn wrapped(via: Kinds, enc: String) -> String {
+    match (via.name(), enc.as_str()) {
+        (None, _) => enc,
+        (Some(v), "raw") => v,
+        (Some(v), _) => format!("{v}({enc})"),
+    }
+}
+
+/// What [`Dlp::first_hit`] found.
+enum Found {
+    /// A secret form.
+    Secret(secrets::Found),
+    /// Index into [`rules::RULES`].
+    Rule(usize),
+    /// A piece of a secret: the secret's name, the encoding, and whether
+    /// the whole secret is there (a covered form, [`secrets::Form`]).
+    Piece(String, String, bool),
+}
+
 /// The compiled rules; cheap to share.
 #[derive(Clone, Debug)]
 pub struct Dlp {
@@ -63,11 +86,11 @@ pub struct Dlp {
     prefixes: aho_corasick::AhoCorasick,
     /// The longest prefix, bytes.
     longest_prefix: usize,
-    /// The secret forms, [`FORMS_PER_GROUP`] per automaton, each with the
-    /// index of its first form.
-    groups: Vec<(aho_corasick::AhoCorasick, usize)>,
     secrets: secrets::SecretMatcher,
     fragments: fragments::FragmentMatcher,
+    /// Every byte a secret form, a piece or a rule can hold: an escape
+    /// that decodes to none of them cannot make a match.
+    useful: ByteSet,
     overlap: usize,
 }
 
@@ -77,22 +100,20 @@ impl Dlp {
         let fragments = fragments::FragmentMatcher::new(secrets)?;
         let secrets = secrets::SecretMatcher::new(secrets)?;
         let overlap = rules::MAX_MATCH.max(secrets.longest());
-        let groups = secrets
-            .forms()
-            .chunks(FORMS_PER_GROUP)
-            .enumerate()
-            .map(|(i, forms)| {
-                let ac = automaton(forms.iter().map(|f| &f.pattern))?;
-                Ok((ac, i * FORMS_PER_GROUP))
-            })
-            .collect::<Result<Vec<_>, BuildError>>()?;
+        let mut useful = ByteSet::new();
+        let texts = secrets.forms().iter().map(|f| &f.pattern[..]);
+        for t in texts.chain(fragments.texts()) {
+            useful.add(t);
+            useful.add(&t.to_ascii_uppercase()); // folded forms
+        }
+        useful.add(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_. ");
         Ok(Arc::new(Dlp {
             set: rules::compile(),
             prefixes: automaton(rules::PREFIXES)?,
             longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
-            groups,
             secrets,
             fragments,
+            useful,
             overlap,
         }))
     }
@@ -102,15 +123,45 @@ impl Dlp {
         self.overlap
     }
 
-    /// Scan one complete piece of text.
+    /// How many bytes of a streamed body to hold back until the next
+    /// chunk is scanned: a match (at most [`Dlp::overlap`] bytes decoded)
+    /// can span three times as many raw bytes in the percent-decoded view,
+    /// and [`unescape::MAX_EXPANSION`] times as many in the escape-decoded
+    /// one, and both views can be stacked.
+    pub fn hold(&self) -> usize {
+        3 * unescape::MAX_EXPANSION * self.overlap + 64
+    }
+
+    /// Scan one complete piece of text: as it is, and with its text
+    /// escapes decoded when it has some that could make a match.
     pub fn scan(&self, hay: &[u8], place: &str) -> Option<Hit> {
-        let rule = match self.first_hit(hay)? {
-            Found::Secret(i) => {
-                let f = &self.secrets.forms()[i];
-                format!("secret:{}:{}", f.secret, f.encoding)
+        let mut scratch = Vec::new();
+        self.scan_as(hay, place, Kinds::NONE, &mut scratch)
+            .or_else(|| {
+                if !unescape::has_text_escapes(hay) {
+                    return None;
+                }
+                let (decoded, via) = unescape::unescape(hay, &self.useful);
+                (!via.is_empty())
+                    .then(|| self.scan_as(&decoded, place, via, &mut scratch))
+                    .flatten()
+            })
+    }
+
+    /// Scan `hay` as it is; `via` names the escapes it was decoded from;
+    /// `scratch` is room for the lowercased text.
+    fn scan_as(&self, hay: &[u8], place: &str, via: Kinds, scratch: &mut Vec<u8>) -> Option<Hit> {
+        let rule = match self.first_hit(hay, scratch)? {
+            Found::Secret(f) => {
+                let form = &self.secrets.forms()[f.form];
+                let enc = secrets::case_name(form.encoding, form.folded, &hay[f.start..f.end]);
+                format!("secret:{}:{}", form.secret, wrapped(via, enc))
             }
             Found::Rule(i) => rules::RULES[i].0.to_string(),
-            Found::Piece(rule) => rule,
+            Found::Piece(name, enc, whole) => {
+                let kind = if whole { "secret" } else { "secret-piece" };
+                format!("{kind}:{name}:{}", wrapped(via, enc))
+            }
         };
         Some(Hit {
             rule,
@@ -121,40 +172,41 @@ impl Dlp {
     /// The first built-in rule matching `hay`, ignoring secrets (tests).
     #[cfg(test)]
     fn rules_match(&self, hay: &[u8]) -> Option<usize> {
-        match self.first_hit(hay)? {
+        match self.first_hit(hay, &mut Vec::new())? {
             Found::Rule(i) => Some(i),
-            Found::Secret(_) | Found::Piece(_) => None,
+            Found::Secret(_) | Found::Piece(..) => None,
         }
     }
 
     /// The secret form ending first in `hay`, then a piece of a secret,
     /// then the first rule.
     ///
-    /// Secrets: one leftmost-first search per group of forms; the
-    /// leftmost match wins (then the form added first). Rules: the `RegexSet` runs only on
+    /// Secrets: one leftmost-first search per group of forms (the folded
+    /// ones in `hay` lowercased); the match ending first wins (then the
+    /// form added first). Rules: the `RegexSet` runs only on
     /// windows around the rules' literal prefixes (merged, so the work
     /// stays linear). Every rule match starts at such a prefix and is at
     /// most [`rules::MAX_MATCH`] long; a prefix occurrence the
     /// non-overlapping search skips starts inside a reported one, within
     /// `longest_prefix` bytes, so windows reaching that much further still
     /// hold every match whole. This equals a `RegexSet` scan of all of `hay`.
-    fn first_hit(&self, hay: &[u8]) -> Option<Found> {
-        let secret = self
-            .groups
-            .iter()
-            .filter_map(|(ac, base)| {
-                ac.find(hay)
-                    .map(|m| (m.end(), base + m.pattern().as_usize()))
-            })
-            .min();
-        if let Some((_, i)) = secret {
-            return Some(Found::Secret(i));
+    fn first_hit(&self, hay: &[u8], scratch: &mut Vec<u8>) -> Option<Found> {
+        let folded =
+            (self.secrets.has_folded() || self.fragments.has_folded()).then(|| fold(hay, scratch));
+        if let Some(f) = self.secrets.find_in(hay, folded) {
+            return Some(Found::Secret(f));
         }
-        if let Some(p) = self.fragments.find(hay) {
-            return Some(Found::Piece(format!(
-                "secret-piece:{}:{}",
-                p.secret, p.encoding
-            )));
+        if let Some(p) = self.fragments.find_in(hay, folded) {
+            let enc = secrets::case_name(p.encoding, p.folded, &hay[p.start..p.end]);
+            // The whole secret, when its form is around the piece.
+            let reach = self.secrets.longest();
+            let around = p.start.saturating_sub(reach)..(p.end + reach).min(hay.len());
+            let text = match folded {
+                Some(f) if p.folded => &f[around],
+                _ => &hay[around],
+            };
+            let whole = self.secrets.whole(p.secret, p.encoding, text);
+            return Some(Found::Piece(p.secret.to_string(), enc, whole));
         }
         let check =
             |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next().map(Found::Rule);
@@ -222,66 +274,9 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Scans a body chunk by chunk, including the seams between chunks.
-#[derive(Debug)]
-pub struct StreamScanner {
-    dlp: Arc<Dlp>,
-    tail: Vec<u8>,
-    seam: Vec<u8>,
-    scanned: u64,
-}
-
-impl StreamScanner {
-    /// A scanner for one body.
-    pub fn new(dlp: Arc<Dlp>) -> StreamScanner {
-        StreamScanner {
-            dlp,
-            tail: Vec::new(),
-            seam: Vec::new(),
-            scanned: 0,
-        }
-    }
-
-    /// Bytes fed so far.
-    pub fn scanned(&self) -> u64 {
-        self.scanned
-    }
-
-    /// The last bytes fed (at most the overlap), kept to scan the next seam.
-    pub fn tail(&self) -> &[u8] {
-        &self.tail
-    }
-
-    /// Scan the next chunk.
-    pub fn push(&mut self, chunk: &[u8]) -> Option<Hit> {
-        if chunk.is_empty() {
-            return None;
-        }
-        self.scanned += chunk.len() as u64;
-        let overlap = self.dlp.overlap;
-        if !self.tail.is_empty() {
-            self.seam.clear();
-            self.seam.extend_from_slice(&self.tail);
-            self.seam
-                .extend_from_slice(&chunk[..chunk.len().min(overlap)]);
-            if let Some(hit) = self.dlp.scan(&self.seam, "body") {
-                return Some(hit);
-            }
-        }
-        if let Some(hit) = self.dlp.scan(chunk, "body") {
-            return Some(hit);
-        }
-        if chunk.len() >= overlap {
-            self.tail.clear();
-            self.tail.extend_from_slice(&chunk[chunk.len() - overlap..]);
-        } else {
-            self.tail.extend_from_slice(chunk);
-            let excess = self.tail.len().saturating_sub(overlap);
-            self.tail.drain(..excess);
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "forms_tests.rs"]
+mod forms_tests;
