@@ -16,6 +16,8 @@ pub struct Proc {
     pub child: Child,
     /// A name for log lines.
     pub name: String,
+    /// The line that said it was ready.
+    pub ready_line: String,
 }
 
 impl Proc {
@@ -60,6 +62,7 @@ impl Proc {
             false
         })
         .await;
+        let ready_line = seen.last().cloned().unwrap_or_default();
         if found != Ok(true) {
             let status = child.try_wait().ok().flatten();
             panic!(
@@ -70,6 +73,7 @@ impl Proc {
         Proc {
             child,
             name: name.to_string(),
+            ready_line,
         }
     }
 

@@ -99,20 +99,10 @@ async fn concurrent_queries_through_stub_and_host() {
         .arg(&m)
         .args(["--upstream", &up.addr.to_string()]);
     let host = Proc::spawn("host", cmd, "dns: serving on", Duration::from_secs(10)).await;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let stub_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // Port 0: the stub picks one free for UDP and TCP alike and says
+    // which (a port probed free here could be taken by then).
     let mut cmd = Command::new(bins::guest());
-    cmd.args([
-        "dns-stub",
-        "--host",
-        &listen,
-        "--listen",
-        &stub_addr.to_string(),
-    ]);
+    cmd.args(["dns-stub", "--host", &listen, "--listen", "127.0.0.1:0"]);
     let stub = Proc::spawn(
         "stub",
         cmd,
@@ -120,6 +110,15 @@ async fn concurrent_queries_through_stub_and_host() {
         Duration::from_secs(10),
     )
     .await;
+    let stub_addr: std::net::SocketAddr = stub
+        .ready_line
+        .rsplit(' ')
+        .find_map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no address in {:?}", stub.ready_line));
 
     let barrier = Arc::new(Barrier::new(n));
     let started = Instant::now();
