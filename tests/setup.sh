@@ -11,8 +11,9 @@ SUDO=""
 # real-VM tests, busybox for minimal guest images, gcc for the fake libkrun
 # the libkrun FFI tests build, python3-venv for the Kubernetes manifest
 # validator (deploy/kubernetes/validate.sh), ca-certificates for the
-# container root filesystem (deploy/container/rootfs.sh).
-PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux)
+# container root filesystem (deploy/container/rootfs.sh), tmux for the
+# terminal tests (a real terminal driven from a test).
+PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,6 +6,7 @@
 //! - [`logging`]: tracing to the console from the first instant.
 //! - [`init`]: the init sequence (boot, config, CA, services, agent, power off).
 //! - [`control`]: the control-channel client.
+//! - [`session`]: the agent's terminal or pipes over the session channel.
 //! - [`supervise`]: agent supervision (reaping, restarts, signals).
 //! - [`status`]: the status socket and `bottle-guest status`.
 //! - [`sys`]: side-effecting system calls behind a trait, with a fake.
@@ -16,6 +17,7 @@ pub mod dns;
 pub mod egress;
 pub mod init;
 pub mod logging;
+pub mod session;
 pub mod status;
 pub mod supervise;
 pub mod sys;

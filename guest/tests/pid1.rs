@@ -322,3 +322,5 @@ fn vm_rss_kb(pid: u32) -> u64 {
 
 #[path = "pid1/cases.rs"]
 mod cases;
+#[path = "pid1/session.rs"]
+mod session;

@@ -17,6 +17,9 @@ pub enum Channel {
     /// One connection per proxied TCP connection of the agent: after the
     /// hello, the stream carries the agent's proxy traffic byte for byte.
     Egress,
+    /// The agent's terminal or standard streams: after the hello, frames of
+    /// `SessionOutput` (guest to host) and `SessionInput` (host to guest).
+    Session,
 }
 
 /// vsock port of the control channel.
@@ -25,13 +28,20 @@ pub const CONTROL_PORT: u32 = 6001;
 pub const DNS_PORT: u32 = 6002;
 /// vsock port of the egress channel.
 pub const EGRESS_PORT: u32 = 6003;
+/// vsock port of the session channel.
+pub const SESSION_PORT: u32 = 6004;
 
 /// The well-known CID of the host, as seen from inside a VM.
 pub const HOST_CID: u32 = 2;
 
 impl Channel {
     /// Every channel, in port order.
-    pub const ALL: [Channel; 3] = [Channel::Control, Channel::Dns, Channel::Egress];
+    pub const ALL: [Channel; 4] = [
+        Channel::Control,
+        Channel::Dns,
+        Channel::Egress,
+        Channel::Session,
+    ];
 
     /// The vsock port this channel is served on.
     pub const fn port(self) -> u32 {
@@ -39,6 +49,7 @@ impl Channel {
             Channel::Control => CONTROL_PORT,
             Channel::Dns => DNS_PORT,
             Channel::Egress => EGRESS_PORT,
+            Channel::Session => SESSION_PORT,
         }
     }
 
@@ -53,6 +64,7 @@ impl Channel {
             Channel::Control => "control",
             Channel::Dns => "dns",
             Channel::Egress => "egress",
+            Channel::Session => "session",
         }
     }
 
@@ -61,7 +73,7 @@ impl Channel {
     pub const fn max_frame(self) -> usize {
         match self {
             Channel::Dns => 70 * 1024,
-            Channel::Control | Channel::Egress => crate::frame::MAX_FRAME_LEN,
+            Channel::Control | Channel::Egress | Channel::Session => crate::frame::MAX_FRAME_LEN,
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::channel::Channel;
 
 /// Protocol major version. Peers with different majors refuse each other.
-pub const PROTOCOL_MAJOR: u16 = 1;
+pub const PROTOCOL_MAJOR: u16 = 2;
 /// Protocol minor version. Additive changes only; peers tolerate differences.
 pub const PROTOCOL_MINOR: u16 = 0;
 
@@ -184,6 +184,23 @@ pub struct GuestConfig {
     pub no_proxy: Vec<String>,
     /// Resolver settings for the guest's DNS stub and `/etc/resolv.conf`.
     pub dns: ResolverSettings,
+    /// The agent's standard streams over the session channel; `None`
+    /// leaves them on the guest console.
+    pub session: Option<SessionSpec>,
+}
+
+/// How the agent's standard streams are carried (protocol 2.0).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// A pseudo-terminal in the guest (stdin, stdout and stderr all on it)
+    /// instead of three pipes.
+    pub tty: bool,
+    /// Standard input comes from the host; otherwise it is `/dev/null`.
+    pub stdin: bool,
+    /// Initial terminal size (rows), with `tty`; 0 leaves the default.
+    pub rows: u16,
+    /// Initial terminal size (columns), with `tty`.
+    pub cols: u16,
 }
 
 /// How to run the agent.
@@ -294,6 +311,46 @@ pub enum ProcessEvent {
         message: String,
     },
 }
+
+// ---------------------------------------------------------------- session
+
+/// Session channel, guest to host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SessionOutput {
+    /// The first frame after the hello: which session this connection
+    /// carries (0 is the agent's).
+    Attach {
+        /// Session id.
+        session: u32,
+    },
+    /// Bytes the process wrote to standard output (or its terminal).
+    Stdout(#[serde(with = "bytes")] Vec<u8>),
+    /// Bytes the process wrote to standard error.
+    Stderr(#[serde(with = "bytes")] Vec<u8>),
+    /// Every output stream has ended; nothing follows.
+    Done,
+}
+
+/// Session channel, host to guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SessionInput {
+    /// Bytes for standard input (or typed at the terminal).
+    Stdin(#[serde(with = "bytes")] Vec<u8>),
+    /// Standard input has ended (pipes: the agent reads EOF).
+    StdinEof,
+    /// The host terminal's new size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+}
+
+/// Largest `Stdin`/`Stdout`/`Stderr` payload a sender puts in one frame.
+pub const SESSION_CHUNK: usize = 32 * 1024;
 
 // -------------------------------------------------------------------- dns
 

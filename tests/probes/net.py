@@ -132,7 +132,12 @@ if MODE == "main":
         finally:
             s.close()
 
-    for port in (22, 1024, 6000, 6004, 8080):
+    def probe_hello(channel):
+        # Hello { major 2, minor 0, role Guest, channel, software "probe" }
+        soft = b"probe"
+        return bytes([2, 0, 0, channel, len(soft)]) + soft
+
+    for port in (22, 1024, 6000, 6005, 8080):
         probe(f"net_vsock_host_port_{port}")(lambda port=port: vsock_connect(2, port))
 
     for cid, label in ((0, "hypervisor"), (1, "local"), (3, "self"), (4, "other"), (0xFFFFFFFF - 1, "high")):
@@ -163,16 +168,38 @@ if MODE == "main":
         finally:
             s.close()
 
-    for port in (6001, 6002, 6003):
+    for port in (6001, 6002, 6003, 6004):
         probe(f"net_vsock_garbage_{port}")(lambda port=port: vsock_garbage(port, False))
     probe("net_vsock_garbage_trailing_bytes")(lambda: vsock_garbage(6002, True))
+
+    @probe("net_vsock_session_second_attach")
+    def _():
+        # The init attached the agent's session at boot; a second attach
+        # (the agent posing as the init) is dropped, and gets nothing.
+        hello = probe_hello(3)
+        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        s.settimeout(1.8)
+        try:
+            s.connect((2, 6004))
+            try:
+                s.sendall(struct.pack(">I", len(hello)) + hello)
+                s.sendall(b"\x00\x00\x00\x02\x00\x00")  # Attach { session: 0 }
+                data = s.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                data = b""
+            except socket.timeout:
+                raise Refused("a second session connection was left open")
+            if data:
+                raise Refused(f"a second session got {data[:40]!r}")
+            return "dropped"
+        finally:
+            s.close()
 
     @probe("net_vsock_egress_direct")
     def _():
         # Skip the guest's forwarder: hello on 6003 ourselves, then CONNECT
         # to a denied host. The channel is the proxy: 403.
-        soft = b"probe"
-        hello = bytes([1, 0, 0, 2, len(soft)]) + soft
+        hello = probe_hello(2)
         s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         s.settimeout(1.8)
         try:

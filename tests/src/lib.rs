@@ -32,6 +32,7 @@ pub mod load;
 pub mod netns;
 pub mod proc;
 pub mod sys;
+pub mod tmux;
 pub mod upstream;
 pub mod vm;
 

@@ -120,7 +120,9 @@ impl Testbed {
     /// environment for `manifest`: the testbed's state directory and CA,
     /// the token, the image.
     pub fn launch_args(&self, mut cmd: Command, manifest: &Path) -> Command {
+        // The console on stderr too: failures then show the guest's log.
         cmd.arg(manifest)
+            .arg("--console")
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
             .arg("--upstream-ca")

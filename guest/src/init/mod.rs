@@ -276,8 +276,20 @@ async fn serve(
             }
             Err(e) => break 'run fatal(format!("services: {e}"), exit::SETUP_FAILED),
         }
+        let session = match &cfg.session {
+            Some(spec) => match crate::session::Session::open(&base, spec).await {
+                Ok(s) => Some(s),
+                Err(e) => break 'run fatal(format!("session: {e}"), exit::SETUP_FAILED),
+            },
+            None => None,
+        };
         let plan = match plan::plan(&cfg.agent, &opts.rootfs, &extra) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                if let Some(s) = &session {
+                    p.stdio = s.stdio();
+                }
+                p
+            }
             Err(e) => {
                 tracing::error!(error = %e, "agent cannot be started");
                 let _ = tasks
@@ -286,6 +298,9 @@ async fn serve(
                         message: e.to_string(),
                     }));
                 let code = crate::supervise::machine::EXIT_START_FAILED;
+                if let Some(s) = session {
+                    s.finish().await;
+                }
                 let _ = tasks.tx.send(GuestMessage::Exit { code });
                 break 'run code;
             }
@@ -303,6 +318,10 @@ async fn serve(
         };
         let code = supervise(sys.clone(), sup, sigs, grace, req_rx, &mut rep).await;
         tracing::info!(code, "agent done");
+        // The agent's last output reaches the host before its exit code.
+        if let Some(s) = session {
+            s.finish().await;
+        }
         let _ = tasks.tx.send(GuestMessage::Exit { code });
         code
     };

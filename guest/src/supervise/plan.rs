@@ -178,6 +178,7 @@ pub fn plan(
         env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         workdir,
         creds: user.creds,
+        stdio: Default::default(),
     })
 }
 

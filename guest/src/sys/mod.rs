@@ -10,7 +10,9 @@ pub mod fake;
 pub mod real;
 
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A system call failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,52 @@ pub struct SpawnPlan {
     pub workdir: PathBuf,
     /// Credentials to switch to; `None` keeps the init's own (root).
     pub creds: Option<Credentials>,
+    /// Where its standard streams go.
+    pub stdio: AgentStdio,
 }
+
+/// The agent's standard streams.
+#[derive(Clone, Debug, Default)]
+pub enum AgentStdio {
+    /// The init's own (the guest console).
+    #[default]
+    Console,
+    /// Descriptors of the session channel (kept open by the init for
+    /// restarts); with `tty` they are one pseudo-terminal, which becomes
+    /// the agent's controlling terminal.
+    Fds {
+        /// Standard input.
+        stdin: Arc<OwnedFd>,
+        /// Standard output.
+        stdout: Arc<OwnedFd>,
+        /// Standard error.
+        stderr: Arc<OwnedFd>,
+        /// The three are one terminal.
+        tty: bool,
+    },
+}
+
+impl PartialEq for AgentStdio {
+    fn eq(&self, other: &Self) -> bool {
+        let fds = |s: &Self| match s {
+            AgentStdio::Console => None,
+            AgentStdio::Fds {
+                stdin,
+                stdout,
+                stderr,
+                tty,
+            } => Some((
+                stdin.as_raw_fd(),
+                stdout.as_raw_fd(),
+                stderr.as_raw_fd(),
+                *tty,
+            )),
+        };
+        fds(self) == fds(other)
+    }
+}
+
+impl Eq for AgentStdio {}
 
 /// A user to run as.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -137,6 +137,21 @@ impl Sys for RealSys {
             .env_clear()
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&plan.workdir);
+        if let super::AgentStdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+            ..
+        } = &plan.stdio
+        {
+            let dup = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map_err(|e| SysError::new("dup the session's descriptors", e))
+            };
+            cmd.stdin(dup(stdin)?)
+                .stdout(dup(stdout)?)
+                .stderr(dup(stderr)?);
+        }
         let creds = plan.creds.clone();
         let groups: Vec<libc::gid_t> = creds.as_ref().map(|c| c.groups.clone()).unwrap_or_default();
         // SAFETY: the closure runs between fork and exec and only makes

@@ -41,6 +41,18 @@ pub enum Command {
         /// The guest's log filter (kernel parameter bottle.log), e.g. `debug`.
         #[arg(long)]
         guest_log: Option<String>,
+        /// Run the agent on a terminal in the guest (with -i: the host
+        /// terminal in raw mode; Ctrl-] then q stops the bottle).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Keep standard input open to the agent (it is also passed on,
+        /// without -i, whenever it is not a terminal).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Show the guest console (kernel and bottle-guest logs) on
+        /// standard error; it is always in the bottle's console.log.
+        #[arg(long)]
+        console: bool,
     },
     /// Validate a manifest and print the effective policy.
     Check {
@@ -159,11 +171,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             state_dir,
             upstream_ca,
             guest_log,
+            tty,
+            interactive,
+            console,
         } => crate::launch::run(crate::launch::LaunchArgs {
             manifest,
             state_dir,
             upstream_ca,
             guest_log,
+            tty,
+            interactive,
+            console,
         }),
         Command::Dns(args) => dns::run(args),
         Command::Proxy {

@@ -29,6 +29,7 @@ pub fn guest_config(m: &Manifest, ca_pem: &str) -> GuestConfig {
         proxy_port: m.egress.proxy_port,
         no_proxy: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         dns: ResolverSettings::default(),
+        session: None,
     }
 }
 

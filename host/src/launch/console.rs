@@ -1,6 +1,8 @@
-//! The guest console: copied to the launcher's standard output as it
-//! arrives, with the last few KiB kept for error reports (a VM that dies
-//! before its agent starts is explained by its console).
+//! The guest console (kernel messages and `bottle-guest`'s log): written
+//! to the bottle's `console.log`, and to the launcher's standard error
+//! with `--console`, with the last few KiB kept for error reports (a VM
+//! that dies before its agent starts is explained by its console). It
+//! never shares standard output with the agent.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -32,21 +34,36 @@ impl Tail {
     }
 }
 
-/// Copy `console` to standard output until it ends, keeping a [`Tail`].
-pub fn forward(mut console: Console, tail: Tail) -> tokio::task::JoinHandle<()> {
+/// Copy `console` to `log` (and standard error when `show`) until it
+/// ends, keeping a [`Tail`].
+pub fn forward(
+    mut console: Console,
+    tail: Tail,
+    log: Option<std::fs::File>,
+    show: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
+        let mut log = log.map(tokio::fs::File::from_std);
+        let mut err = tokio::io::stderr();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match console.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     tail.push(&buf[..n]);
-                    // The user's terminal going away must not stop the VM.
-                    let _ = out.write_all(&buf[..n]).await;
-                    let _ = out.flush().await;
+                    // A full disk or a closed terminal must not stop the VM.
+                    if let Some(f) = &mut log {
+                        let _ = f.write_all(&buf[..n]).await;
+                    }
+                    if show {
+                        let _ = err.write_all(&buf[..n]).await;
+                        let _ = err.flush().await;
+                    }
                 }
             }
+        }
+        if let Some(f) = &mut log {
+            let _ = f.flush().await;
         }
     })
 }

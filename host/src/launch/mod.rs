@@ -13,26 +13,36 @@
 //! - [`control`]: the host end of the control channel.
 //! - [`services`]: DNS filter, proxy and bridges.
 //! - [`lookup`]: the proxy resolves through the DNS filter.
-//! - [`console`]: the guest console.
+//! - [`console`]: the guest console (to `console.log`, not stdout).
+//! - [`session`]: the agent's stdin, stdout and stderr or terminal.
+//! - [`terminal`]: raw mode and the escape sequence for `-it`.
+//! - [`report`]: what the user is told about the VM and the agent.
 //! - [`rundir`]: the run directory.
 
 pub mod config;
 pub mod console;
 pub mod control;
 pub mod lookup;
+pub mod report;
 pub mod rundir;
 pub mod services;
+pub mod session;
+pub mod terminal;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT};
-use bottle_shared::message::{GuestMessage, ProcessEvent};
+use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT, SESSION_PORT};
+use bottle_shared::message::{GuestMessage, ProcessEvent, SessionSpec};
+use report::{describe_exit, fail, interrupted, report_event};
+use terminal::notice;
 
 use crate::ca::Ca;
 use crate::manifest::{self, Backend};
-use crate::vmm::{self, qemu::Qemu, RunningVm, VmExit, VmSpec, Vmm};
+use crate::vmm::{self, qemu::Qemu, VmExit, VmSpec, Vmm};
 
 /// The guest's log filter unless `--guest-log` says otherwise: quiet, so
 /// the console shows the agent's output.
@@ -56,12 +66,26 @@ pub struct LaunchArgs {
     pub upstream_ca: Option<PathBuf>,
     /// Guest log filter (`bottle.log`).
     pub guest_log: Option<String>,
+    /// `-t`: the agent runs on a terminal in the guest.
+    pub tty: bool,
+    /// `-i`: our standard input goes to the agent (also without `-i` when
+    /// standard input is not a terminal: `echo x | bottle-host launch`).
+    pub interactive: bool,
+    /// `--console`: show the guest console on standard error.
+    pub console: bool,
 }
+
+/// How long the agent's last output may take to arrive after its exit.
+pub const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
 
 /// Run a launch to the end; the return value is the process exit code.
 pub fn run(args: LaunchArgs) -> Result<i32> {
     let t0 = Instant::now();
     // Everything that can be checked is checked before anything starts.
+    let stdin_tty = std::io::stdin().is_terminal();
+    if args.tty && !stdin_tty {
+        bail!("-t needs a terminal on standard input; drop -t to pipe input to the agent");
+    }
     let m = manifest::load(&args.manifest)?;
     let secrets = m.load_secrets()?;
     // From here on no core dump, ptrace or /proc read of this process.
@@ -77,6 +101,11 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
             bail!("--upstream-ca {}: no such file", ca.display());
         }
     }
+    let wiring = session::Wiring {
+        tty: args.tty,
+        stdin: args.interactive || !stdin_tty,
+        raw: args.tty && args.interactive,
+    };
     let vmm = pick_backend(&m)?;
     let ca = Ca::load_or_create(&state)?;
     // Each bottle its own logs: bottles running side by side never share
@@ -90,7 +119,19 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| logs.join("audit.jsonl"));
     let dns_audit = logs.join("dns-audit.jsonl");
-    let guest_cfg = config::guest_config(&m, &ca.cert_pem);
+    let mut guest_cfg = config::guest_config(&m, &ca.cert_pem);
+    let (rows, cols) = terminal::size().unwrap_or((0, 0));
+    guest_cfg.session = Some(SessionSpec {
+        tty: wiring.tty,
+        stdin: wiring.stdin,
+        rows,
+        cols,
+    });
+    if wiring.tty && !guest_cfg.agent.env.iter().any(|(k, _)| k == "TERM") {
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+        guest_cfg.agent.env.push(("TERM".into(), term));
+    }
+    let console_log = logs.join("console.log");
 
     let run = rundir::RunDir::create(&state).context("run directory")?;
     let spec = VmSpec {
@@ -104,7 +145,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         memory_mib: m.vm.memory_mib,
         vcpus: m.vm.cpus,
         vsock_base: run.vsock_base(),
-        guest_ports: vec![CONTROL_PORT, DNS_PORT, EGRESS_PORT],
+        guest_ports: vec![CONTROL_PORT, DNS_PORT, EGRESS_PORT, SESSION_PORT],
         console_log: m.vm.console_log.clone(),
         guest_exec: "/sbin/bottle-guest".into(),
         ..Default::default()
@@ -133,9 +174,11 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     eprintln!("bottle: audit log   {} (proxy)", proxy_audit.display());
     eprintln!("bottle: dns audit   {}", dns_audit.display());
     eprintln!("bottle: run dir     {}", run.path().display());
-    if let Some(c) = &m.vm.console_log {
-        eprintln!("bottle: console     {}", c.display());
-    }
+    eprintln!(
+        "bottle: console     {}{}",
+        m.vm.console_log.as_ref().unwrap_or(&console_log).display(),
+        if args.console { " (and on stderr)" } else { "" }
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,7 +194,16 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     };
     let code = rt.block_on(async {
         let svc = services::start(inputs, &run).await?;
-        let r = supervise(&*vmm, &spec, &svc.control, &guest_cfg, t0).await;
+        let console = ConsoleOut {
+            log: Some(crate::hardening::create_private(&console_log)?),
+            show: args.console,
+        };
+        let io = Io {
+            wiring,
+            console,
+            session: &svc.session,
+        };
+        let r = supervise(&*vmm, &spec, &svc.control, &guest_cfg, io, t0).await;
         svc.stop().await;
         r
     });
@@ -202,18 +254,48 @@ enum Ended {
     Failed(String),
 }
 
+/// Where the console goes.
+struct ConsoleOut {
+    log: Option<std::fs::File>,
+    show: bool,
+}
+
+/// The agent's streams and the console.
+struct Io<'a> {
+    wiring: session::Wiring,
+    console: ConsoleOut,
+    session: &'a bottle_shared::transport::Listener,
+}
+
 /// Boot the VM, run the control session, and return the agent's code.
 async fn supervise(
     vmm: &dyn Vmm,
     spec: &VmSpec,
     control: &bottle_shared::transport::Listener,
     guest_cfg: &bottle_shared::message::GuestConfig,
+    io: Io<'_>,
     t0: Instant,
 ) -> Result<i32> {
     let mut vm = vmm.start(spec).await.context("starting the VM")?;
     let t_vm = Instant::now();
     let tail = console::Tail::default();
-    let console_task = vm.console().map(|c| console::forward(c, tail.clone()));
+    let Io {
+        wiring,
+        console: ConsoleOut { log, show },
+        session: session_listener,
+    } = io;
+    let console_task = vm
+        .console()
+        .map(|c| console::forward(c, tail.clone(), log, show));
+    // The agent's session: accepted once; its pump, and raw mode while it
+    // runs (restored when this function returns, however it returns).
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut pump: Option<tokio::task::JoinHandle<()>> = None;
+    let mut attaching: Option<
+        tokio::task::JoinHandle<Result<bottle_shared::transport::BoxStream>>,
+    > = None;
+    let mut raw: Option<terminal::RawMode> = None;
+    let mut session_tried = false;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // 1. The guest connects and gets its config.
@@ -251,17 +333,17 @@ async fn supervise(
             msg = events.next() => match msg {
                 Ok(Some(GuestMessage::Exit { code })) => break Ended::Exit(code),
                 Ok(Some(GuestMessage::Fatal { message, code })) => {
-                    eprintln!("bottle: guest setup failed ({code}): {message}");
+                    notice(&format!("bottle: guest setup failed ({code}): {message}"));
                 }
                 Ok(Some(GuestMessage::Process(ev))) => {
                     if !started_logged && matches!(ev, ProcessEvent::Started { .. }) {
                         started_logged = true;
                         let boot_ms = ms(t_connect - t_vm) - init_ms;
                         let init = init_ms + ms(t_connect.elapsed());
-                        eprintln!(
+                        notice(&format!(
                             "bottle: timing      host setup {:.0} ms, VM boot {:.0} ms, guest init {:.0} ms (launch to agent {:.0} ms)",
                             ms(t_vm - t0), boot_ms.max(0.0), init, ms(t0.elapsed())
-                        );
+                        ));
                     }
                     report_event(&ev);
                 }
@@ -270,6 +352,40 @@ async fn supervise(
                 Err(e) => break Ended::Failed(format!("control channel: {e}")),
             },
             st = vm.wait() => break Ended::VmStopped(st?),
+            s = session_listener.accept() => {
+                match s {
+                    Ok(s) if !session_tried => {
+                        session_tried = true;
+                        attaching = Some(tokio::spawn(session::accept(s)));
+                    }
+                    // Only the init's session may exist (it is made before
+                    // the agent starts); any other is dropped, even after
+                    // a failed first one.
+                    Ok(s) => drop(tokio::spawn(session::refuse(s))),
+                    Err(_) => {}
+                }
+            }
+            a = async { attaching.as_mut()?.await.ok() }, if attaching.is_some() => {
+                attaching = None;
+                match a {
+                    Some(Ok(s)) => {
+                        if wiring.raw {
+                            match terminal::RawMode::enter() {
+                                Ok(r) => raw = Some(r),
+                                Err(e) => notice(&format!("bottle: cannot put the terminal in raw mode: {e}")),
+                            }
+                        }
+                        pump = Some(session::spawn(s, wiring, stop.clone()));
+                    }
+                    Some(Err(e)) => notice(&format!("bottle: agent session: {e:#}")),
+                    None => {}
+                }
+            }
+            _ = stop.notified(), if !shutdown_sent => {
+                shutdown_sent = true;
+                let _ = shutdown.send(grace.as_millis() as u64).await;
+                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
+            }
             extra = control.accept() => {
                 // Only bottle-guest's session may exist; anyone else (the
                 // agent dialling port 6001) is refused, never left waiting.
@@ -278,13 +394,13 @@ async fn supervise(
                 }
             }
             _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
-                eprintln!("bottle: interrupted; stopping the agent (again to kill the VM)");
+                notice("bottle: interrupted; stopping the agent (again to kill the VM)");
                 shutdown_sent = true;
                 let _ = shutdown.send(grace.as_millis() as u64).await;
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
             }
             _ = term.recv(), if !shutdown_sent => {
-                eprintln!("bottle: terminated; stopping the agent");
+                notice("bottle: terminated; stopping the agent");
                 shutdown_sent = true;
                 let _ = shutdown.send(grace.as_millis() as u64).await;
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
@@ -300,7 +416,17 @@ async fn supervise(
         }
     };
 
-    // 3. The VM powers off by itself after the exit; make sure it is gone.
+    // 3. The agent's last output (sent before its exit code), then the
+    // terminal back to normal before anything else is printed.
+    if let Some(p) = pump.take() {
+        let abort = p.abort_handle();
+        if tokio::time::timeout(OUTPUT_DRAIN, p).await.is_err() {
+            abort.abort();
+        }
+    }
+    drop(raw.take());
+
+    // 4. The VM powers off by itself after the exit; make sure it is gone.
     let code = match ended {
         Ended::Exit(code) => {
             match tokio::time::timeout(POWEROFF_TIMEOUT, vm.wait()).await {
@@ -311,25 +437,25 @@ async fn supervise(
                     let _ = vm.wait().await;
                 }
             }
-            eprintln!("bottle: agent exited with code {code}");
+            notice(&format!("bottle: agent exited with code {code}"));
             code
         }
         Ended::VmStopped(st) => {
-            eprintln!(
+            notice(&format!(
                 "bottle: the VM stopped before the agent reported an exit ({})",
                 describe_exit(st)
-            );
+            ));
             LAUNCH_FAILED
         }
         Ended::Failed(why) => {
             // A closed control channel usually means the VM died: say so.
             match tokio::time::timeout(Duration::from_secs(3), vm.wait()).await {
-                Ok(Ok(st @ VmExit::Exited(_))) => eprintln!(
+                Ok(Ok(st @ VmExit::Exited(_))) => notice(&format!(
                     "bottle: the VM stopped before the agent reported an exit ({}); {why}",
                     describe_exit(st)
-                ),
+                )),
                 _ => {
-                    eprintln!("bottle: {why}");
+                    notice(&format!("bottle: {why}"));
                     vm.kill();
                     let _ = vm.wait().await;
                 }
@@ -345,63 +471,4 @@ async fn supervise(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn describe_exit(e: VmExit) -> String {
-    match e {
-        VmExit::Killed => "killed by bottle-host".into(),
-        VmExit::Exited(st) => match (
-            st.code(),
-            std::os::unix::process::ExitStatusExt::signal(&st),
-        ) {
-            (Some(c), _) => format!("VMM exit status {c}"),
-            (None, Some(s)) => format!("VMM killed by signal {s}"),
-            _ => st.to_string(),
-        },
-    }
-}
-
-fn report_event(ev: &ProcessEvent) {
-    match ev {
-        ProcessEvent::Started { pid, attempt } => {
-            tracing::info!(pid, attempt, "agent started")
-        }
-        ProcessEvent::Exited { pid, code, signal } => {
-            tracing::info!(pid, code, ?signal, "agent exited")
-        }
-        ProcessEvent::Restarting { attempt, delay_ms } => {
-            eprintln!("bottle: agent restarting (attempt {attempt}) in {delay_ms} ms")
-        }
-        ProcessEvent::StartFailed { message } => {
-            eprintln!("bottle: agent could not be started: {message}")
-        }
-        other => tracing::info!(?other, "agent event"),
-    }
-}
-
-async fn fail(vm: &mut dyn RunningVm, tail: &console::Tail, why: &str) -> Result<i32> {
-    vm.kill();
-    let _ = vm.wait().await;
-    let t = tail.text();
-    if t.trim().is_empty() {
-        eprintln!("bottle: {why}");
-    } else {
-        eprintln!(
-            "bottle: {why}; the console's last lines:\n{}",
-            last_lines(&t, 20)
-        );
-    }
-    Ok(LAUNCH_FAILED)
-}
-
-async fn interrupted(vm: &mut dyn RunningVm) -> Result<i32> {
-    eprintln!("bottle: interrupted during boot; VM stopped");
-    vm.kill();
-    let _ = vm.wait().await;
-    Ok(130)
-}
-
-fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -1,5 +1,6 @@
 //! The host's side of a bottle: the DNS filter on port 6002, the egress
-//! proxy on port 6003, and the control listener on port 6001, all as
+//! proxy on port 6003, the control listener on port 6001 and the session
+//! listener on port 6004, all as
 //! owner-only Unix sockets in the private run directory (where
 //! `vhost-device-vsock` delivers the guest's connections). There is no
 //! TCP or UDP listener: nothing else on the host can reach them.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT};
+use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT, SESSION_PORT};
 use bottle_shared::transport::Listener;
 use bottle_shared::Address;
 use tokio::task::JoinHandle;
@@ -42,6 +43,8 @@ pub struct Inputs {
 pub struct Services {
     /// The control listener (port 6001).
     pub control: Listener,
+    /// The session listener (port 6004): the agent's streams.
+    pub session: Listener,
     proxy: proxy::Running,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -80,9 +83,11 @@ pub async fn start(inp: Inputs, run: &RunDir) -> Result<Services> {
 
     let dns = bind(run, DNS_PORT).await?;
     let control = bind(run, CONTROL_PORT).await?;
+    let session = bind(run, SESSION_PORT).await?;
     let tasks = vec![tokio::spawn(crate::dns::server::serve(dns, handler))];
     Ok(Services {
         control,
+        session,
         proxy,
         tasks,
     })

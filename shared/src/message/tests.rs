@@ -101,6 +101,7 @@ fn config() -> impl Strategy<Value = GuestConfig> {
                         timeout_s: t,
                         attempts: a,
                     },
+                    session: None,
                 }
             },
         )
@@ -247,4 +248,54 @@ fn dns_wire_bytes_encode_as_a_sequence_did() {
         assert_eq!(decode::<DnsResponse>(&b).unwrap(), new);
         assert_eq!(decode::<OldResponse>(&a).unwrap(), old);
     }
+}
+
+#[test]
+fn session_messages_round_trip() {
+    let outs = [
+        SessionOutput::Attach { session: 0 },
+        SessionOutput::Stdout(b"out\r\n".to_vec()),
+        SessionOutput::Stderr(vec![0xff; 3]),
+        SessionOutput::Done,
+    ];
+    for m in outs {
+        assert_eq!(decode::<SessionOutput>(&encode(&m).unwrap()).unwrap(), m);
+    }
+    let ins = [
+        SessionInput::Stdin(b"\x03".to_vec()),
+        SessionInput::StdinEof,
+        SessionInput::Resize {
+            rows: 50,
+            cols: 132,
+        },
+    ];
+    for m in ins {
+        assert_eq!(decode::<SessionInput>(&encode(&m).unwrap()).unwrap(), m);
+    }
+    // Byte layout (docs/protocol.md): variant index, then the payload.
+    assert_eq!(
+        encode(&SessionInput::Resize {
+            rows: 300,
+            cols: 80
+        })
+        .unwrap(),
+        [2, 0xac, 0x02, 80]
+    );
+    assert_eq!(
+        encode(&SessionOutput::Stdout(b"hi".to_vec())).unwrap(),
+        [1, 2, b'h', b'i']
+    );
+    let spec = GuestConfig {
+        session: Some(SessionSpec {
+            tty: true,
+            stdin: true,
+            rows: 24,
+            cols: 80,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode::<GuestConfig>(&encode(&spec).unwrap()).unwrap(),
+        spec
+    );
 }

@@ -15,6 +15,7 @@ fn plan() -> SpawnPlan {
         env: vec![],
         workdir: PathBuf::from("/"),
         creds: None,
+        stdio: Default::default(),
     }
 }
 

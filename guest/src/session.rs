@@ -1,0 +1,319 @@
+//! The agent's standard streams over the session channel (port 6004).
+//!
+//! The init dials the host's session channel before the agent starts and
+//! gives the agent either three pipes or one pseudo-terminal (`openpty`,
+//! initial size from the config; the agent becomes its session leader
+//! with it as controlling terminal, in `sys::real`). The init keeps the
+//! agent's ends open for restarts and closes them when supervision is
+//! over; then the output is drained, `Done` is sent, and only after that
+//! does the control channel report the exit code, so the host never
+//! returns before the agent's last byte.
+//!
+//! Flow control is the stream's own: every queue here is bounded, a
+//! reader stops reading while its frame waits to be sent, and input is
+//! written to the agent before the next frame is read. A process that
+//! does not read its input therefore stalls the host's sender (and a
+//! `Resize` queued behind that input), never the guest's memory.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bottle_shared::channel::{Channel, SESSION_PORT};
+use bottle_shared::io::{dial_hello, read_message, write_message};
+use bottle_shared::message::{SessionInput, SessionOutput, SessionSpec, SESSION_CHUNK};
+use bottle_shared::transport::connect;
+use bottle_shared::{Address, Role};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::sys::AgentStdio;
+
+/// How long the session has to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the output may take to drain once the agent is done (a
+/// background process that kept the agent's stdout open is cut off).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The session could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The host's session channel did not answer.
+    #[error("session channel: {0}")]
+    Connect(String),
+    /// A pipe or terminal could not be created.
+    #[error("session streams: {0}")]
+    Streams(#[from] nix::Error),
+}
+
+/// An open session: what the agent gets, and the pumps.
+pub struct Session {
+    stdio: AgentStdio,
+    readers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    input: JoinHandle<()>,
+    out: mpsc::Sender<SessionOutput>,
+}
+
+/// A non-blocking descriptor registered with the runtime.
+type Fd = Arc<AsyncFd<OwnedFd>>;
+
+fn cloexec(fd: &OwnedFd) -> nix::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
+}
+
+fn nonblocking(fd: OwnedFd) -> io::Result<Fd> {
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // SAFETY: the `AsyncFd` owns the descriptor, so it stays open and the
+    // same for as long as it is registered.
+    let fd = unsafe { AsyncFd::register(fd) }?;
+    Ok(Arc::new(fd))
+}
+
+async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut g = fd.readable().await?;
+        match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(io::Error::from)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_fd(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let mut g = fd.writable().await?;
+        match g.try_io(|f| nix::unistd::write(f.get_ref(), buf).map_err(io::Error::from)) {
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Set the terminal size of `fd` (a pty master); the kernel sends
+/// SIGWINCH to the terminal's foreground process group.
+fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is a
+    // live local; the descriptor is owned by the caller.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "TIOCSWINSZ");
+    }
+}
+
+/// Copy `fd` to the host as `wrap` frames until it ends. A pty master
+/// reports EIO once every slave is closed: that is its end of file.
+fn reader(
+    fd: Fd,
+    tx: mpsc::Sender<SessionOutput>,
+    wrap: fn(Vec<u8>) -> SessionOutput,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; SESSION_CHUNK];
+        loop {
+            match read_fd(&fd, &mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session: reading the agent's output");
+                    break;
+                }
+            }
+        }
+    })
+}
+
+impl Session {
+    /// Dial the host's session channel and create the agent's streams.
+    pub async fn open(host: &Address, spec: &SessionSpec) -> Result<Session, SessionError> {
+        let addr = host
+            .for_port(SESSION_PORT)
+            .map_err(|e| SessionError::Connect(e.to_string()))?;
+        let max = Channel::Session.max_frame();
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut s = connect(&addr).await.map_err(|e| e.to_string())?;
+            dial_hello(&mut s, Role::Guest, Channel::Session, &crate::software())
+                .await
+                .map_err(|e| e.to_string())?;
+            write_message(&mut s, &SessionOutput::Attach { session: 0 }, max)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(s)
+        })
+        .await
+        .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(SessionError::Connect)?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+
+        let (out, mut out_rx) = mpsc::channel::<SessionOutput>(4);
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if write_message(&mut wr, &m, max).await.is_err() {
+                    // The host is gone: keep draining so the agent is never
+                    // blocked on a full pipe.
+                    while out_rx.recv().await.is_some() {}
+                    return;
+                }
+            }
+            let _ = write_message(&mut wr, &SessionOutput::Done, max).await;
+            let _ = wr.shutdown().await;
+        });
+
+        let (stdio, readers, stdin, winsize) = if spec.tty {
+            let ws = nix::pty::Winsize {
+                ws_row: if spec.rows == 0 { 24 } else { spec.rows },
+                ws_col: if spec.cols == 0 { 80 } else { spec.cols },
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(Some(&ws), None)?;
+            cloexec(&pty.master)?;
+            cloexec(&pty.slave)?;
+            let master =
+                nonblocking(pty.master).map_err(|e| SessionError::Connect(e.to_string()))?;
+            let slave = Arc::new(pty.slave);
+            let stdio = AgentStdio::Fds {
+                stdin: slave.clone(),
+                stdout: slave.clone(),
+                stderr: slave,
+                tty: true,
+            };
+            let r = reader(master.clone(), out.clone(), SessionOutput::Stdout);
+            let winsize = Some(master.clone());
+            (stdio, vec![r], spec.stdin.then_some(master), winsize)
+        } else {
+            let (in_r, in_w) = if spec.stdin {
+                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+                (r, Some(w))
+            } else {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                (null, None)
+            };
+            let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let io_err = |e: io::Error| SessionError::Connect(e.to_string());
+            let readers = vec![
+                reader(
+                    nonblocking(out_r).map_err(io_err)?,
+                    out.clone(),
+                    SessionOutput::Stdout,
+                ),
+                reader(
+                    nonblocking(err_r).map_err(io_err)?,
+                    out.clone(),
+                    SessionOutput::Stderr,
+                ),
+            ];
+            let stdin = match in_w {
+                Some(w) => Some(nonblocking(w).map_err(io_err)?),
+                None => None,
+            };
+            let stdio = AgentStdio::Fds {
+                stdin: Arc::new(in_r),
+                stdout: Arc::new(out_w),
+                stderr: Arc::new(err_w),
+                tty: false,
+            };
+            (stdio, readers, stdin, None)
+        };
+
+        let tty = spec.tty;
+        let input = tokio::spawn(async move {
+            let mut stdin = stdin;
+            loop {
+                let msg: Option<SessionInput> = match read_message(&mut rd, max).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session: bad input frame; input closed");
+                        None
+                    }
+                };
+                match msg {
+                    Some(SessionInput::Stdin(b)) => {
+                        if let Some(fd) = &stdin {
+                            if write_fd(fd, &b).await.is_err() {
+                                // The agent closed its input: drop the rest.
+                                stdin = None;
+                            }
+                        }
+                    }
+                    Some(SessionInput::StdinEof) if !tty => stdin = None,
+                    Some(SessionInput::Resize { rows, cols }) => {
+                        if let Some(fd) = &winsize {
+                            set_winsize(fd.get_ref(), rows, cols);
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
+        Ok(Session {
+            stdio,
+            readers,
+            writer,
+            input,
+            out,
+        })
+    }
+
+    /// The streams to give the agent.
+    pub fn stdio(&self) -> AgentStdio {
+        self.stdio.clone()
+    }
+
+    /// Supervision is over: close the agent's streams, send what is left
+    /// and `Done` (within [`DRAIN_TIMEOUT`]).
+    pub async fn finish(self) {
+        let Session {
+            stdio,
+            readers,
+            writer,
+            input,
+            out,
+        } = self;
+        input.abort();
+        drop(stdio);
+        drop(out);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for r in readers {
+            let abort = r.abort_handle();
+            if tokio::time::timeout_at(deadline, r).await.is_err() {
+                tracing::warn!(
+                    "session: the agent's output is still open (a background process?); cut off"
+                );
+                abort.abort();
+            }
+        }
+        let abort = writer.abort_handle();
+        if tokio::time::timeout_at(deadline + DRAIN_TIMEOUT, writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
