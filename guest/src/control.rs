@@ -157,13 +157,22 @@ impl Control {
                 }
             }
         });
+        let status_tx = tx.clone();
         tokio::spawn(async move {
             loop {
                 match read_message::<_, HostMessage>(&mut rd, max).await {
+                    Ok(Some(HostMessage::Status)) => {
+                        let json = serde_json::to_string(&board.snapshot()).unwrap_or_default();
+                        let _ = status_tx.send(GuestMessage::Status { json });
+                    }
                     Ok(Some(HostMessage::Shutdown { grace_ms })) => {
                         tracing::info!(grace_ms, "host asked for shutdown");
                         let _ =
                             requests.send(HostRequest::Shutdown(Duration::from_millis(grace_ms)));
+                    }
+                    Ok(Some(HostMessage::Exec(spec))) => {
+                        tracing::info!(command = ?spec.command, "host asked for an exec");
+                        let _ = requests.send(HostRequest::Exec(spec));
                     }
                     Ok(Some(other)) => tracing::warn!(?other, "unexpected control message ignored"),
                     // A newer host may send a variant we do not know: skip

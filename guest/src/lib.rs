@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: the command line (`init`, `status`, `dns-stub`).
 //! - [`dns`]: the DNS stub relaying to the host's resolver.
+//! - [`exec`]: processes started beside the agent by `bottle-host exec`.
 //! - [`egress`]: the agent's proxy listener, forwarded to the host.
 //! - [`logging`]: tracing to the console from the first instant.
 //! - [`init`]: the init sequence (boot, config, CA, services, agent, power off).
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod control;
 pub mod dns;
 pub mod egress;
+pub mod exec;
 pub mod init;
 pub mod logging;
 pub mod session;

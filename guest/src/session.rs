@@ -58,6 +58,7 @@ pub struct Session {
     writer: JoinHandle<()>,
     input: JoinHandle<()>,
     out: mpsc::Sender<SessionOutput>,
+    host_gone: Arc<tokio::sync::Notify>,
 }
 
 /// A non-blocking descriptor registered with the runtime.
@@ -143,8 +144,13 @@ fn reader(
 }
 
 impl Session {
-    /// Dial the host's session channel and create the agent's streams.
-    pub async fn open(host: &Address, spec: &SessionSpec) -> Result<Session, SessionError> {
+    /// Dial the host's session channel as session `id` (0: the agent)
+    /// and create the process's streams.
+    pub async fn open(
+        host: &Address,
+        id: u32,
+        spec: &SessionSpec,
+    ) -> Result<Session, SessionError> {
         let addr = host
             .for_port(SESSION_PORT)
             .map_err(|e| SessionError::Connect(e.to_string()))?;
@@ -154,7 +160,7 @@ impl Session {
             dial_hello(&mut s, Role::Guest, Channel::Session, &crate::software())
                 .await
                 .map_err(|e| e.to_string())?;
-            write_message(&mut s, &SessionOutput::Attach { session: 0 }, max)
+            write_message(&mut s, &SessionOutput::Attach { session: id }, max)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(s)
@@ -240,7 +246,8 @@ impl Session {
             (stdio, readers, stdin, None)
         };
 
-        let tty = spec.tty;
+        let host_gone = Arc::new(tokio::sync::Notify::new());
+        let gone = host_gone.clone();
         let input = tokio::spawn(async move {
             let mut stdin = stdin;
             loop {
@@ -260,14 +267,21 @@ impl Session {
                             }
                         }
                     }
-                    Some(SessionInput::StdinEof) if !tty => stdin = None,
+                    Some(SessionInput::StdinEof) if winsize.is_none() => stdin = None,
                     Some(SessionInput::Resize { rows, cols }) => {
                         if let Some(fd) = &winsize {
                             set_winsize(fd.get_ref(), rows, cols);
                         }
                     }
+                    Some(SessionInput::Hangup) => {
+                        stdin = None;
+                        gone.notify_one();
+                    }
                     Some(_) => {}
-                    None => return,
+                    None => {
+                        gone.notify_one();
+                        return;
+                    }
                 }
             }
         });
@@ -277,7 +291,21 @@ impl Session {
             writer,
             input,
             out,
+            host_gone,
         })
+    }
+
+    /// Resolves when the host closes its side (the user's `exec` ended).
+    pub async fn host_gone(&self) {
+        self.host_gone.notified().await;
+    }
+
+    /// Send `text` as the process's standard error (a failure to start).
+    pub async fn say(&self, text: &str) {
+        let _ = self
+            .out
+            .send(SessionOutput::Stderr(text.as_bytes().to_vec()))
+            .await;
     }
 
     /// The streams to give the agent.
@@ -285,29 +313,34 @@ impl Session {
         self.stdio.clone()
     }
 
-    /// Supervision is over: close the agent's streams, send what is left
-    /// and `Done` (within [`DRAIN_TIMEOUT`]).
-    pub async fn finish(self) {
+    /// The process is done: close its streams, send what is left, its
+    /// exit `code` (exec) and `Done` (within [`DRAIN_TIMEOUT`]).
+    pub async fn finish(self, code: Option<i32>) {
         let Session {
             stdio,
             readers,
             writer,
             input,
             out,
+            ..
         } = self;
         input.abort();
         drop(stdio);
-        drop(out);
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         for r in readers {
             let abort = r.abort_handle();
             if tokio::time::timeout_at(deadline, r).await.is_err() {
                 tracing::warn!(
-                    "session: the agent's output is still open (a background process?); cut off"
+                    "session: the output is still open (a background process?); cut off"
                 );
                 abort.abort();
             }
         }
+        if let Some(code) = code {
+            let exit = out.send(SessionOutput::Exit { code });
+            let _ = tokio::time::timeout_at(deadline, exit).await;
+        }
+        drop(out);
         let abort = writer.abort_handle();
         if tokio::time::timeout_at(deadline + DRAIN_TIMEOUT, writer)
             .await

@@ -142,6 +142,12 @@ pub enum GuestMessage {
         /// The exit code the guest will stop with.
         code: i32,
     },
+    /// The answer to [`HostMessage::Status`]: the guest's status as
+    /// `bottle-guest status --json` prints it.
+    Status {
+        /// JSON text.
+        json: String,
+    },
 }
 
 /// What the guest knows about itself when it asks for its config.
@@ -167,6 +173,22 @@ pub enum HostMessage {
         /// Grace period before SIGKILL, in milliseconds.
         grace_ms: u64,
     },
+    /// Ask for the guest's status (answered with [`GuestMessage::Status`]).
+    Status,
+    /// Run another process beside the agent, as the agent (same user,
+    /// environment, CA and guards), its streams on a new session.
+    Exec(Box<ExecSpec>),
+}
+
+/// A process to run in the guest for `bottle-host exec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The session id the guest attaches with (random, never 0).
+    pub session: u32,
+    /// argv; `command[0]` is looked up in `PATH`.
+    pub command: Vec<String>,
+    /// Its streams.
+    pub streams: SessionSpec,
 }
 
 /// The guest's configuration, pushed by the host on the control channel.
@@ -330,6 +352,13 @@ pub enum SessionOutput {
     Stderr(#[serde(with = "bytes")] Vec<u8>),
     /// Every output stream has ended; nothing follows.
     Done,
+    /// An exec'd process's exit code (128+signal for a signal), sent
+    /// before `Done`. The agent's session has none: its code travels on
+    /// the control channel.
+    Exit {
+        /// The code.
+        code: i32,
+    },
 }
 
 /// Session channel, host to guest.
@@ -347,6 +376,11 @@ pub enum SessionInput {
         /// Columns.
         cols: u16,
     },
+    /// The user left (`exec`'s escape sequence): hang the process up
+    /// (SIGHUP, SIGKILL after 2 s); its exit code still comes back. An
+    /// explicit message, since a half-closed stream may not survive the
+    /// vsock relay.
+    Hangup,
 }
 
 /// Largest `Stdin`/`Stdout`/`Stderr` payload a sender puts in one frame.

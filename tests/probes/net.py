@@ -150,7 +150,11 @@ if MODE == "main":
         s.settimeout(1.8)
         try:
             s.connect((2, port))
-            s.sendall(b"\x00\x00\x00\x05GET /" + (b"\r\n" + b"\xff" * 64 if trailing else b""))
+            try:
+                s.sendall(b"\x00\x00\x00\x05GET /" + (b"\r\n" + b"\xff" * 64 if trailing else b""))
+            except (BrokenPipeError, ConnectionResetError):
+                # Closed before we finished writing: closed at once.
+                return "closed while sending"
             data = b""
             try:
                 while True:

@@ -277,7 +277,7 @@ async fn serve(
             Err(e) => break 'run fatal(format!("services: {e}"), exit::SETUP_FAILED),
         }
         let session = match &cfg.session {
-            Some(spec) => match crate::session::Session::open(&base, spec).await {
+            Some(spec) => match crate::session::Session::open(&base, 0, spec).await {
                 Ok(s) => Some(s),
                 Err(e) => break 'run fatal(format!("session: {e}"), exit::SETUP_FAILED),
             },
@@ -299,7 +299,7 @@ async fn serve(
                     }));
                 let code = crate::supervise::machine::EXIT_START_FAILED;
                 if let Some(s) = session {
-                    s.finish().await;
+                    s.finish(None).await;
                 }
                 let _ = tasks.tx.send(GuestMessage::Exit { code });
                 break 'run code;
@@ -316,11 +316,23 @@ async fn serve(
             started,
             logged_start: false,
         };
-        let code = supervise(sys.clone(), sup, sigs, grace, req_rx, &mut rep).await;
+        // `exec` requests go to their own tasks; the rest to supervision.
+        let execs = crate::supervise::run::ExecTable::default();
+        let ctx = Arc::new(crate::exec::Context {
+            base: base.clone(),
+            agent: cfg.agent.clone(),
+            rootfs: opts.rootfs.clone(),
+            extra: extra.clone(),
+            sys: sys.clone(),
+            execs: execs.clone(),
+        });
+        let (sup_tx, sup_rx) = mpsc::unbounded_channel();
+        tokio::spawn(crate::exec::route(req_rx, sup_tx, ctx));
+        let code = supervise(sys.clone(), sup, sigs, grace, sup_rx, &mut rep, execs).await;
         tracing::info!(code, "agent done");
         // The agent's last output reaches the host before its exit code.
         if let Some(s) = session {
-            s.finish().await;
+            s.finish(None).await;
         }
         let _ = tasks.tx.send(GuestMessage::Exit { code });
         code

@@ -5,20 +5,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bottle_shared::message::ProcessEvent;
+use std::collections::HashMap;
+
+use bottle_shared::message::{ExecSpec, ProcessEvent};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use super::machine::{Next, Supervisor};
 use crate::sys::Sys;
 
 /// A request from the host to the loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostRequest {
     /// Stop the agent with this grace period, then finish.
     Shutdown(Duration),
+    /// Run a process beside the agent (`bottle-host exec`); handled by the
+    /// init's exec task, never by this loop.
+    Exec(Box<ExecSpec>),
 }
+
+/// Processes started by `exec`: their exit status goes to the waiter
+/// instead of the supervisor.
+pub type ExecTable = Arc<std::sync::Mutex<HashMap<i32, oneshot::Sender<i32>>>>;
 
 /// The signal streams the loop listens to. Create them before anything is
 /// spawned, so no SIGCHLD is missed.
@@ -68,11 +77,18 @@ fn merge(a: Next, b: Next) -> Next {
     }
 }
 
-/// Reap every exited child and feed it to the supervisor.
-pub fn reap_all(sys: &dyn Sys, sup: &mut Supervisor) -> Next {
+/// Reap every exited child: an exec'd process's status goes to its
+/// waiter, everything else to the supervisor.
+pub fn reap_all(sys: &dyn Sys, sup: &mut Supervisor, execs: &ExecTable) -> Next {
     let mut next = Next::Wait;
     while let Some((pid, raw)) = sys.reap() {
-        next = merge(next, sup.child_exited(pid, raw));
+        let waiter = execs.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+        match waiter {
+            Some(w) => {
+                let _ = w.send(raw);
+            }
+            None => next = merge(next, sup.child_exited(pid, raw)),
+        }
     }
     next
 }
@@ -85,6 +101,7 @@ pub async fn run(
     default_grace: Duration,
     mut host: mpsc::UnboundedReceiver<HostRequest>,
     obs: &mut dyn Observer,
+    execs: ExecTable,
 ) -> i32 {
     let mut restart_at: Option<Instant> = None;
     let mut grace_at: Option<Instant> = None;
@@ -98,7 +115,7 @@ pub async fn run(
         match next {
             Next::Done(code) => {
                 // Anything that exited meanwhile is still reaped.
-                reap_all(&*sys, &mut sup);
+                reap_all(&*sys, &mut sup, &execs);
                 return code;
             }
             Next::Restart(d) => restart_at = Some(Instant::now() + d),
@@ -106,12 +123,13 @@ pub async fn run(
             Next::Wait => {}
         }
         next = tokio::select! {
-            _ = sigs.child.recv() => reap_all(&*sys, &mut sup),
+            _ = sigs.child.recv() => reap_all(&*sys, &mut sup, &execs),
             _ = sigs.term.recv() => sup.signal(libc::SIGTERM, default_grace),
             _ = sigs.int.recv() => sup.signal(libc::SIGINT, default_grace),
             _ = sigs.hup.recv() => sup.signal(libc::SIGHUP, default_grace),
             req = host.recv(), if host_open => match req {
                 Some(HostRequest::Shutdown(grace)) => sup.shutdown(grace),
+                Some(HostRequest::Exec(_)) => Next::Wait,
                 None => { host_open = false; Next::Wait }
             },
             _ = sleep_until(restart_at.unwrap_or_else(Instant::now)), if restart_at.is_some() => {

@@ -7,9 +7,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+mod bottles;
 mod ca;
 mod check;
 mod dns;
+mod exec;
 mod proxy;
 
 /// bot-bottle host: run an AI agent in a microVM whose only ways out are an
@@ -53,6 +55,93 @@ pub enum Command {
         /// standard error; it is always in the bottle's console.log.
         #[arg(long)]
         console: bool,
+        /// The bottle's name, unique among the user's running bottles
+        /// (default: generated, e.g. bottle-3fa2c1).
+        #[arg(long)]
+        name: Option<String>,
+        /// Run in the background: print the name once the bottle is up,
+        /// and return; see ps, logs, stop.
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// List the running bottles (name, backend, agent state, restarts,
+    /// uptime, the guest's DNS and proxy counters).
+    Ps {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run a command in a running bottle, as its agent runs; exits with
+    /// the command's exit code.
+    Exec {
+        /// A terminal for the command (with -i: ours in raw mode; Ctrl-]
+        /// then q hangs the command up).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Pass standard input on (it is also, without -i, whenever it is
+        /// not a terminal).
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The bottle's name.
+        name: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop bottles gracefully (SIGTERM to the agent, SIGKILL after --time).
+    Stop {
+        /// Seconds the agent has before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        /// Bottle names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Kill bottles: their VMs stop at once.
+    Kill {
+        /// Bottle names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print a bottle's agent output (or its console).
+    Logs {
+        /// Keep printing until the bottle ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The guest console (kernel and bottle-guest) instead.
+        #[arg(long)]
+        console: bool,
+        /// The bottle's name.
+        name: String,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print a bottle's DNS and proxy decisions.
+    Audit {
+        /// Keep printing until the bottle ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The JSON lines as logged instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The bottle's name.
+        name: String,
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a manifest and print the effective policy.
     Check {
@@ -157,6 +246,32 @@ pub enum DnsQuery {
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Check { manifests } => check::run(&manifests),
+        Command::Exec {
+            tty,
+            interactive,
+            state_dir,
+            name,
+            command,
+        } => exec::run(state_dir.as_deref(), &name, &command, tty, interactive),
+        Command::Ps { json, state_dir } => bottles::ps(state_dir.as_deref(), json),
+        Command::Stop {
+            time,
+            names,
+            state_dir,
+        } => bottles::stop(state_dir.as_deref(), &names, Some(time)),
+        Command::Kill { names, state_dir } => bottles::stop(state_dir.as_deref(), &names, None),
+        Command::Logs {
+            follow,
+            console,
+            name,
+            state_dir,
+        } => bottles::logs(state_dir.as_deref(), &name, follow, console),
+        Command::Audit {
+            follow,
+            json,
+            name,
+            state_dir,
+        } => bottles::audit(state_dir.as_deref(), &name, follow, json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -174,15 +289,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             tty,
             interactive,
             console,
-        } => crate::launch::run(crate::launch::LaunchArgs {
-            manifest,
-            state_dir,
-            upstream_ca,
-            guest_log,
-            tty,
-            interactive,
-            console,
-        }),
+            name,
+            detach,
+        } => {
+            let args = crate::launch::LaunchArgs {
+                manifest,
+                state_dir,
+                upstream_ca,
+                guest_log,
+                tty,
+                interactive,
+                console,
+                name,
+            };
+            if detach {
+                crate::launch::detach::run(args)
+            } else {
+                crate::launch::run(args)
+            }
+        }
         Command::Dns(args) => dns::run(args),
         Command::Proxy {
             listen,

@@ -135,6 +135,28 @@ impl Shutdown {
         write_message(&mut self.wr, &msg, Channel::Control.max_frame()).await?;
         Ok(())
     }
+
+    /// Ask the guest to run a process beside the agent (`exec`).
+    pub async fn exec(
+        &mut self,
+        spec: bottle_shared::message::ExecSpec,
+    ) -> Result<(), ControlError> {
+        let msg = HostMessage::Exec(Box::new(spec));
+        write_message(&mut self.wr, &msg, Channel::Control.max_frame()).await?;
+        Ok(())
+    }
+
+    /// Ask for the guest's status; it comes back as a
+    /// [`GuestMessage::Status`] event.
+    pub async fn ask_status(&mut self) -> Result<(), ControlError> {
+        write_message(
+            &mut self.wr,
+            &HostMessage::Status,
+            Channel::Control.max_frame(),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

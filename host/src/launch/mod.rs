@@ -13,36 +13,39 @@
 //! - [`control`]: the host end of the control channel.
 //! - [`services`]: DNS filter, proxy and bridges.
 //! - [`lookup`]: the proxy resolves through the DNS filter.
+//! - [`detach`]: `--detach`, the launch in the background.
+//! - [`lifecycle`]: the bottle's name and control socket (`ps`, `stop`, …).
 //! - [`console`]: the guest console (to `console.log`, not stdout).
 //! - [`session`]: the agent's stdin, stdout and stderr or terminal.
 //! - [`terminal`]: raw mode and the escape sequence for `-it`.
 //! - [`report`]: what the user is told about the VM and the agent.
 //! - [`rundir`]: the run directory.
+//! - `supervise`: the loop from boot to the agent's exit.
 
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod detach;
+pub mod lifecycle;
 pub mod lookup;
 pub mod report;
 pub mod rundir;
 pub mod services;
 pub mod session;
+mod supervise;
 pub mod terminal;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bottle_shared::channel::{CONTROL_PORT, DNS_PORT, EGRESS_PORT, SESSION_PORT};
-use bottle_shared::message::{GuestMessage, ProcessEvent, SessionSpec};
-use report::{describe_exit, fail, interrupted, report_event};
-use terminal::notice;
+use bottle_shared::message::SessionSpec;
 
 use crate::ca::Ca;
 use crate::manifest::{self, Backend};
-use crate::vmm::{self, qemu::Qemu, VmExit, VmSpec, Vmm};
+use crate::vmm::{self, qemu::Qemu, VmSpec, Vmm};
 
 /// The guest's log filter unless `--guest-log` says otherwise: quiet, so
 /// the console shows the agent's output.
@@ -73,6 +76,8 @@ pub struct LaunchArgs {
     pub interactive: bool,
     /// `--console`: show the guest console on standard error.
     pub console: bool,
+    /// `--name`: the bottle's name (generated when absent).
+    pub name: Option<String>,
 }
 
 /// How long the agent's last output may take to arrive after its exit.
@@ -105,6 +110,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         tty: args.tty,
         stdin: args.interactive || !stdin_tty,
         raw: args.tty && args.interactive,
+        hangup_on_escape: false,
     };
     let vmm = pick_backend(&m)?;
     let ca = Ca::load_or_create(&state)?;
@@ -151,6 +157,30 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         ..Default::default()
     };
 
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let name = args.name.clone().unwrap_or_else(lifecycle::generate_name);
+    let ctl_listener = rt.block_on(lifecycle::claim(&state, &name))?;
+    let _ = std::fs::write(logs.join("name"), &name);
+    let info = std::sync::Arc::new(std::sync::Mutex::new(lifecycle::Info {
+        name: name.clone(),
+        id: id.clone(),
+        manifest: args.manifest.clone(),
+        image: format!("{} + {}", image.kernel.display(), image.initramfs.display()),
+        backend: format!("{} ({})", vmm.name(), vmm.accelerator()),
+        started_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        logs: logs.clone(),
+        agent_state: "booting".into(),
+        ..Default::default()
+    }));
+
+    eprintln!("bottle: name        {name}");
     eprintln!("bottle: id          {id}");
     eprintln!("bottle: backend     {} ({})", vmm.name(), vmm.accelerator());
     eprintln!(
@@ -180,10 +210,6 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         if args.console { " (and on stderr)" } else { "" }
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
     let inputs = services::Inputs {
         manifest: m,
         secrets,
@@ -194,16 +220,26 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     };
     let code = rt.block_on(async {
         let svc = services::start(inputs, &run).await?;
-        let console = ConsoleOut {
+        let console = supervise::ConsoleOut {
             log: Some(crate::hardening::create_private(&console_log)?),
             show: args.console,
         };
-        let io = Io {
+        let (cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
+        let ctl = lifecycle::serve(ctl_listener, info.clone(), cmd_tx);
+        let io = supervise::Io {
             wiring,
             console,
             session: &svc.session,
+            agent_log: Some(crate::hardening::open_private_append(
+                &logs.join("agent.log"),
+            )?),
+            cmds,
+            info,
         };
-        let r = supervise(&*vmm, &spec, &svc.control, &guest_cfg, io, t0).await;
+        let r = supervise::supervise(&*vmm, &spec, &svc.control, &guest_cfg, io, t0).await;
+        // The name is free again once the socket is gone.
+        ctl.abort();
+        let _ = ctl.await;
         svc.stop().await;
         r
     });
@@ -245,230 +281,4 @@ fn pick_backend(m: &manifest::Manifest) -> Result<Box<dyn Vmm>> {
             }
         },
     }
-}
-
-/// What ended the wait for the guest.
-enum Ended {
-    Exit(i32),
-    VmStopped(VmExit),
-    Failed(String),
-}
-
-/// Where the console goes.
-struct ConsoleOut {
-    log: Option<std::fs::File>,
-    show: bool,
-}
-
-/// The agent's streams and the console.
-struct Io<'a> {
-    wiring: session::Wiring,
-    console: ConsoleOut,
-    session: &'a bottle_shared::transport::Listener,
-}
-
-/// Boot the VM, run the control session, and return the agent's code.
-async fn supervise(
-    vmm: &dyn Vmm,
-    spec: &VmSpec,
-    control: &bottle_shared::transport::Listener,
-    guest_cfg: &bottle_shared::message::GuestConfig,
-    io: Io<'_>,
-    t0: Instant,
-) -> Result<i32> {
-    let mut vm = vmm.start(spec).await.context("starting the VM")?;
-    let t_vm = Instant::now();
-    let tail = console::Tail::default();
-    let Io {
-        wiring,
-        console: ConsoleOut { log, show },
-        session: session_listener,
-    } = io;
-    let console_task = vm
-        .console()
-        .map(|c| console::forward(c, tail.clone(), log, show));
-    // The agent's session: accepted once; its pump, and raw mode while it
-    // runs (restored when this function returns, however it returns).
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let mut pump: Option<tokio::task::JoinHandle<()>> = None;
-    let mut attaching: Option<
-        tokio::task::JoinHandle<Result<bottle_shared::transport::BoxStream>>,
-    > = None;
-    let mut raw: Option<terminal::RawMode> = None;
-    let mut session_tried = false;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-
-    // 1. The guest connects and gets its config.
-    let session = tokio::select! {
-        s = tokio::time::timeout(BOOT_TIMEOUT, control::accept(control, guest_cfg)) => match s {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return fail(&mut *vm, &tail, &format!("guest control channel: {e}")).await,
-            Err(_) => return fail(&mut *vm, &tail, &format!("the guest did not connect within {BOOT_TIMEOUT:?}")).await,
-        },
-        st = vm.wait() => {
-            let why = describe_exit(st?);
-            return fail(&mut *vm, &tail, &format!("the VM stopped before the guest connected ({why})")).await;
-        }
-        _ = tokio::signal::ctrl_c() => return interrupted(&mut *vm).await,
-        _ = term.recv() => return interrupted(&mut *vm).await,
-    };
-    let t_connect = Instant::now();
-    let init_ms = session.boot.init_ms as f64;
-    tracing::info!(guest = %session.peer.software, kernel = %session.boot.kernel, "guest connected");
-    let (mut events, mut shutdown) = session.split();
-
-    // 2. Events until the agent's exit.
-    let grace = Duration::from_millis(guest_cfg.agent.grace_ms.max(1000));
-    let mut shutdown_sent = false;
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut started_logged = false;
-    let ended = loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            msg = events.next() => match msg {
-                Ok(Some(GuestMessage::Exit { code })) => break Ended::Exit(code),
-                Ok(Some(GuestMessage::Fatal { message, code })) => {
-                    notice(&format!("bottle: guest setup failed ({code}): {message}"));
-                }
-                Ok(Some(GuestMessage::Process(ev))) => {
-                    if !started_logged && matches!(ev, ProcessEvent::Started { .. }) {
-                        started_logged = true;
-                        let boot_ms = ms(t_connect - t_vm) - init_ms;
-                        let init = init_ms + ms(t_connect.elapsed());
-                        notice(&format!(
-                            "bottle: timing      host setup {:.0} ms, VM boot {:.0} ms, guest init {:.0} ms (launch to agent {:.0} ms)",
-                            ms(t_vm - t0), boot_ms.max(0.0), init, ms(t0.elapsed())
-                        ));
-                    }
-                    report_event(&ev);
-                }
-                Ok(Some(other)) => tracing::debug!(?other, "control message"),
-                Ok(None) => break Ended::Failed("the guest closed the control channel without an exit code".into()),
-                Err(e) => break Ended::Failed(format!("control channel: {e}")),
-            },
-            st = vm.wait() => break Ended::VmStopped(st?),
-            s = session_listener.accept() => {
-                match s {
-                    Ok(s) if !session_tried => {
-                        session_tried = true;
-                        attaching = Some(tokio::spawn(session::accept(s)));
-                    }
-                    // Only the init's session may exist (it is made before
-                    // the agent starts); any other is dropped, even after
-                    // a failed first one.
-                    Ok(s) => drop(tokio::spawn(session::refuse(s))),
-                    Err(_) => {}
-                }
-            }
-            a = async { attaching.as_mut()?.await.ok() }, if attaching.is_some() => {
-                attaching = None;
-                match a {
-                    Some(Ok(s)) => {
-                        if wiring.raw {
-                            match terminal::RawMode::enter() {
-                                Ok(r) => raw = Some(r),
-                                Err(e) => notice(&format!("bottle: cannot put the terminal in raw mode: {e}")),
-                            }
-                        }
-                        pump = Some(session::spawn(s, wiring, stop.clone()));
-                    }
-                    Some(Err(e)) => notice(&format!("bottle: agent session: {e:#}")),
-                    None => {}
-                }
-            }
-            _ = stop.notified(), if !shutdown_sent => {
-                shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
-                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
-            }
-            extra = control.accept() => {
-                // Only bottle-guest's session may exist; anyone else (the
-                // agent dialling port 6001) is refused, never left waiting.
-                if let Ok(s) = extra {
-                    tokio::spawn(control::refuse(s));
-                }
-            }
-            _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
-                notice("bottle: interrupted; stopping the agent (again to kill the VM)");
-                shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
-                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
-            }
-            _ = term.recv(), if !shutdown_sent => {
-                notice("bottle: terminated; stopping the agent");
-                shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
-                deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
-            }
-            _ = tokio::signal::ctrl_c(), if shutdown_sent => {
-                vm.kill();
-                break Ended::Failed("killed on a second interrupt".into());
-            }
-            _ = sleep => {
-                vm.kill();
-                break Ended::Failed("the guest did not stop in time; VM killed".into());
-            }
-        }
-    };
-
-    // 3. The agent's last output (sent before its exit code), then the
-    // terminal back to normal before anything else is printed.
-    if let Some(p) = pump.take() {
-        let abort = p.abort_handle();
-        if tokio::time::timeout(OUTPUT_DRAIN, p).await.is_err() {
-            abort.abort();
-        }
-    }
-    drop(raw.take());
-
-    // 4. The VM powers off by itself after the exit; make sure it is gone.
-    let code = match ended {
-        Ended::Exit(code) => {
-            match tokio::time::timeout(POWEROFF_TIMEOUT, vm.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!("the VM did not power off in time; killing it");
-                    vm.kill();
-                    let _ = vm.wait().await;
-                }
-            }
-            notice(&format!("bottle: agent exited with code {code}"));
-            code
-        }
-        Ended::VmStopped(st) => {
-            notice(&format!(
-                "bottle: the VM stopped before the agent reported an exit ({})",
-                describe_exit(st)
-            ));
-            LAUNCH_FAILED
-        }
-        Ended::Failed(why) => {
-            // A closed control channel usually means the VM died: say so.
-            match tokio::time::timeout(Duration::from_secs(3), vm.wait()).await {
-                Ok(Ok(st @ VmExit::Exited(_))) => notice(&format!(
-                    "bottle: the VM stopped before the agent reported an exit ({}); {why}",
-                    describe_exit(st)
-                )),
-                _ => {
-                    notice(&format!("bottle: {why}"));
-                    vm.kill();
-                    let _ = vm.wait().await;
-                }
-            }
-            LAUNCH_FAILED
-        }
-    };
-    if let Some(t) = console_task {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
-    }
-    Ok(code)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

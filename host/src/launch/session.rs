@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bottle_shared::channel::Channel;
 use bottle_shared::io::{accept_hello, linger_close, read_message, write_message};
-use bottle_shared::message::{SessionInput, SessionOutput, SESSION_CHUNK};
+use bottle_shared::message::{ExecSpec, SessionInput, SessionOutput, SESSION_CHUNK};
 use bottle_shared::transport::BoxStream;
 use bottle_shared::Role;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::terminal::{self, Escape, Typed};
@@ -38,13 +38,22 @@ pub struct Wiring {
     /// Our terminal is in raw mode (`-it`): Ctrl-C and friends are bytes
     /// for the guest, and the escape sequence stops the bottle.
     pub raw: bool,
+    /// The escape sequence ends this session (`exec`: the process is hung
+    /// up) instead of stopping the bottle.
+    pub hangup_on_escape: bool,
 }
 
-/// Accept the guest's session: hello, then `Attach` for session 0. A
+/// Session connections whose hello and attach are read at once; more
+/// wait for a slot (anything beyond is dropped).
+pub const MAX_ATTACHING: usize = 8;
+/// How long an `exec` waits for the guest's session.
+pub const EXEC_ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept a guest session: hello, then `Attach`; returns its id. A
 /// connection that is not one is closed without leaving its peer hanging.
-pub async fn accept(mut s: BoxStream) -> Result<BoxStream> {
+pub async fn accept(mut s: BoxStream) -> Result<(u32, BoxStream)> {
     match attach(&mut s).await {
-        Ok(()) => Ok(s),
+        Ok(id) => Ok((id, s)),
         Err(e) => {
             linger_close(&mut s).await;
             Err(e)
@@ -52,12 +61,57 @@ pub async fn accept(mut s: BoxStream) -> Result<BoxStream> {
     }
 }
 
+/// `exec`s waiting for the guest to attach their session.
+#[derive(Default)]
+pub struct Execs {
+    waiting: std::collections::HashMap<u32, oneshot::Sender<BoxStream>>,
+}
+
+impl Execs {
+    /// Give `spec` a fresh random session id (never 0, never one in use)
+    /// and remember who waits for it.
+    pub fn expect(&mut self, mut spec: ExecSpec, reply: oneshot::Sender<BoxStream>) -> ExecSpec {
+        self.waiting.retain(|_, w| !w.is_closed());
+        let mut id = random_u32();
+        while id == 0 || self.waiting.contains_key(&id) {
+            id = random_u32();
+        }
+        spec.session = id;
+        self.waiting.insert(id, reply);
+        spec
+    }
+
+    /// The guest attached session `id`: hand it to its `exec`, or drop it
+    /// (an id nobody waits for: a guess by the agent).
+    pub fn attach(&mut self, id: u32, s: BoxStream) {
+        match self.waiting.remove(&id) {
+            Some(w) => {
+                if let Err(s) = w.send(s) {
+                    drop(tokio::spawn(refuse(s)));
+                }
+            }
+            None => {
+                tracing::warn!(id, "a session nobody asked for; dropped");
+                drop(tokio::spawn(refuse(s)));
+            }
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_ne_bytes(b) ^ std::process::id().rotate_left(16)
+}
+
 /// Drop a session connection beyond the first (only the init's exists).
 pub async fn refuse(mut s: BoxStream) {
     linger_close(&mut s).await;
 }
 
-async fn attach(s: &mut BoxStream) -> Result<()> {
+async fn attach(s: &mut BoxStream) -> Result<u32> {
     let max = Channel::Session.max_frame();
     accept_hello(s, Role::Host, Channel::Session, SOFTWARE)
         .await
@@ -67,31 +121,84 @@ async fn attach(s: &mut BoxStream) -> Result<()> {
         .context("no attach on the session channel")?
         .context("session channel")?;
     match first {
-        Some(SessionOutput::Attach { session: 0 }) => Ok(()),
-        other => bail!("the session channel began with {other:?}, not the agent's attach"),
+        Some(SessionOutput::Attach { session }) => Ok(session),
+        other => bail!("the session channel began with {other:?}, not an attach"),
     }
 }
 
 /// Run the session until the guest's output is done. `stop` is notified
 /// when the user types the escape sequence.
-pub fn spawn(s: BoxStream, wiring: Wiring, stop: Arc<Notify>) -> JoinHandle<()> {
+/// The agent's output is also appended to `log` (for `bottle-host logs`),
+/// up to [`LOG_LIMIT`] bytes.
+pub fn spawn(
+    s: BoxStream,
+    wiring: Wiring,
+    stop: Arc<Notify>,
+    log: Option<std::fs::File>,
+) -> JoinHandle<Option<i32>> {
     let (rd, wr) = tokio::io::split(s);
     let input = tokio::spawn(input(wr, wiring, stop));
     tokio::spawn(async move {
-        output(rd).await;
+        let code = output(rd, log).await;
         input.abort();
+        code
     })
 }
 
-async fn output(mut rd: ReadHalf<BoxStream>) {
+/// Most bytes of agent output kept in a bottle's `agent.log`.
+pub const LOG_LIMIT: u64 = 64 << 20;
+
+/// Append to the agent log until [`LOG_LIMIT`], then say so once.
+struct AgentLog {
+    file: Option<tokio::fs::File>,
+    written: u64,
+}
+
+impl AgentLog {
+    async fn put(&mut self, b: &[u8]) {
+        let Some(f) = &mut self.file else { return };
+        if self.written + b.len() as u64 > LOG_LIMIT {
+            let _ = f
+                .write_all(b"\n[bot-bottle: agent.log is full (64 MiB); the rest is not kept]\n")
+                .await;
+            self.file = None;
+            return;
+        }
+        self.written += b.len() as u64;
+        if f.write_all(b).await.is_err() {
+            self.file = None;
+        }
+    }
+}
+
+/// Copy the session's output to ours until `Done`; an exec'd process's
+/// exit code, if one came.
+async fn output(mut rd: ReadHalf<BoxStream>, log: Option<std::fs::File>) -> Option<i32> {
+    let mut code = None;
     let max = Channel::Session.max_frame();
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
+    let mut log = AgentLog {
+        file: log.map(tokio::fs::File::from_std),
+        written: 0,
+    };
     loop {
         match read_message::<_, SessionOutput>(&mut rd, max).await {
-            Ok(Some(SessionOutput::Stdout(b))) => put(&mut out, &b).await,
-            Ok(Some(SessionOutput::Stderr(b))) => put(&mut err, &b).await,
-            Ok(Some(SessionOutput::Done)) | Ok(None) => break,
+            Ok(Some(SessionOutput::Stdout(b))) => {
+                log.put(&b).await;
+                put(&mut out, &b).await
+            }
+            Ok(Some(SessionOutput::Stderr(b))) => {
+                log.put(&b).await;
+                put(&mut err, &b).await
+            }
+            Ok(Some(SessionOutput::Exit { code: c })) => code = Some(c),
+            Ok(Some(SessionOutput::Done)) | Ok(None) => {
+                if let Some(f) = &mut log.file {
+                    let _ = f.flush().await;
+                }
+                break;
+            }
             Ok(Some(other)) => tracing::debug!(?other, "session: ignored"),
             Err(e) => {
                 terminal::notice(&format!("bottle: session channel: {e}"));
@@ -99,6 +206,7 @@ async fn output(mut rd: ReadHalf<BoxStream>) {
             }
         }
     }
+    code
 }
 
 async fn put(w: &mut (impl AsyncWrite + Unpin), b: &[u8]) {
@@ -155,6 +263,13 @@ async fn input(mut wr: WriteHalf<BoxStream>, wiring: Wiring, stop: Arc<Notify>) 
                     Typed::Send(b) => SessionInput::Stdin(b),
                     Typed::Stop(b) => {
                         let _ = write_message(&mut wr, &SessionInput::Stdin(b), max).await;
+                        if wiring.hangup_on_escape {
+                            // The guest hangs the process up; its exit
+                            // code still comes back.
+                            terminal::notice("bottle: escape sequence; hanging up");
+                            let _ = write_message(&mut wr, &SessionInput::Hangup, max).await;
+                            return;
+                        }
                         terminal::notice("bottle: escape sequence; stopping the bottle");
                         stop.notify_one();
                         chunks = None;

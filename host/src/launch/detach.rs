@@ -1,0 +1,97 @@
+//! `launch --detach`: the same launch as a background process in a
+//! session of its own (no terminal), its own output to
+//! `<state>/names/<NAME>.launch.log` (the agent's to the bottle's
+//! `agent.log`); this process returns once the bottle's control socket
+//! answers, printing the name, as `docker run -d` prints the id.
+
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::lifecycle::{self, check_name, generate_name};
+use super::LaunchArgs;
+
+/// How long the background launch has to serve its control socket (the
+/// checks and the host services come first; the VM boots after).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Start the launch in the background; the exit code is 0 once it is up.
+pub fn run(args: LaunchArgs) -> Result<i32> {
+    if args.tty || args.interactive {
+        bail!("--detach with -t or -i: attaching to a detached bottle is not supported yet; drop -t/-i (logs -f follows its output)");
+    }
+    let state = crate::cli::state_dir(args.state_dir.as_deref())?;
+    let name = args.name.clone().unwrap_or_else(generate_name);
+    check_name(&name)?;
+    let names = lifecycle::names_dir(&state)?;
+    let log_path = names.join(format!("{name}.launch.log"));
+    let log = crate::hardening::create_private(&log_path)?;
+    log.set_len(0)?;
+    let sock = lifecycle::socket_path(&state, &name);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        bail!(
+            "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
+        );
+    }
+    let exe = std::env::current_exe().context("this program's path")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("launch")
+        .arg(&args.manifest)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--name")
+        .arg(&name);
+    if let Some(u) = &args.upstream_ca {
+        cmd.arg("--upstream-ca").arg(u);
+    }
+    if let Some(g) = &args.guest_log {
+        cmd.arg("--guest-log").arg(g);
+    }
+    if args.console {
+        cmd.arg("--console");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    // SAFETY: the closure runs between fork and exec and only calls
+    // setsid(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the background launch")?;
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            let out = std::fs::read_to_string(&log_path).unwrap_or_default();
+            eprint!("{out}");
+            return Ok(st.code().unwrap_or(super::LAUNCH_FAILED));
+        }
+        // Up when its socket answers as this very launch (another one of
+        // the same name started meanwhile is not it).
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            let ps = rt.block_on(lifecycle::request(&state, &name, &lifecycle::Request::Ps));
+            if ps.is_ok_and(|i| i.pid == child.id()) {
+                println!("{name}");
+                return Ok(0);
+            }
+        }
+        if t0.elapsed() > READY_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the background launch did not come up within {READY_TIMEOUT:?}; its log: {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,263 @@
+//! A running bottle's name and control socket, and what it answers.
+//!
+//! Each `launch` owns its VM and serves `<state>/names/<NAME>.sock` (the
+//! state directory is the user's own, 0700; the socket is 0600 and checks
+//! each peer's uid). The other verbs (`ps`, `stop`, `kill`, `logs`,
+//! `audit`) connect to it; no daemon is involved. One request per
+//! connection: a JSON line in, a JSON line out.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bottle_shared::transport::{connect, BoxStream, Listener};
+use bottle_shared::Address;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 4096;
+/// How long a client may take to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `ps` waits for the guest's counters.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `ps` shows of a bottle.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Info {
+    /// The bottle's name.
+    pub name: String,
+    /// Its id (`<state>/bottles/<id>`).
+    pub id: String,
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// Kernel and initramfs (or root) it boots.
+    pub image: String,
+    /// VMM backend and accelerator.
+    pub backend: String,
+    /// Start time, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// The `bottle-host launch` process.
+    pub pid: u32,
+    /// Its log directory.
+    pub logs: PathBuf,
+    /// The agent: `booting`, `running`, `restarting`, `exited`, `stopping`.
+    pub agent_state: String,
+    /// The agent's pid in the guest.
+    pub agent_pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The agent's last exit code.
+    pub last_exit: Option<i32>,
+    /// The guest's own status (`bottle-guest status --json`): its DNS and
+    /// egress counters. `None` when it did not answer in time.
+    pub guest: Option<serde_json::Value>,
+}
+
+/// A request on the control socket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The bottle's [`Info`].
+    Ps,
+    /// Stop gracefully: SIGTERM to the agent, SIGKILL after `grace_ms`.
+    Stop {
+        /// Grace period.
+        grace_ms: u64,
+    },
+    /// Kill the VM now.
+    Kill,
+    /// Run a process in the guest beside the agent; after the answer line
+    /// the connection carries its session (frames as on the session
+    /// channel: `SessionInput` in, `SessionOutput` out).
+    Exec {
+        /// argv.
+        command: Vec<String>,
+        /// A terminal.
+        tty: bool,
+        /// Input from the client.
+        stdin: bool,
+        /// Terminal rows.
+        rows: u16,
+        /// Terminal columns.
+        cols: u16,
+    },
+}
+
+/// The answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    /// The bottle's info (every answer carries it).
+    pub info: Option<Info>,
+    /// Why the request failed.
+    pub error: Option<String>,
+}
+
+/// What the control socket asks of the supervision loop.
+pub enum Command {
+    /// Stop gracefully.
+    Stop(Duration),
+    /// Kill the VM.
+    Kill,
+    /// The guest's status JSON, when it comes.
+    Status(oneshot::Sender<String>),
+    /// Run a process in the guest; its session stream, once attached.
+    Exec(bottle_shared::message::ExecSpec, oneshot::Sender<BoxStream>),
+}
+
+/// Follow the agent's state in `info`.
+pub fn note_event(info: &mut Info, ev: &bottle_shared::message::ProcessEvent) {
+    use bottle_shared::message::ProcessEvent as E;
+    match ev {
+        E::Started { pid, .. } => {
+            if info.agent_state != "stopping" {
+                info.agent_state = "running".into();
+            }
+            info.agent_pid = Some(*pid);
+        }
+        E::Exited { code, .. } => {
+            info.last_exit = Some(*code);
+            info.agent_pid = None;
+            if info.agent_state != "stopping" {
+                info.agent_state = "exited".into();
+            }
+        }
+        E::Restarting { .. } => {
+            info.restarts += 1;
+            info.agent_state = "restarting".into();
+        }
+        E::StartFailed { .. } => info.agent_state = "failed".into(),
+        _ => {}
+    }
+}
+
+/// Docker's rule: a letter or digit, then letters, digits, `_`, `.`, `-`;
+/// at most 64 characters here (socket paths are short).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        bail!("bad bottle name {name:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A name for a bottle launched without `--name`: `bottle-` and six hex
+/// digits from the clock and the pid.
+pub fn generate_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let mix = (nanos ^ (u64::from(std::process::id()) << 20)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("bottle-{:06x}", mix >> 40)
+}
+
+/// `<state>/names`, private.
+pub fn names_dir(state: &Path) -> Result<PathBuf> {
+    let d = state.join("names");
+    crate::hardening::private_dir(&d)?;
+    Ok(d)
+}
+
+/// The control socket of bottle `name`.
+pub fn socket_path(state: &Path, name: &str) -> PathBuf {
+    state.join("names").join(format!("{name}.sock"))
+}
+
+/// Whether a socket file has a live bottle behind it; a file nobody
+/// listens on (its `bottle-host` was killed) is removed.
+pub async fn is_live(path: &Path) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), connect(&Address::Unix(path.into()))).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let _ = std::fs::remove_file(path);
+            false
+        }
+        // Busy or not ours to judge: keep it.
+        _ => path.exists(),
+    }
+}
+
+/// Take `name` for this launch: bind its socket, after removing a stale
+/// one; a live one is a clash.
+pub async fn claim(state: &Path, name: &str) -> Result<Listener> {
+    check_name(name)?;
+    names_dir(state)?;
+    let path = socket_path(state, name);
+    if path.exists() && is_live(&path).await {
+        bail!(
+            "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
+        );
+    }
+    Listener::bind_owner_only(&Address::Unix(path.clone()))
+        .await
+        .with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+/// Send `req` to bottle `name` and return its answer.
+pub async fn request(state: &Path, name: &str, req: &Request) -> Result<Info> {
+    check_name(name)?;
+    let path = socket_path(state, name);
+    if !path.exists() || !is_live(&path).await {
+        bail!("no running bottle named {name:?} (bottle-host ps lists them)");
+    }
+    let exchange = async {
+        let mut s = connect(&Address::Unix(path.clone())).await?;
+        let mut line = serde_json::to_string(req)?;
+        line.push('\n');
+        s.write_all(line.as_bytes()).await?;
+        let mut answer = String::new();
+        BufReader::new(s)
+            .take(16 << 20)
+            .read_line(&mut answer)
+            .await?;
+        anyhow::Ok(serde_json::from_str::<Reply>(answer.trim())?)
+    };
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT + STATUS_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("bottle {name:?} did not answer"))?
+        .with_context(|| format!("bottle {name:?}"))?;
+    match (reply.info, reply.error) {
+        (_, Some(e)) => bail!("bottle {name:?}: {e}"),
+        (Some(i), None) => Ok(i),
+        (None, None) => bail!("bottle {name:?}: empty answer"),
+    }
+}
+
+/// Names of the running bottles under `state` (stale sockets removed).
+pub async fn list(state: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(rd) = std::fs::read_dir(state.join("names")) else {
+        return names;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Some(name) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sock"))
+        else {
+            continue;
+        };
+        if is_live(&p).await {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names
+}
+
+mod server;
+pub use server::{read_line, serve};
+
+#[cfg(test)]
+mod tests;
