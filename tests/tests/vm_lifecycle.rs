@@ -440,3 +440,45 @@ fn exec_it_gets_a_terminal_and_the_escape_hangs_it_up() {
     b.wait_ps("x1", "still running", |i| i["agent_state"] == "running");
     assert!(b.host(&["kill", "x1"]).status.success());
 }
+
+#[test]
+fn a_bottle_that_never_answers_gives_a_clear_error_not_a_hang() {
+    // A control socket that accepts and then says nothing, as a wedged
+    // bottle-host would.
+    let b = Bottles::new();
+    let names = b.state().join("names");
+    std::fs::create_dir_all(&names).unwrap();
+    std::fs::set_permissions(
+        b.state(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(names.join("hung.sock")).unwrap();
+    let _server = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    for args in [
+        &["stop", "hung"][..],
+        &["exec", "hung", "--", "true"],
+        &["ps"],
+    ] {
+        let t0 = Instant::now();
+        let out = b.host(args);
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(30), "{args:?} took {took:?}");
+        if args[0] != "ps" {
+            assert!(!out.status.success(), "{args:?}");
+            assert!(
+                text(&out.stderr).contains("did not answer"),
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+        } else {
+            // ps lists what answers; a wedged bottle is left out.
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+    }
+}

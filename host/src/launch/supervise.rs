@@ -172,6 +172,8 @@ pub(super) async fn supervise(
             },
             cmd = cmds.recv() => match cmd {
                 Some(lifecycle::Command::Status(tx)) => {
+                    // Those who gave up waiting (a silent guest) go.
+                    status_waiters.retain(|w| !w.is_closed());
                     status_waiters.push(tx);
                     let _ = shutdown.ask_status().await;
                 }
