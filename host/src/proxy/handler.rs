@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hudsucker::hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING};
+use hudsucker::hyper::header::CONTENT_ENCODING;
 use hudsucker::hyper::{Method, Request, Response, Uri};
 use hudsucker::{Body, HttpContext, HttpHandler, RequestOrResponse};
 
@@ -17,6 +17,7 @@ use super::audit::{self, AuditLog, Record};
 use super::body_stream::{prepare, AuditOnRefusal, Prepared, StreamState};
 use super::connector::{ConnectError, Connector};
 use super::dlp::Dlp;
+use super::inject::inject_header;
 use super::policy::{self, Denied};
 use super::reply::{audit_failed, error_chain, reply, target, Refusal};
 use super::tunnel::{destination, Tunnel};
@@ -195,9 +196,9 @@ impl Handler {
             return self.refuse(rec, r, start).into();
         }
         if ws {
-            return self
-                .websocket(req, rec, start, (scheme, &host, port, &pq), inject)
-                .await;
+            // Boxed, as it is large (see `request_future_stays_small`).
+            let open = self.websocket(req, rec, start, (scheme, &host, port, &pq), inject);
+            return Box::pin(open).await;
         }
         let (mut parts, body) = req.into_parts();
         let encoding = match parts.headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
@@ -231,15 +232,20 @@ impl Handler {
             },
             start,
         };
-        let prepared = prepare(
-            body,
-            encoding.as_deref(),
-            form,
-            shared.dlp.clone(),
-            shared.max_body,
-            on_refusal,
-        )
-        .await;
+        // No reading for an empty body; boxed, as the upgrade above.
+        let prepared = if http_body::Body::is_end_stream(&body) {
+            Ok(Prepared::Whole(bytes::Bytes::new()))
+        } else {
+            Box::pin(prepare(
+                body,
+                encoding.as_deref(),
+                form,
+                shared.dlp.clone(),
+                shared.max_body,
+                on_refusal,
+            ))
+            .await
+        };
         let (body, stream) = match prepared {
             Ok(Prepared::Whole(b)) => {
                 rec.bytes_up = b.len() as u64;
@@ -464,27 +470,22 @@ impl HttpHandler for Handler {
     }
 }
 
-/// Set the route's injected header to the rendered secret.
-fn inject_header(
-    headers: &mut HeaderMap,
-    i: &Inject,
-    secrets: &HashMap<String, String>,
-) -> Result<(), Refusal> {
-    let Some(secret) = secrets.get(&i.secret) else {
-        return Err(Refusal {
-            status: 500,
-            rule: "inject-secret-missing".into(),
-            reason: format!("secret {:?} is not loaded", i.secret),
-        });
-    };
-    let bad = || Refusal {
-        status: 500,
-        rule: "inject-bad-value".into(),
-        reason: format!("secret {:?} is not a valid header value", i.secret),
-    };
-    let mut v = HeaderValue::from_str(&i.render(secret)).map_err(|_| bad())?;
-    v.set_sensitive(true);
-    let name = HeaderName::from_bytes(i.header.as_bytes()).map_err(|_| bad())?;
-    headers.insert(name, v);
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hudsucker moves the request future (within its own) several times
+    /// per request, copying all of it: the upgrade and body-reading
+    /// futures are boxed (7,448 bytes before, 2,192 after).
+    #[test]
+    fn request_future_stays_small() {
+        fn size<'a, 'b, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(&'a mut Handler, &'b HttpContext, Request<Body>) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let n = size(<Handler as HttpHandler>::handle_request);
+        assert!(n <= 3 * 1024, "handle_request future is {n} bytes");
+    }
 }
