@@ -58,7 +58,9 @@ struct Pending {
 #[derive(Clone, Debug)]
 pub struct Handler {
     shared: Arc<Shared>,
-    tunnel: Option<Tunnel>,
+    /// Shared by the tunnel's requests (hudsucker clones the handler for
+    /// each).
+    tunnel: Option<Arc<Tunnel>>,
     pending: Option<Pending>,
 }
 
@@ -119,11 +121,11 @@ impl Handler {
         if let Err(e) = self.shared.audit.write(&rec) {
             return audit_failed(&e).into();
         }
-        self.tunnel = Some(Tunnel {
+        self.tunnel = Some(Arc::new(Tunnel {
             host,
             port,
             sni: None,
-        });
+        }));
         *req.uri_mut() = Uri::from_static(SENTINEL_AUTHORITY);
         req.into()
     }
@@ -143,7 +145,7 @@ impl Handler {
             path: req.uri().path().to_string(),
             ..Record::default()
         };
-        let (scheme, host, port) = match destination(self.tunnel.as_ref(), &req) {
+        let (scheme, host, port) = match destination(self.tunnel.as_deref(), &req) {
             Ok(d) => d,
             Err(d) => return self.refuse(rec, d.into(), start).into(),
         };
@@ -257,10 +259,11 @@ impl Handler {
                 return self.refuse(rec, r.into(), start).into();
             }
         };
-        let uri = format!("{scheme}://{host}:{port}{pq}");
-        match uri.parse::<Uri>() {
+        // From the `String` itself: parsing a `&str` would copy it.
+        match Uri::try_from(format!("{scheme}://{host}:{port}{pq}")) {
             Ok(u) => parts.uri = u,
             Err(_) => {
+                let uri = format!("{scheme}://{host}:{port}{pq}");
                 let d = Denied::Unsupported(format!("cannot rebuild URI {uri:?}"));
                 return self.refuse(rec, d.into(), start).into();
             }
@@ -454,7 +457,8 @@ impl HttpHandler for Handler {
         _ctx: &HttpContext,
         hello: rustls::server::ClientHello<'_>,
     ) -> bool {
-        if let Some(t) = self.tunnel.as_mut() {
+        // Before the tunnel's first request: not yet shared, not copied.
+        if let Some(t) = self.tunnel.as_mut().map(Arc::make_mut) {
             t.sni = Some(match hello.server_name() {
                 Some(name) => policy::check_name(name).map_err(|_| name.to_string()),
                 None => Err(String::new()),

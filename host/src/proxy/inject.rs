@@ -26,7 +26,7 @@ pub(super) fn inject_header(
         rule: "inject-bad-value".into(),
         reason: format!("secret {:?} is not a valid header value", i.secret),
     };
-    let mut v = HeaderValue::from_str(&i.render(secret)).map_err(|_| bad())?;
+    let mut v = HeaderValue::try_from(i.render(secret)).map_err(|_| bad())?;
     v.set_sensitive(true);
     let name = HeaderName::from_bytes(i.header.as_bytes()).map_err(|_| bad())?;
     headers.insert(name, v);
