@@ -46,7 +46,7 @@ def main():
             print(f"| {mode} | {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
                   f"{m['client']:,.0f} | {m['nginx']:,.0f} | {proxy} | {err[(mode, name)]} |")
 
-    print("==> ratios (medians; 'rounds' = rounds in which ours met the target)")
+    print("==> ratios of the medians, and of each round's pair")
     for mode in MODES:
         ours = med.get((mode, "ours"))
         if not ours:
@@ -56,18 +56,18 @@ def main():
             o = med.get((mode, other))
             if not o or not o[col]:
                 return
-            r = ours[col] / o[col] if other != "ours-unix" else o[col] / ours[col]
-            ok = r >= want if higher else r <= want
-            by_round = dict((x[0], x[2][col]) for x in runs[(mode, other)])
-            wins = 0
-            for rnd, _, mine in runs[(mode, "ours")]:
-                if rnd in by_round and by_round[rnd]:
-                    rr = (mine[col] / by_round[rnd] if other != "ours-unix"
-                          else by_round[rnd] / mine[col])
-                    wins += rr >= want if higher else rr <= want
+            # ours-unix is compared with ours, the rest ours with them.
+            ratio = (lambda a, b: b / a) if other == "ours-unix" else (lambda a, b: a / b)
+            r = ratio(ours[col], o[col])
+            theirs = {x[0]: x[2][col] for x in runs[(mode, other)]}
+            per_round = [ratio(mine[col], theirs[rnd]) for rnd, _, mine in runs[(mode, "ours")]
+                         if theirs.get(rnd)]
+            ok = (lambda x: x >= want) if higher else (lambda x: x <= want)
             sign = ">=" if higher else "<="
-            print(f"{mode:10} {label:34} {r:6.2f}x  (target {sign} {want}: "
-                  f"{'met' if ok else 'NOT met'}; rounds {wins} of {len(runs[(mode, 'ours')])})")
+            print(f"{mode:10} {label:30} {r:6.2f}x  (target {sign} {want}: "
+                  f"{'met' if ok(r) else 'NOT met'}; per round: median "
+                  f"{statistics.median(per_round):.2f}x, met in "
+                  f"{sum(map(ok, per_round))} of {len(per_round)})")
 
         check("ours/hudsucker req/s", "hudsucker", "rps", 1.0, True)
         check("ours/hudsucker proxy CPU/req", "hudsucker", "proxy", 1.0, False)
@@ -76,7 +76,7 @@ def main():
         check("ours-unix/ours proxy CPU/req", "ours-unix", "proxy", 1.05, False)
         d = med.get((mode, "direct"))
         if d and d["rps"]:
-            print(f"{mode:10} {'ours/direct req/s (reference)':34} {ours['rps'] / d['rps']:6.2f}x")
+            print(f"{mode:10} {'ours/direct req/s (reference)':30} {ours['rps'] / d['rps']:6.2f}x")
 
 
 if __name__ == "__main__":
