@@ -1,49 +1,76 @@
 #!/usr/bin/env bash
-# Egress proxy benchmark, one run on one machine, loopback only:
-#   a local HTTPS server (nginx, a 3-byte response, its own test CA made
-#   here with openssl), loaded by https-load (bottle-e2e's load generator:
-#   N connections sending GETs back to back) in two modes,
-#     keep-alive:  32 connections, many requests each
-#     new-conn:    32 workers, a new TCP (+ CONNECT) + TLS connection per request
-#   against
-#     (a) nginx directly,
-#     (b) nginx through `bottle-host proxy` (DLP on: built-in rules plus a
-#         host secret; audit log written; allow_private for loopback),
-#     (c) nginx through mitmdump.
-# Prints requests/s, p50/p99 latency, CPU time per request of each process
-# (load generator, nginx, the proxy: on a shared machine the cheapest
-# path wins) and the ratios to the targets (keep-alive >= 0.8x direct,
-# new-conn >= 0.7x direct, >= 30x mitmdump).
+# Egress proxy benchmark: one run on one machine, loopback only, every
+# path under the same load, side by side.
 #
-# Usage: bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
-# Installs what it needs when missing: nginx (apt), mitmproxy (pip).
+# Load: https-load (bottle-e2e's load generator, tests/src/bin/https-load.rs)
+# against a local nginx (a 3-byte response, its own openssl test CA), in
+# two modes:
+#   keep-alive:  CONNS (32) connections, many requests each
+#   new-conn:    CONNS workers, a new connection (TCP or egress socket,
+#                CONNECT, TLS) per request
+# Paths (columns):
+#   direct      nginx itself (reference)
+#   hudsucker   hudsucker's own no-op MITM (tests/src/bin/hudsucker-noop.rs:
+#               the same hudsucker and ring, no policy, no DLP, no audit)
+#   ours        `bottle-host proxy` on TCP, every guard on: allowlist with
+#               method/path rules, DLP with host secrets, a route injecting
+#               a credential, response redaction, audit log
+#   ours-unix   the same on the egress channel's Unix socket, as under
+#               `bottle-host launch` (hello, then served directly)
+#   squid       Squid (squid-openssl) bumping every CONNECT, allowlist ACL
+#   mitmdump    mitmproxy's mitmdump, defaults
+# ROUNDS rounds (default 3), the order of the paths reversed every other
+# round (as bench/dns.sh alternates); the summary gives medians. Besides
+# requests/s and p50/p99 latency it prints CPU time (user + system) per
+# completed request of the load generator (getrusage), nginx and the proxy
+# (/proc/PID/stat, children included): on a shared machine requests/s
+# favours whatever gets more of the CPU; CPU per request is steadier.
+#
+# Targets (ratios in the same run): ours >= 1.0x hudsucker's requests/s
+# and <= 1.0x its proxy CPU per request; ours >= 1.2x squid; ours >= 30x
+# mitmdump (both modes); ours-unix <= 1.05x ours in proxy CPU per request.
+#
+# Usage: [ROUNDS=3] [CONNS=32] [PATHS="direct ours ..."] [PROFILE=release]
+#        bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
+# Installs what it needs when missing: nginx-light, squid-openssl (apt),
+# mitmproxy (pip). Runs squid as the `proxy` user (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
+PATHS=${PATHS:-direct hudsucker ours ours-unix squid mitmdump}
 PROFILE=${PROFILE:-release}
 OUT=${CARGO_TARGET_DIR:-target}/$PROFILE
 [ "$PROFILE" = dev ] && OUT=${CARGO_TARGET_DIR:-target}/debug
+SQUID_CERTGEN=/usr/lib/squid/security_file_certgen
+has() { [[ " $PATHS " == *" $1 "* ]]; }
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-    echo "==> installing nginx"
+apt_missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_missing+=(nginx-light)
+if has squid && { ! command -v squid >/dev/null || [ ! -x "$SQUID_CERTGEN" ]; }; then
+    apt_missing+=(squid-openssl)
+fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+    echo "==> installing ${apt_missing[*]}"
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nginx-light
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${apt_missing[@]}"
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if ! command -v mitmdump >/dev/null; then
+if has mitmdump && ! command -v mitmdump >/dev/null; then
     echo "==> installing mitmproxy"
     python3 -m pip install -q mitmproxy
 fi
-for tool in openssl python3 mitmdump; do
+for tool in openssl python3; do
     command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is not installed" >&2; exit 1; }
 done
 
 echo "==> building ($PROFILE)"
-cargo build --profile "$PROFILE" -p bottle-host -p bottle-e2e --bin bottle-host --bin https-load
+cargo build --profile "$PROFILE" -p bottle-host -p bottle-e2e \
+    --bin bottle-host --bin https-load --bin hudsucker-noop
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -53,141 +80,94 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+# shellcheck source=bench/proxy-peers.sh
+. bench/proxy-peers.sh
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+start_nginx
+has ours || has ours-unix && start_ours
+has hudsucker && start_hudsucker
+has squid && start_squid
+has mitmdump && start_mitmdump
 
-# Wait until a TCP port accepts (at most 20 s).
-wait_port() {
-    for _ in $(seq 200); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench/proxy.sh: nothing listening on $1" >&2
-    exit 1
-}
-
-# --- test CA and nginx ----------------------------------------------------
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench test CA" \
-    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$WORK/leaf.key" -out "$WORK/leaf.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost\n' >"$WORK/leaf.ext"
-openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
-    -CAcreateserial -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/leaf.pem" 2>/dev/null
-
-NGINX_PORT=$(free_port)
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl;
-        server_name localhost;
-        ssl_certificate $WORK/leaf.pem;
-        ssl_certificate_key $WORK/leaf.key;
-        location / { default_type text/plain; return 200 "ok\n"; }
-    }
-}
-EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-PIDS+=($!)
-NGINX_PID=$!
-wait_port "$NGINX_PORT"
-URL="https://localhost:$NGINX_PORT/"
-
-# --- our proxy ------------------------------------------------------------
-OURS_PORT=$(free_port)
-cat >"$WORK/bottle.toml" <<EOF
-[agent]
-command = ["true"]
-
-[secrets]
-bench = { env = "BENCH_SECRET" }
-
-[egress]
-allow_private = true
-
-[[egress.routes]]
-host = "localhost"
-ports = [$NGINX_PORT]
-EOF
-"$OUT/bottle-host" ca --export "$WORK/ours-ca.pem" --state-dir "$WORK/state" >/dev/null
-BENCH_SECRET="bench-secret-value-0123456789" RUST_LOG=warn \
-    "$OUT/bottle-host" proxy --listen "tcp://127.0.0.1:$OURS_PORT" --manifest "$WORK/bottle.toml" \
-    --upstream-ca "$WORK/ca.pem" --state-dir "$WORK/state" --audit-log "$WORK/audit.jsonl" \
-    2>"$WORK/ours.log" &
-PIDS+=($!)
-OURS_PID=$!
-wait_port "$OURS_PORT"
-
-# --- mitmdump -------------------------------------------------------------
-MITM_PORT=$(free_port)
-mitmdump -q --listen-host 127.0.0.1 -p "$MITM_PORT" --set confdir="$WORK/mitm" \
-    --set ssl_verify_upstream_trusted_ca="$WORK/ca.pem" >"$WORK/mitm.log" 2>&1 &
-PIDS+=($!)
-MITM_PID=$!
-wait_port "$MITM_PORT"
-for _ in $(seq 100); do [ -f "$WORK/mitm/mitmproxy-ca-cert.pem" ] && break; sleep 0.1; done
-
-# --- runs -----------------------------------------------------------------
-declare -A RPS
-# CPU ticks (user + system) used so far by a process and its children
-# (nginx: its worker).
+# CPU ticks (user + system) used so far by processes and their children
+# (nginx: its worker; squid: its certificate helpers).
 ticks() {
     local t=0 p
     for p in "$@" $(pgrep -P "$1" || true); do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+        # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+        t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
     done
     echo "$t"
 }
 HZ=$(getconf CLK_TCK)
-run() { # name mode cacert [proxy proxy_pid]
-    local name=$1 mode=$2 ca=$3 proxy=${4:-} ppid=${5:-}
-    local args=("$URL" --cacert "$ca" -c "$CONNS" -d "$DURATION")
-    [ -n "$proxy" ] && args+=(--proxy "$proxy")
-    [ "$mode" = new-conn ] && args+=(--new-conn)
-    local line n0 n1 p0=0 p1=0
-    n0=$(ticks "$NGINX_PID")
-    [ -n "$ppid" ] && p0=$(ticks "$ppid")
-    line=$("$OUT/https-load" "${args[@]}")
-    n1=$(ticks "$NGINX_PID")
-    [ -n "$ppid" ] && p1=$(ticks "$ppid")
-    local req
-    req=$(sed -n 's/^requests=\([0-9]*\).*/\1/p' <<<"$line")
-    local cpu; req=${req:-0}
-    cpu=$(python3 -c "r=max($req,1); print(f'nginx_us={($n1-$n0)*1e6/$HZ/r:.0f} proxy_us={($p1-$p0)*1e6/$HZ/r:.0f}')")
-    printf '%-10s %-8s %s %s\n' "$mode" "$name" "$line" "$cpu"
-    RPS[$name.$mode]=$(sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$line")
+
+# https-load's arguments and the proxy's pid for a path.
+load_args() { # name
+    case $1 in
+        direct) ARGS=(--cacert "$WORK/ca.pem"); PPID_=() ;;
+        ours) ARGS=(--cacert "$WORK/ours-ca.pem" --proxy "127.0.0.1:$OURS_PORT"); PPID_=("$OURS_PID") ;;
+        ours-unix) ARGS=(--cacert "$WORK/ours-ca.pem" --unix "$OURS_SOCK"); PPID_=("$OURS_UNIX_PID") ;;
+        hudsucker) ARGS=(--cacert "$WORK/hudsucker-ca.pem" --proxy "127.0.0.1:$HUDSUCKER_PORT")
+            PPID_=("$HUDSUCKER_PID") ;;
+        squid) ARGS=(--cacert "$WORK/squid/ca.pem" --proxy "127.0.0.1:$SQUID_PORT"); PPID_=("$SQUID_PID") ;;
+        mitmdump) ARGS=(--cacert "$WORK/mitm/mitmproxy-ca-cert.pem" --proxy "127.0.0.1:$MITMDUMP_PORT")
+            PPID_=("$MITMDUMP_PID") ;;
+        *) echo "bench/proxy.sh: unknown path $1" >&2; exit 1 ;;
+    esac
 }
 
-echo "==> $CONNS connections, ${DURATION}s per run, nginx on $URL, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "    (cpu_us: load generator's CPU per request; nginx_us, proxy_us: the servers')"
-for mode in keep-alive new-conn; do
-    run direct "$mode" "$WORK/ca.pem"
-    run ours "$mode" "$WORK/ours-ca.pem" "127.0.0.1:$OURS_PORT" "$OURS_PID"
-    run mitmdump "$mode" "$WORK/mitm/mitmproxy-ca-cert.pem" "127.0.0.1:$MITM_PORT" "$MITM_PID"
+RESULTS="$WORK/results"
+: >"$RESULTS"
+run() { # round mode name
+    local round=$1 mode=$2 name=$3 line n0 n1 p0=0 p1=0
+    load_args "$name"
+    [ "$mode" = new-conn ] && ARGS+=(--new-conn)
+    n0=$(ticks "$NGINX_PID")
+    [ ${#PPID_[@]} -gt 0 ] && p0=$(ticks "${PPID_[0]}")
+    line=$("$OUT/https-load" "$URL" -c "$CONNS" -d "$DURATION" "${ARGS[@]}")
+    n1=$(ticks "$NGINX_PID")
+    [ ${#PPID_[@]} -gt 0 ] && p1=$(ticks "${PPID_[0]}")
+    # round mode name requests errors rps p50 p99 client_us nginx_us proxy_us
+    python3 - "$round" "$mode" "$name" "$line" $((n1 - n0)) $((p1 - p0)) "$HZ" "${#PPID_[@]}" <<'PY' |
+import sys
+rnd, mode, name, line, dn, dp, hz, proxied = sys.argv[1:]
+kv = dict(f.split("=", 1) for f in line.split())
+req = max(int(kv.get("requests", 0)), 1)
+us = lambda ticks: int(ticks) * 1e6 / int(hz) / req
+proxy = f"{us(dp):.0f}" if proxied != "0" else "-"
+print(rnd, mode, name, kv["requests"], kv["errors"], kv["rps"], kv["p50_ms"], kv["p99_ms"],
+      kv["cpu_us"], f"{us(dn):.0f}", proxy)
+PY
+        tee -a "$RESULTS" | awk '{printf "%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}'
+}
+
+# Warm up every proxy (leaf certificates, TLS session caches, pools).
+for name in $PATHS; do
+    [ "$name" = direct ] && continue
+    load_args "$name"
+    "$OUT/https-load" "$URL" -c 4 -d 1 "${ARGS[@]}" >/dev/null
 done
 
-echo "==> ratios"
-ratio() { python3 -c "a,b=$1,$2; print(f'{a/b:.2f}' if b else 'n/a')"; }
-for mode in keep-alive new-conn; do
-    want=0.8; [ "$mode" = new-conn ] && want=0.7
-    printf '%-10s ours/direct = %s (target >= %s)   ours/mitmdump = %s (target >= 30)\n' "$mode" \
-        "$(ratio "${RPS[ours.$mode]}" "${RPS[direct.$mode]}")" "$want" \
-        "$(ratio "${RPS[ours.$mode]}" "${RPS[mitmdump.$mode]}")"
+echo "==> $(nproc) cores, $CONNS connections, ${DURATION}s per run, $ROUNDS rounds, nginx on $URL"
+echo "    load at start: $(uptime)"
+printf '%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s\n' round mode path requests errors \
+    req/s p50_ms p99_ms client_us nginx_us proxy_us
+for round in $(seq "$ROUNDS"); do
+    order=$PATHS
+    # shellcheck disable=SC2086
+    [ $((round % 2)) = 0 ] && order=$(printf '%s\n' $PATHS | tac | xargs)
+    for mode in keep-alive new-conn; do
+        for name in $order; do
+            run "$round" "$mode" "$name"
+        done
+    done
 done
-echo "==> audit lines written by our proxy: $(wc -l <"$WORK/audit.jsonl")"
+echo "    load at end: $(uptime)"
+
+echo "==> medians over $ROUNDS rounds (CPU: microseconds per completed request)"
+python3 bench/proxy_summary.py "$RESULTS"
+for listen in tcp unix; do
+    [ -f "$WORK/audit-$listen.jsonl" ] &&
+        echo "==> audit lines written by ours ($listen): $(wc -l <"$WORK/audit-$listen.jsonl")"
+done
+has squid && echo "==> squid access log lines: $(wc -l <"$WORK/squid/access.log")"

@@ -84,7 +84,9 @@ impl AuditLog {
             path: self.path.clone(),
             source,
         };
-        let mut line = serde_json::to_vec(rec).map_err(|e| err(e.into()))?;
+        // Room for a typical line, so it is not regrown while written.
+        let mut line = Vec::with_capacity(256);
+        serde_json::to_writer(&mut line, rec).map_err(|e| err(e.into()))?;
         line.push(b'\n');
         let mut f = self
             .file

@@ -1,6 +1,7 @@
 //! The egress proxy: a hudsucker MITM that allowlists, scans and audits.
 //!
 //! - [`policy`]: host, port, method and path rules from `[[egress.routes]]`.
+//! - `inject`: a route's credential header.
 //! - [`dlp`]: credential rules and the host's secrets in every encoding.
 //! - [`body`]: bounded, decompressing, streaming body scan.
 //! - [`connector`]: upstream resolution with the private-address check,
@@ -22,6 +23,7 @@ pub mod bridge;
 pub mod connector;
 pub mod dlp;
 pub mod handler;
+mod inject;
 pub mod policy;
 pub mod redact;
 pub mod redact_http;

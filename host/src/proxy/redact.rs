@@ -109,6 +109,16 @@ impl Redactor {
         self.hold
     }
 
+    /// Whether [`Self::redact_all`] would overwrite anything in `buf`
+    /// (the same searches, without copying `buf` to have it writable).
+    pub fn finds(&self, buf: &[u8]) -> bool {
+        [&self.exact, &self.folded]
+            .into_iter()
+            .flatten()
+            .any(|ac| ac.is_match(buf))
+            || self.pieces.find(buf).is_some()
+    }
+
     /// Overwrite every match in `buf`; the rules that matched, in order,
     /// without duplicates.
     pub fn redact_all(&self, buf: &mut [u8]) -> Vec<String> {

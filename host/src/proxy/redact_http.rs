@@ -85,6 +85,10 @@ pub fn response(
 pub fn redact_headers(h: &mut HeaderMap, r: &Redactor, kind: &str) -> Vec<(String, String)> {
     let mut hits = Vec::new();
     for (name, value) in h.iter_mut() {
+        // Copied (to be overwritten) only when there is something to redact.
+        if !r.finds(value.as_bytes()) {
+            continue;
+        }
         let mut bytes = value.as_bytes().to_vec();
         let found = r.redact_all(&mut bytes);
         if found.is_empty() {

@@ -147,3 +147,27 @@ fn no_secrets_means_nothing_to_do() {
     assert!(r.redact_all(&mut b).is_empty());
     assert_eq!(b, SECRET.as_bytes());
 }
+
+#[test]
+fn finds_agrees_with_redact_all() {
+    let r = redactor();
+    let tail = &SECRET.as_bytes()[3..];
+    let mut cases: Vec<Vec<u8>> = forms().into_iter().map(|(_, f)| f).collect();
+    cases.extend([
+        tail[..12].to_vec(),
+        tail[..11].to_vec(),
+        b"nginx/1.22.1".to_vec(),
+        b"Sun, 30 Nov 2026 23:17:45 GMT".to_vec(),
+        Vec::new(),
+    ]);
+    for case in cases {
+        let mut copy = case.clone();
+        let redacted = !r.redact_all(&mut copy).is_empty();
+        assert_eq!(
+            r.finds(&case),
+            redacted,
+            "{:?}",
+            String::from_utf8_lossy(&case)
+        );
+    }
+}

@@ -5,19 +5,27 @@
 //! `requests=N errors=N rps=R p50_ms=X p99_ms=Y cpu_us=C` (`cpu_us`: this
 //! process's own CPU time, user + system, per completed request).
 //!
-//! Usage: https-load URL --cacert FILE [--proxy HOST:PORT] [-c 32]
-//!        [-d SECONDS] [--new-conn]
+//! With `--unix PATH` each connection goes to the guest's egress channel
+//! as `bottle-host launch` serves it (`bottle-host proxy --listen
+//! unix:///PATH`): the versioned hello (`Role::Guest`, `Channel::Egress`),
+//! then the CONNECT, as the guest's egress forwarder does.
+//!
+//! Usage: https-load URL --cacert FILE [--proxy HOST:PORT | --unix PATH]
+//!        [-c 32] [-d SECONDS] [--new-conn]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use bottle_shared::channel::Channel;
+use bottle_shared::io::dial_hello;
+use bottle_shared::message::Role;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 struct Opts {
@@ -25,6 +33,7 @@ struct Opts {
     port: u16,
     path: String,
     proxy: Option<String>,
+    unix: Option<String>,
     cacert: String,
     conns: usize,
     secs: u64,
@@ -34,11 +43,13 @@ struct Opts {
 fn parse() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     let mut url = None;
-    let (mut proxy, mut cacert, mut conns, mut secs, mut new_conn) = (None, None, 32, 10, false);
+    let (mut proxy, mut unix, mut cacert) = (None, None, None);
+    let (mut conns, mut secs, mut new_conn) = (32, 10, false);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| anyhow!("{a} needs a value"));
         match a.as_str() {
             "--proxy" => proxy = Some(val()?),
+            "--unix" => unix = Some(val()?),
             "--cacert" => cacert = Some(val()?),
             "-c" => conns = val()?.parse()?,
             "-d" => secs = val()?.parse()?,
@@ -48,6 +59,9 @@ fn parse() -> Result<Opts> {
         }
     }
     let url = url.ok_or_else(|| anyhow!("usage: https-load URL --cacert FILE [--proxy H:P]"))?;
+    if proxy.is_some() && unix.is_some() {
+        bail!("--proxy and --unix exclude each other");
+    }
     let uri: hyper::Uri = url.parse().context("URL")?;
     if uri.scheme_str() != Some("https") {
         bail!("only https:// URLs");
@@ -57,6 +71,7 @@ fn parse() -> Result<Opts> {
         port: uri.port_u16().unwrap_or(443),
         path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
         proxy,
+        unix,
         cacert: cacert.context("--cacert is required")?,
         conns,
         secs,
@@ -81,38 +96,62 @@ fn tls(cacert: &str) -> Result<TlsConnector> {
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
 
-/// TCP (and CONNECT), TLS, HTTP/1.1 handshake.
+/// Software string sent in the egress channel's hello.
+const SOFTWARE: &str = concat!("https-load/", env!("CARGO_PKG_VERSION"));
+
+/// TCP (or the egress channel's hello), CONNECT if proxied, TLS, HTTP/1.1
+/// handshake.
 async fn connect(o: &Opts, tls: &TlsConnector) -> Result<Sender> {
     let target = format!("{}:{}", o.host, o.port);
+    if let Some(path) = &o.unix {
+        let mut s = UnixStream::connect(path).await?;
+        dial_hello(&mut s, Role::Guest, Channel::Egress, SOFTWARE).await?;
+        tunnel(&mut s, &target).await?;
+        return handshake(o, tls, s).await;
+    }
     let mut tcp = TcpStream::connect(o.proxy.as_deref().unwrap_or(&target)).await?;
     tcp.set_nodelay(true)?;
     if o.proxy.is_some() {
-        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-            .await?;
-        // Read the reply in whatever chunks arrive (as curl does), not a
-        // byte per read(2): the proxy sends nothing after the head until
-        // the client hello, so there is nothing to over-read.
-        let mut head = Vec::with_capacity(128);
-        let mut buf = [0u8; 512];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = tcp.read(&mut buf).await?;
-            if n == 0 {
-                bail!("proxy closed during CONNECT");
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.len() > 8192 {
-                bail!("CONNECT reply head too long");
-            }
+        tunnel(&mut tcp, &target).await?;
+    }
+    handshake(o, tls, tcp).await
+}
+
+/// Ask the proxy for a tunnel to `target` and read its reply.
+async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, target: &str) -> Result<()> {
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    // Read the reply in whatever chunks arrive (as curl does), not a
+    // byte per read(2): the proxy sends nothing after the head until
+    // the client hello, so there is nothing to over-read.
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            bail!("proxy closed during CONNECT");
         }
-        if !head.ends_with(b"\r\n\r\n") {
-            bail!("proxy sent data after the CONNECT reply head");
-        }
-        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-            bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            bail!("CONNECT reply head too long");
         }
     }
+    if !head.ends_with(b"\r\n\r\n") {
+        bail!("proxy sent data after the CONNECT reply head");
+    }
+    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+        bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
+    }
+    Ok(())
+}
+
+/// TLS and the HTTP/1.1 handshake over `io`.
+async fn handshake<S>(o: &Opts, tls: &TlsConnector, io: S) -> Result<Sender>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())?;
-    let stream = tls.connect(name, tcp).await?;
+    let stream = tls.connect(name, io).await?;
     let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
