@@ -21,13 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bottle_shared::channel::{Channel, SESSION_PORT};
-use bottle_shared::io::{dial_hello, read_message, write_message};
-use bottle_shared::message::{SessionInput, SessionOutput, SessionSpec, SESSION_CHUNK};
+use bottle_shared::frame::{decode_header, encode_message, FrameError, HEADER_LEN, MAX_FRAME_LEN};
+use bottle_shared::io::{dial_hello, write_message};
+use bottle_shared::message::{decode, SessionInput, SessionOutput, SessionSpec, SESSION_CHUNK};
+use bottle_shared::sessionwire::{finish_data_frame, stdin_bytes, DATA_PREFIX, STDERR, STDOUT};
 use bottle_shared::transport::connect;
 use bottle_shared::{Address, Role};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use tokio::io::unix::AsyncFd;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -57,7 +59,7 @@ pub struct Session {
     readers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     input: JoinHandle<()>,
-    out: mpsc::Sender<SessionOutput>,
+    out: mpsc::Sender<Frame>,
     host_gone: Arc<tokio::sync::Notify>,
 }
 
@@ -77,14 +79,32 @@ fn nonblocking(fd: OwnedFd) -> io::Result<Fd> {
     Ok(Arc::new(fd))
 }
 
-async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        let mut g = fd.readable().await?;
-        match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(io::Error::from)) {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
+/// One input frame into `payload`, reused from frame to frame (a large
+/// one is not allocated and zeroed each time). `Ok(false)` at a clean end.
+async fn read_frame_into<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    max: usize,
+    payload: &mut Vec<u8>,
+) -> Result<bool, FrameError> {
+    let mut header = [0u8; HEADER_LEN];
+    match rd.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let len = decode_header(header, max)?;
+    payload.clear();
+    payload.reserve(len);
+    while payload.len() < len {
+        let want = (len - payload.len()) as u64;
+        if (&mut *rd).take(want).read_buf(payload).await? == 0 {
+            return Err(FrameError::Truncated {
+                have: HEADER_LEN + payload.len(),
+                want: HEADER_LEN + len,
+            });
         }
     }
+    Ok(true)
 }
 
 async fn write_fd(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> io::Result<()> {
@@ -118,18 +138,80 @@ fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) {
 
 /// Copy `fd` to the host as `wrap` frames until it ends. A pty master
 /// reports EIO once every slave is closed: that is its end of file.
+/// Pipe capacity asked for (the default 64 KiB would cut every chunk to
+/// a quarter of [`SESSION_CHUNK`]); best effort.
+const PIPE_BYTES: i32 = 1 << 20;
+
+fn big_pipe(fd: &OwnedFd) {
+    let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+}
+
+/// Read into `buf`'s spare capacity (no zeroing: under TCG every pass
+/// over a chunk counts); returns the bytes read.
+fn read_spare(fd: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: read(2) writes at most `spare.len()` bytes into the vector's
+    // own allocation, past its initialised length.
+    let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised exactly `n` bytes after the old length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
+async fn read_spare_async(fd: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        let mut g = fd.readable().await?;
+        match g.try_io(|f| read_spare(f.get_ref(), buf)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Frame buffers handed back by the writer for reuse (no allocation, and
+/// no `mmap`/`munmap` of a large one, per chunk).
+type Pool = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+/// Buffers kept in a [`Pool`].
+const POOL_KEEP: usize = 8;
+
+/// Copy `fd` to the host as `variant` frames until it ends; with
+/// `gather`, bytes already waiting join the frame (pipes; a terminal's
+/// keystrokes go at once).
 fn reader(
     fd: Fd,
-    tx: mpsc::Sender<SessionOutput>,
-    wrap: fn(Vec<u8>) -> SessionOutput,
+    tx: mpsc::Sender<Frame>,
+    variant: u8,
+    gather: bool,
+    pool: Pool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; SESSION_CHUNK];
         loop {
-            match read_fd(&fd, &mut buf).await {
+            // Read straight behind room for the frame header: no copy.
+            let reuse = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut buf = reuse.unwrap_or_else(|| Vec::with_capacity(DATA_PREFIX + SESSION_CHUNK));
+            buf.clear();
+            buf.resize(DATA_PREFIX, 0);
+            match read_spare_async(&fd, &mut buf).await {
                 Ok(0) => break,
-                Ok(n) => {
-                    if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
+                Ok(mut n) => {
+                    // Whatever else is already there joins this frame (a
+                    // writer of small pieces then costs fewer frames).
+                    let mut end = false;
+                    while gather && n < SESSION_CHUNK {
+                        match read_spare(fd.get_ref(), &mut buf) {
+                            Ok(0) => {
+                                end = true;
+                                break;
+                            }
+                            Ok(k) => n += k,
+                            Err(_) => break,
+                        }
+                    }
+                    let start = finish_data_frame(&mut buf, n, variant);
+                    if tx.send((buf, start)).await.is_err() || end {
                         break;
                     }
                 }
@@ -141,6 +223,14 @@ fn reader(
             }
         }
     })
+}
+
+/// A frame ready to send: the bytes from the offset on.
+type Frame = (Vec<u8>, usize);
+
+fn frame_of(m: &SessionOutput) -> Frame {
+    // Our own small messages always encode.
+    (encode_message(m, MAX_FRAME_LEN).unwrap_or_default(), 0)
 }
 
 impl Session {
@@ -170,10 +260,19 @@ impl Session {
         .map_err(SessionError::Connect)?;
         let (mut rd, mut wr) = tokio::io::split(stream);
 
-        let (out, mut out_rx) = mpsc::channel::<SessionOutput>(4);
+        let (out, mut out_rx) = mpsc::channel::<Frame>(4);
+        let pool: Pool = Arc::default();
+        let back = pool.clone();
         let writer = tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                if write_message(&mut wr, &m, max).await.is_err() {
+            while let Some((f, start)) = out_rx.recv().await {
+                let sent = wr.write_all(&f[start..]).await;
+                if f.capacity() >= DATA_PREFIX + SESSION_CHUNK {
+                    let mut p = back.lock().unwrap_or_else(|p| p.into_inner());
+                    if p.len() < POOL_KEEP {
+                        p.push(f);
+                    }
+                }
+                if sent.is_err() {
                     // The host is gone: keep draining so the agent is never
                     // blocked on a full pipe.
                     while out_rx.recv().await.is_some() {}
@@ -203,7 +302,7 @@ impl Session {
                 stderr: slave,
                 tty: true,
             };
-            let r = reader(master.clone(), out.clone(), SessionOutput::Stdout);
+            let r = reader(master.clone(), out.clone(), STDOUT, false, pool);
             let winsize = Some(master.clone());
             (stdio, vec![r], spec.stdin.then_some(master), winsize)
         } else {
@@ -220,17 +319,23 @@ impl Session {
             };
             let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            big_pipe(&in_r);
+            big_pipe(&out_r);
             let io_err = |e: io::Error| SessionError::Connect(e.to_string());
             let readers = vec![
                 reader(
                     nonblocking(out_r).map_err(io_err)?,
                     out.clone(),
-                    SessionOutput::Stdout,
+                    STDOUT,
+                    true,
+                    pool.clone(),
                 ),
                 reader(
                     nonblocking(err_r).map_err(io_err)?,
                     out.clone(),
-                    SessionOutput::Stderr,
+                    STDERR,
+                    true,
+                    pool,
                 ),
             ];
             let stdin = match in_w {
@@ -250,23 +355,36 @@ impl Session {
         let gone = host_gone.clone();
         let input = tokio::spawn(async move {
             let mut stdin = stdin;
+            let mut payload = Vec::new();
             loop {
-                let msg: Option<SessionInput> = match read_message(&mut rd, max).await {
-                    Ok(m) => m,
+                let frame = match read_frame_into(&mut rd, max, &mut payload).await {
+                    Ok(true) => Some(&payload[..]),
+                    Ok(false) => None,
                     Err(e) => {
                         tracing::warn!(error = %e, "session: bad input frame; input closed");
                         None
                     }
                 };
-                match msg {
-                    Some(SessionInput::Stdin(b)) => {
-                        if let Some(fd) = &stdin {
-                            if write_fd(fd, &b).await.is_err() {
-                                // The agent closed its input: drop the rest.
-                                stdin = None;
-                            }
+                // Input bytes are written from where they lie in the frame.
+                if let Some(b) = frame.and_then(stdin_bytes) {
+                    if let Some(fd) = &stdin {
+                        if write_fd(fd, b).await.is_err() {
+                            // The agent closed its input: drop the rest.
+                            stdin = None;
                         }
                     }
+                    continue;
+                }
+                let msg = match frame.map(decode::<SessionInput>) {
+                    None => None,
+                    Some(Ok(m)) => Some(m),
+                    Some(Err(e)) => {
+                        // A newer host's message we do not know: skip it.
+                        tracing::warn!(error = %e, "session: undecodable input frame ignored");
+                        continue;
+                    }
+                };
+                match msg {
                     Some(SessionInput::StdinEof) if winsize.is_none() => stdin = None,
                     Some(SessionInput::Resize { rows, cols }) => {
                         if let Some(fd) = &winsize {
@@ -302,10 +420,8 @@ impl Session {
 
     /// Send `text` as the process's standard error (a failure to start).
     pub async fn say(&self, text: &str) {
-        let _ = self
-            .out
-            .send(SessionOutput::Stderr(text.as_bytes().to_vec()))
-            .await;
+        let m = SessionOutput::Stderr(text.as_bytes().to_vec());
+        let _ = self.out.send(frame_of(&m)).await;
     }
 
     /// The streams to give the agent.
@@ -337,7 +453,7 @@ impl Session {
             }
         }
         if let Some(code) = code {
-            let exit = out.send(SessionOutput::Exit { code });
+            let exit = out.send(frame_of(&SessionOutput::Exit { code }));
             let _ = tokio::time::timeout_at(deadline, exit).await;
         }
         drop(out);

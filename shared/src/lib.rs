@@ -22,6 +22,7 @@ pub mod channel;
 pub mod frame;
 pub mod framebuf;
 pub mod message;
+pub mod sessionwire;
 
 #[cfg(feature = "tokio")]
 pub mod io;

@@ -384,7 +384,9 @@ pub enum SessionInput {
 }
 
 /// Largest `Stdin`/`Stdout`/`Stderr` payload a sender puts in one frame.
-pub const SESSION_CHUNK: usize = 32 * 1024;
+/// Large, since under emulation (TCG) the guest's cost is per system
+/// call, not per byte.
+pub const SESSION_CHUNK: usize = 256 * 1024;
 
 // -------------------------------------------------------------------- dns
 

@@ -5,7 +5,7 @@
 //! Memory is bounded on both directions: output is written to our stdout
 //! before the next frame is read (a slow reader of `launch`'s output
 //! slows the agent, never grows a buffer), and input is read from our
-//! stdin in 32 KiB chunks through a queue of four.
+//! stdin in 256 KiB chunks through a queue of four.
 
 use std::io::Read;
 use std::sync::Arc;

@@ -34,12 +34,12 @@ import os, sys, socket, tty
 if len(sys.argv) > 1:
     s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
     s.connect((2, 7000))
-    rd = lambda: s.recv(65536)
+    rd = lambda: s.recv(1 << 20)
     wr = s.sendall
 else:
     if os.isatty(0):
         tty.setraw(0)
-    rd = lambda: os.read(0, 65536)
+    rd = lambda: os.read(0, 1 << 20)
     def wr(b):
         while b:
             b = b[os.write(1, b):]
@@ -115,16 +115,42 @@ async fn raw_session(
     (s, conn)
 }
 
-async fn keys_session(s: &mut BoxStream) -> Vec<f64> {
-    // Let the program start and put its terminal in raw mode (which
-    // flushes pending input), then drop whatever the terminal echoed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+/// Let the program start (and put its terminal in raw mode, which
+/// flushes pending input): probe until a byte comes back, then drop
+/// whatever else arrives. Not timed.
+async fn warm_up(s: &mut BoxStream) {
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the echo never started"
+        );
+        write_message(s, &SessionInput::Stdin(b"w".to_vec()), MAX)
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(
+            Duration::from_millis(1000),
+            read_message::<_, SessionOutput>(s, MAX),
+        )
+        .await;
+        if let Ok(r) = got {
+            match r.unwrap() {
+                Some(SessionOutput::Stdout(_)) => break,
+                Some(_) => continue,
+                None => panic!("session ended"),
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     while let Ok(Ok(Some(_))) = tokio::time::timeout(
-        Duration::from_millis(300),
+        Duration::from_millis(500),
         read_message::<_, SessionOutput>(s, MAX),
     )
     .await
     {}
+}
+
+async fn keys_session(s: &mut BoxStream) -> Vec<f64> {
     let mut lat = Vec::new();
     for i in 0..KEYS + 5 {
         let t = Instant::now();
@@ -146,8 +172,10 @@ async fn keys_session(s: &mut BoxStream) -> Vec<f64> {
 }
 
 async fn keys_raw(c: &mut tokio::net::UnixStream) -> Vec<f64> {
-    let mut lat = Vec::new();
     let mut b = [0u8; 64];
+    c.write_all(b"w").await.unwrap();
+    let _ = c.read(&mut b).await.unwrap();
+    let mut lat = Vec::new();
     for i in 0..KEYS + 5 {
         let t = Instant::now();
         c.write_all(&[b'a' + (i % 26) as u8]).await.unwrap();
@@ -164,7 +192,7 @@ async fn pipe_session(s: BoxStream) -> f64 {
     let (mut rd, mut wr) = tokio::io::split(s);
     let t = Instant::now();
     let w = tokio::spawn(async move {
-        let chunk = vec![7u8; 32 * 1024];
+        let chunk = vec![7u8; 256 * 1024];
         let mut sent = 0;
         while sent < PIPE_BYTES {
             write_message(&mut wr, &SessionInput::Stdin(chunk.clone()), MAX)
@@ -197,7 +225,7 @@ async fn pipe_raw(c: tokio::net::UnixStream) -> f64 {
     let (mut rd, mut wr) = c.into_split();
     let t = Instant::now();
     let w = tokio::spawn(async move {
-        let chunk = vec![7u8; 32 * 1024];
+        let chunk = vec![7u8; 256 * 1024];
         let mut sent = 0;
         while sent < PIPE_BYTES {
             wr.write_all(&chunk).await.unwrap();
@@ -215,6 +243,14 @@ async fn pipe_raw(c: tokio::net::UnixStream) -> f64 {
     let secs = t.elapsed().as_secs_f64();
     drop(w.await);
     PIPE_BYTES as f64 / secs / 1e6
+}
+
+/// A phase of the bench, or a clear failure: never a hang.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(120), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no progress within 120 s (a stalled stream)"),
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -241,6 +277,18 @@ async fn main() {
         .status()
         .unwrap();
     assert!(st.success(), "launch -d failed");
+    // The bottle goes when the bench does, even on a panic.
+    struct Kill(PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new(host_bin())
+                .args(["kill", "bench", "--state-dir"])
+                .arg(&self.0)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+    let _kill = Kill(state.clone());
     let info = || -> serde_json::Value {
         let o = Command::new(host_bin())
             .args(["ps", "--json", "--state-dir"])
@@ -278,24 +326,26 @@ async fn main() {
         for ours_first in [round % 2 == 0, round % 2 != 0] {
             if ours_first {
                 let mut s = exec_session(&state, "bench", true).await;
+                warm_up(&mut s).await;
                 let c0 = cpu();
-                let mut l = keys_session(&mut s).await;
+                let mut l = bounded("session keys", keys_session(&mut s)).await;
                 let c1 = cpu();
                 kc_ours.push(ticks_to_us((c1.0 - c0.0) + (c1.1 - c0.1)) / KEYS as f64);
                 k_ours.push(median(&mut l));
                 drop(s);
-                let s = exec_session(&state, "bench", false).await;
-                p_ours.push(pipe_session(s).await);
+                let mut s = exec_session(&state, "bench", false).await;
+                warm_up(&mut s).await;
+                p_ours.push(bounded("session pipe", pipe_session(s)).await);
             } else {
                 let (ctl, mut c) = raw_session(&state, "bench", &listener).await;
                 let c0 = cpu();
-                let mut l = keys_raw(&mut c).await;
+                let mut l = bounded("raw keys", keys_raw(&mut c)).await;
                 let c1 = cpu();
                 kc_raw.push(ticks_to_us((c1.0 - c0.0) + (c1.1 - c0.1)) / KEYS as f64);
                 k_raw.push(median(&mut l));
                 drop((ctl, c));
                 let (ctl, c) = raw_session(&state, "bench", &listener).await;
-                p_raw.push(pipe_raw(c).await);
+                p_raw.push(bounded("raw pipe", pipe_raw(c)).await);
                 drop(ctl);
             }
         }
@@ -304,10 +354,6 @@ async fn main() {
             k_ours[round], k_raw[round], p_ours[round], p_raw[round]
         );
     }
-    let _ = Command::new(host_bin())
-        .args(["kill", "bench", "--state-dir"])
-        .arg(&state)
-        .status();
     let (ko, kr) = (median(&mut k_ours), median(&mut k_raw));
     let (po, pr) = (median(&mut p_ours), median(&mut p_raw));
     println!("keystroke echo round trip (median of {ROUNDS} rounds × {KEYS} keys):");
