@@ -125,3 +125,55 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+impl Tmux {
+    /// Type `text` and Enter.
+    pub fn line(&self, text: &str) {
+        self.type_text(text);
+        self.keys(&["Enter"]);
+    }
+
+    /// Start a long `sleep` in the guest shell, Ctrl-C it, and wait for
+    /// the shell to answer again: the interrupt reached the guest's job.
+    pub fn interrupt_a_sleep(&self, limit: Duration) {
+        self.line("sleep 300");
+        std::thread::sleep(Duration::from_secs(1));
+        self.keys(&["C-c"]);
+        self.line("echo alive-$((6*7))");
+        self.wait_for("alive-42", limit);
+    }
+
+    /// Start a long `sleep`, then type the escape sequence (Ctrl-] q).
+    pub fn escape_from_a_sleep(&self) {
+        self.line("sleep 300");
+        std::thread::sleep(Duration::from_secs(1));
+        self.keys(&["C-]"]);
+        self.keys(&["q"]);
+    }
+}
+
+/// A script for [`Tmux::start`] that runs `command` between two `stty -g`
+/// (into `dir/before` and `dir/after`) and then writes its exit code to
+/// `dir/rc` (see [`wait_for_file`]).
+pub fn wrapped(dir: &Path, command: &str) -> String {
+    let d = dir.display();
+    let script = dir.join("wrapped.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "stty -g > {d}/before\n{command}\necho $? > {d}/rc.tmp\nstty -g > {d}/after\nmv {d}/rc.tmp {d}/rc\nsleep 600\n"
+        ),
+    )
+    .expect("write the wrapper");
+    format!("sh {}", script.display())
+}
+
+/// The terminal modes before and after a [`wrapped`] command are the same.
+pub fn assert_restored(dir: &Path) {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("stty output");
+    assert_eq!(
+        read("before"),
+        read("after"),
+        "the host terminal's modes were not restored"
+    );
+}

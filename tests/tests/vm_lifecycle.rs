@@ -400,42 +400,21 @@ fn exec_it_gets_a_terminal_and_the_escape_hangs_it_up() {
     assert!(b.detach("x1", &m).status.success());
     b.wait_ps("x1", "running", |i| i["agent_state"] == "running");
     let d = b.dir.path();
-    let script = d.join("exec.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "stty -g > {d}/before\n{host} exec -it --state-dir {state} x1 -- sh\necho $? > {d}/rc.tmp\nstty -g > {d}/after\nmv {d}/rc.tmp {d}/rc\nsleep 600\n",
-            d = d.display(),
-            host = bottle_e2e::bins::host().display(),
-            state = b.state().display(),
-        ),
-    )
-    .unwrap();
-    let t = bottle_e2e::tmux::Tmux::start("exec", 90, 25, &format!("sh {}", script.display()));
+    let cmd = format!(
+        "{} exec -it --state-dir {} x1 -- sh",
+        bottle_e2e::bins::host().display(),
+        b.state().display()
+    );
+    let t = bottle_e2e::tmux::Tmux::start("exec", 90, 25, &bottle_e2e::tmux::wrapped(d, &cmd));
     let step = Duration::from_secs(60);
     t.wait_for("/ # ", step);
-    t.type_text("stty size; tty");
-    t.keys(&["Enter"]);
+    t.line("stty size; tty");
     t.wait_for("25 90", step);
-    t.type_text("sleep 300");
-    t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_secs(1));
-    t.keys(&["C-c"]);
-    t.type_text("echo alive-$((6*7))");
-    t.keys(&["Enter"]);
-    t.wait_for("alive-42", step);
-    t.type_text("sleep 300");
-    t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_secs(1));
-    t.keys(&["C-]"]);
-    t.keys(&["q"]);
+    t.interrupt_a_sleep(step);
+    t.escape_from_a_sleep();
     let rc = bottle_e2e::tmux::wait_for_file(&d.join("rc"), step);
     assert_eq!(rc.trim(), "129", "a hung-up shell dies of SIGHUP");
-    assert_eq!(
-        std::fs::read_to_string(d.join("before")).unwrap(),
-        std::fs::read_to_string(d.join("after")).unwrap(),
-        "the terminal was not restored"
-    );
+    bottle_e2e::tmux::assert_restored(d);
     // The bottle runs on.
     b.wait_ps("x1", "still running", |i| i["agent_state"] == "running");
     assert!(b.host(&["kill", "x1"]).status.success());

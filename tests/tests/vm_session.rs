@@ -172,24 +172,14 @@ async fn a_terminal_session_draws_resizes_interrupts_and_restores_the_terminal()
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let m = manifest(d, r#"["/bin/sh"]"#);
-    let script = d.join("run.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "stty -g > {d}/before\n\
-             BOTTLE_IMAGE_DIR={img} NO_COLOR=1 RUST_LOG=warn {host} launch -it {m} --state-dir {d}/state\n\
-             echo $? > {d}/rc.tmp\n\
-             stty -g > {d}/after\n\
-             mv {d}/rc.tmp {d}/rc\n\
-             sleep 600\n",
-            d = d.display(),
-            img = image_dir().display(),
-            host = bottle_e2e::bins::host().display(),
-            m = m.display(),
-        ),
-    )
-    .unwrap();
-    let t = Tmux::start("tty", 100, 30, &format!("sh {}", script.display()));
+    let cmd = format!(
+        "BOTTLE_IMAGE_DIR={img} NO_COLOR=1 RUST_LOG=warn {host} launch -it {m} --state-dir {d}/state",
+        d = d.display(),
+        img = image_dir().display(),
+        host = bottle_e2e::bins::host().display(),
+        m = m.display(),
+    );
+    let t = Tmux::start("tty", 100, 30, &bottle_e2e::tmux::wrapped(d, &cmd));
     t.wait_for("launch to agent", LIMIT);
     t.wait_for("/ # ", STEP);
 
@@ -221,28 +211,14 @@ async fn a_terminal_session_draws_resizes_interrupts_and_restores_the_terminal()
     t.wait_for("HELLO FROM VI", STEP);
 
     // Ctrl-C interrupts the guest's foreground job, not bottle-host.
-    t.type_text("sleep 300");
-    t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_secs(1));
-    t.keys(&["C-c"]);
-    t.type_text("echo alive-$((6*7))");
-    t.keys(&["Enter"]);
-    t.wait_for("alive-42", STEP);
+    t.interrupt_a_sleep(STEP);
     assert!(!d.join("rc").exists(), "bottle-host ended on Ctrl-C");
 
     // Ctrl-] then q stops the bottle; the terminal is as it was.
-    t.type_text("sleep 300");
-    t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_secs(1));
-    t.keys(&["C-]"]);
-    t.keys(&["q"]);
+    t.escape_from_a_sleep();
     let rc = wait_for_file(&d.join("rc"), STEP);
     let screen = t.screen();
     assert!(screen.contains("escape sequence"), "{screen}");
     assert!(rc.trim().parse::<i32>().is_ok(), "{rc}");
-    assert_eq!(
-        std::fs::read_to_string(d.join("before")).unwrap(),
-        std::fs::read_to_string(d.join("after")).unwrap(),
-        "the host terminal's modes were not restored"
-    );
+    bottle_e2e::tmux::assert_restored(d);
 }
