@@ -21,15 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bottle_shared::channel::{Channel, SESSION_PORT};
-use bottle_shared::frame::{decode_header, encode_message, FrameError, HEADER_LEN, MAX_FRAME_LEN};
-use bottle_shared::io::{dial_hello, write_message};
+use bottle_shared::frame::{encode_message, MAX_FRAME_LEN};
+use bottle_shared::io::{dial_hello, read_frame_into, write_message};
 use bottle_shared::message::{decode, SessionInput, SessionOutput, SessionSpec, SESSION_CHUNK};
 use bottle_shared::sessionwire::{finish_data_frame, stdin_bytes, DATA_PREFIX, STDERR, STDOUT};
 use bottle_shared::transport::connect;
 use bottle_shared::{Address, Role};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -77,34 +77,6 @@ fn nonblocking(fd: OwnedFd) -> io::Result<Fd> {
     // same for as long as it is registered.
     let fd = unsafe { AsyncFd::register(fd) }?;
     Ok(Arc::new(fd))
-}
-
-/// One input frame into `payload`, reused from frame to frame (a large
-/// one is not allocated and zeroed each time). `Ok(false)` at a clean end.
-async fn read_frame_into<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    max: usize,
-    payload: &mut Vec<u8>,
-) -> Result<bool, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    match rd.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e.into()),
-    }
-    let len = decode_header(header, max)?;
-    payload.clear();
-    payload.reserve(len);
-    while payload.len() < len {
-        let want = (len - payload.len()) as u64;
-        if (&mut *rd).take(want).read_buf(payload).await? == 0 {
-            return Err(FrameError::Truncated {
-                have: HEADER_LEN + payload.len(),
-                want: HEADER_LEN + len,
-            });
-        }
-    }
-    Ok(true)
 }
 
 async fn write_fd(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> io::Result<()> {

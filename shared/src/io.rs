@@ -18,13 +18,28 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
 ) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut payload = Vec::new();
+    Ok(read_frame_into(r, max, &mut payload)
+        .await?
+        .then_some(payload))
+}
+
+/// [`read_frame`] into `payload` (cleared first), whose allocation a
+/// caller reading frame after frame reuses; the payload is read into its
+/// spare capacity, never zeroed first. `Ok(false)` means the peer closed
+/// cleanly between frames.
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    payload: &mut Vec<u8>,
+) -> Result<bool, FrameError> {
     let mut header = [0u8; HEADER_LEN];
     let mut have = 0;
     while have < HEADER_LEN {
         let n = r.read(&mut header[have..]).await?;
         if n == 0 {
             return if have == 0 {
-                Ok(None)
+                Ok(false)
             } else {
                 Err(FrameError::Truncated {
                     have,
@@ -35,19 +50,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         have += n;
     }
     let len = decode_header(header, max)?;
-    let mut payload = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = r.read(&mut payload[got..]).await?;
-        if n == 0 {
+    payload.clear();
+    payload.reserve(len);
+    while payload.len() < len {
+        let want = (len - payload.len()) as u64;
+        if (&mut *r).take(want).read_buf(payload).await? == 0 {
             return Err(FrameError::Truncated {
-                have: HEADER_LEN + got,
+                have: HEADER_LEN + payload.len(),
                 want: HEADER_LEN + len,
             });
         }
-        got += n;
     }
-    Ok(Some(payload))
+    Ok(true)
 }
 
 /// Read one frame and decode it as `T`.

@@ -176,18 +176,32 @@ if MODE == "main":
         probe(f"net_vsock_garbage_{port}")(lambda port=port: vsock_garbage(port, False))
     probe("net_vsock_garbage_trailing_bytes")(lambda: vsock_garbage(6002, True))
 
-    @probe("net_vsock_session_second_attach")
-    def _():
-        # The init attached the agent's session at boot; a second attach
-        # (the agent posing as the init) is dropped, and gets nothing.
-        hello = probe_hello(3)
+    def dial_with_hello(port, channel):
+        # A vsock connection to host `port` whose hello was accepted.
+        hello = probe_hello(channel)
         s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         s.settimeout(1.8)
         try:
-            s.connect((2, 6004))
+            s.connect((2, port))
+            s.sendall(struct.pack(">I", len(hello)) + hello)
+            n = struct.unpack(">I", recv_exact(s, 4))[0]
+            reply = recv_exact(s, n)
+            if reply[:1] != b"\x00":
+                raise Refused(f"hello refused: {reply!r}")
+            return s
+        except BaseException:
+            s.close()
+            raise
+
+    @probe("net_vsock_session_second_attach")
+    def _():
+        # The init attached the agent's session at boot; a second attach
+        # (the agent posing as the init) is dropped after the hello, and
+        # gets nothing of the agent's session.
+        s = dial_with_hello(6004, 3)
+        try:
             data = b""
             try:
-                s.sendall(struct.pack(">I", len(hello)) + hello)
                 s.sendall(b"\x00\x00\x00\x02\x00\x00")  # Attach { session: 0 }
                 while True:
                     chunk = s.recv(4096)
@@ -198,11 +212,6 @@ if MODE == "main":
                 pass
             except socket.timeout:
                 raise Refused("a second session connection was left open")
-            # The hello is answered before the attach is read; after it,
-            # nothing: no output of the agent's session, just the close.
-            if data[4:5] == b"\x00":
-                n = struct.unpack(">I", data[:4])[0]
-                data = data[4 + n:]
             if data:
                 raise Refused(f"a second session got {data[:40]!r}")
             return "dropped after the hello"
@@ -213,16 +222,8 @@ if MODE == "main":
     def _():
         # Skip the guest's forwarder: hello on 6003 ourselves, then CONNECT
         # to a denied host. The channel is the proxy: 403.
-        hello = probe_hello(2)
-        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-        s.settimeout(1.8)
+        s = dial_with_hello(6003, 2)
         try:
-            s.connect((2, 6003))
-            s.sendall(struct.pack(">I", len(hello)) + hello)
-            n = struct.unpack(">I", recv_exact(s, 4))[0]
-            reply = recv_exact(s, n)
-            if reply[:1] != b"\x00":
-                raise Refused(f"hello refused: {reply!r}")
             s.sendall(b"CONNECT evil.example.com:443 HTTP/1.1\r\nHost: evil.example.com:443\r\n\r\n")
             return expect_403(read_reply(s), "direct egress CONNECT")
         finally:

@@ -38,21 +38,33 @@ async fn collect(s: &mut BoxStream) -> (String, String) {
     )
 }
 
-async fn session_listener(sb: &Sandbox) -> Listener {
+/// Start the init with `command` under `policy`, its streams as `spec`:
+/// the control channel (config pushed), the attached session, the init.
+async fn start(
+    sb: &Sandbox,
+    command: &str,
+    policy: RestartPolicy,
+    spec: SessionSpec,
+) -> (BoxStream, BoxStream, Child) {
+    let listener = sb.listen().await;
     let base = Address::parse(&sb.base()).unwrap();
-    Listener::bind(&base.for_port(6004).unwrap()).await.unwrap()
+    let sessions = Listener::bind(&base.for_port(6004).unwrap()).await.unwrap();
+    let child = sb.start_init();
+    let mut cfg = config(command, policy, 1000);
+    cfg.session = Some(spec);
+    let ctl = handshake(&listener, cfg).await;
+    let s = attach(&sessions).await;
+    (ctl, s, child)
 }
 
 #[tokio::test]
 async fn pipes_carry_input_eof_and_separate_outputs_across_restarts() {
     skip_unless_able!();
     let sb = Sandbox::new();
-    let listener = sb.listen().await;
-    let sessions = session_listener(&sb).await;
-    let _child = sb.start_init();
     // Two runs of the agent (one restart) share the session: the first
     // reads a line, the second reads the rest to EOF.
-    let mut cfg = config(
+    let (mut ctl, mut s, _child) = start(
+        &sb,
         "if [ -e /tmp/ran ]; then cat; echo second-err >&2; exit 3; fi; \
          touch /tmp/ran; read line; echo \"first:$line\"; echo first-err >&2; exit 1",
         RestartPolicy {
@@ -61,16 +73,14 @@ async fn pipes_carry_input_eof_and_separate_outputs_across_restarts() {
             backoff_initial_ms: 10,
             backoff_max_ms: 10,
         },
-        1000,
-    );
-    cfg.session = Some(SessionSpec {
-        tty: false,
-        stdin: true,
-        rows: 0,
-        cols: 0,
-    });
-    let mut ctl = handshake(&listener, cfg).await;
-    let mut s = attach(&sessions).await;
+        SessionSpec {
+            tty: false,
+            stdin: true,
+            rows: 0,
+            cols: 0,
+        },
+    )
+    .await;
     send(&mut s, &SessionInput::Stdin(b"one\ntwo\n".to_vec())).await;
     send(&mut s, &SessionInput::Stdin(b"three\n".to_vec())).await;
     send(&mut s, &SessionInput::StdinEof).await;
@@ -88,22 +98,18 @@ async fn pipes_carry_input_eof_and_separate_outputs_across_restarts() {
 async fn a_terminal_has_its_size_and_follows_a_resize() {
     skip_unless_able!();
     let sb = Sandbox::new();
-    let listener = sb.listen().await;
-    let sessions = session_listener(&sb).await;
-    let _child = sb.start_init();
-    let mut cfg = config(
+    let (mut ctl, mut s, _child) = start(
+        &sb,
         "stty size; tty; read go; stty size; echo \"got:$go\"",
         RestartPolicy::default(),
-        1000,
-    );
-    cfg.session = Some(SessionSpec {
-        tty: true,
-        stdin: true,
-        rows: 33,
-        cols: 77,
-    });
-    let mut ctl = handshake(&listener, cfg).await;
-    let mut s = attach(&sessions).await;
+        SessionSpec {
+            tty: true,
+            stdin: true,
+            rows: 33,
+            cols: 77,
+        },
+    )
+    .await;
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("/dev/pts/") {
         match next::<SessionOutput>(&mut s).await {

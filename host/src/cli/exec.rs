@@ -10,8 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use bottle_shared::transport::connect;
-use bottle_shared::Address;
 
 use crate::launch::lifecycle::{self, Reply, Request};
 use crate::launch::session::{self, Wiring};
@@ -58,13 +56,7 @@ pub fn run(
         .build()
         .context("tokio runtime")?;
     let code = rt.block_on(async {
-        let path = lifecycle::socket_path(&state, name);
-        if !path.exists() || !lifecycle::is_live(&path).await {
-            bail!("no running bottle named {name:?} (bottle-host ps lists them)");
-        }
-        let mut s = connect(&Address::Unix(path))
-            .await
-            .with_context(|| format!("bottle {name:?}"))?;
+        let mut s = lifecycle::dial(&state, name).await?;
         let mut line = serde_json::to_string(&req)?;
         line.push('\n');
         tokio::io::AsyncWriteExt::write_all(&mut s, line.as_bytes()).await?;

@@ -72,9 +72,9 @@ impl Execs {
     /// and remember who waits for it.
     pub fn expect(&mut self, mut spec: ExecSpec, reply: oneshot::Sender<BoxStream>) -> ExecSpec {
         self.waiting.retain(|_, w| !w.is_closed());
-        let mut id = random_u32();
+        let mut id = super::lifecycle::random_u32();
         while id == 0 || self.waiting.contains_key(&id) {
-            id = random_u32();
+            id = super::lifecycle::random_u32();
         }
         spec.session = id;
         self.waiting.insert(id, reply);
@@ -96,14 +96,6 @@ impl Execs {
             }
         }
     }
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    u32::from_ne_bytes(b) ^ std::process::id().rotate_left(16)
 }
 
 /// Drop a session connection beyond the first (only the init's exists).

@@ -153,12 +153,22 @@ pub fn check_name(name: &str) -> Result<()> {
 /// A name for a bottle launched without `--name`: `bottle-` and six hex
 /// digits from the clock and the pid.
 pub fn generate_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    let mix = (nanos ^ (u64::from(std::process::id()) << 20)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!("bottle-{:06x}", mix >> 40)
+    format!("bottle-{:06x}", random_u32() >> 8)
+}
+
+/// A random number from the system's generator.
+pub fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // The system's generator does not fail on Linux; were it to, the
+    // clock still makes names and ids differ.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        b = (t ^ std::process::id().rotate_left(16)).to_ne_bytes();
+    }
+    u32::from_ne_bytes(b)
 }
 
 /// `<state>/names`, private.
@@ -173,17 +183,44 @@ pub fn socket_path(state: &Path, name: &str) -> PathBuf {
     state.join("names").join(format!("{name}.sock"))
 }
 
-/// Whether a socket file has a live bottle behind it; a file nobody
-/// listens on (its `bottle-host` was killed) is removed.
-pub async fn is_live(path: &Path) -> bool {
-    match tokio::time::timeout(Duration::from_secs(2), connect(&Address::Unix(path.into()))).await {
-        Ok(Ok(_)) => true,
+/// Connect to the socket at `path`; `Ok(None)` when nobody is there: no
+/// file, or a file nobody listens on (its `bottle-host` was killed), which
+/// is removed.
+async fn dial_path(path: &Path) -> std::io::Result<Option<BoxStream>> {
+    let addr = Address::Unix(path.into());
+    match tokio::time::timeout(Duration::from_secs(2), connect(&addr)).await {
+        Ok(Ok(s)) => Ok(Some(s)),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             let _ = std::fs::remove_file(path);
-            false
+            Ok(None)
         }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Whether a socket file has a live bottle behind it; a stale one is
+/// removed.
+pub async fn is_live(path: &Path) -> bool {
+    match dial_path(path).await {
+        Ok(s) => s.is_some(),
         // Busy or not ours to judge: keep it.
-        _ => path.exists(),
+        Err(_) => path.exists(),
+    }
+}
+
+/// A connection to bottle `name`'s control socket (one, not a probe and
+/// then another).
+pub async fn dial(state: &Path, name: &str) -> Result<BoxStream> {
+    check_name(name)?;
+    match dial_path(&socket_path(state, name)).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => bail!("no running bottle named {name:?} (bottle-host ps lists them)"),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            bail!("bottle {name:?} did not answer")
+        }
+        Err(e) => Err(e).with_context(|| format!("bottle {name:?}")),
     }
 }
 
@@ -205,13 +242,8 @@ pub async fn claim(state: &Path, name: &str) -> Result<Listener> {
 
 /// Send `req` to bottle `name` and return its answer.
 pub async fn request(state: &Path, name: &str, req: &Request) -> Result<Info> {
-    check_name(name)?;
-    let path = socket_path(state, name);
-    if !path.exists() || !is_live(&path).await {
-        bail!("no running bottle named {name:?} (bottle-host ps lists them)");
-    }
+    let mut s = dial(state, name).await?;
     let exchange = async {
-        let mut s = connect(&Address::Unix(path.clone())).await?;
         let mut line = serde_json::to_string(req)?;
         line.push('\n');
         s.write_all(line.as_bytes()).await?;
