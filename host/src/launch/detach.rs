@@ -1,8 +1,9 @@
 //! `launch --detach`: the same launch as a background process in a
 //! session of its own (no terminal), its own output to
 //! `<state>/names/<NAME>.launch.log` (the agent's to the bottle's
-//! `agent.log`); this process returns once the bottle's control socket
-//! answers, printing the name, as `docker run -d` prints the id.
+//! `agent.log`); this process returns once the bottle's agent has started
+//! (so `exec` works at once), printing the name, as `docker run -d`
+//! prints the id.
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -13,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use super::lifecycle::{self, check_name, generate_name};
 use super::LaunchArgs;
 
-/// How long the background launch has to serve its control socket (the
-/// checks and the host services come first; the VM boots after).
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the background launch has to start its agent (the VM boots
+/// under TCG on a loaded machine; launch's own boot limit is 120 s).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Start the launch in the background; the exit code is 0 once it is up.
 pub fn run(args: LaunchArgs) -> Result<i32> {
@@ -76,10 +77,10 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
             return Ok(st.code().unwrap_or(super::LAUNCH_FAILED));
         }
         // Up when its socket answers as this very launch (another one of
-        // the same name started meanwhile is not it).
+        // the same name started meanwhile is not it) with the agent started.
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             let ps = rt.block_on(lifecycle::request(&state, &name, &lifecycle::Request::Ps));
-            if ps.is_ok_and(|i| i.pid == child.id()) {
+            if ps.is_ok_and(|i| i.pid == child.id() && i.agent_state != "booting") {
                 println!("{name}");
                 return Ok(0);
             }
@@ -92,6 +93,6 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
                 log_path.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
