@@ -24,7 +24,14 @@ if [ -z "$kpkg" ]; then
   kpkg=$(apt-cache depends "$KPKG_META" | awk '/Depends: linux-image-/ {print $2; exit}')
 fi
 kver=${kpkg#linux-image-}
-if [ ! -f "$OUT/vmlinuz-$kver" ] || [ "$force" = --force ]; then
+# Load order matters: each module after the ones it needs. The second list
+# is loaded only when the bottle shares directories (virtio-fs: an OCI
+# image root with an overlay over it, workspaces).
+MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+virtio_blk virtio_console vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport"
+FSMODS="fuse virtiofs overlay"
+if [ ! -f "$OUT/vmlinuz-$kver" ] || [ "$force" = --force ] \
+   || [ "$(cat "$OUT/modules-$kver/list" 2>/dev/null)" != "$MODS $FSMODS" ]; then
   step "downloading kernel package $kpkg"
   tmp=$(mktemp -d)
   (cd "$tmp" && apt-get download "$kpkg" >/dev/null 2>&1)
@@ -33,21 +40,23 @@ if [ ! -f "$OUT/vmlinuz-$kver" ] || [ "$force" = --force ]; then
   cp "$tmp/x/boot/vmlinuz-$kver" "$OUT/vmlinuz-$kver"
   rm -rf "$OUT/modules-$kver"
   mkdir -p "$OUT/modules-$kver"
-  # Load order matters: each module after the ones it needs.
-  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-           virtio_blk virtio_console vsock vmw_vsock_virtio_transport_common \
-           vmw_vsock_virtio_transport; do
-    f=$(find "$tmp/x/lib/modules/$kver" -name "$m.ko*" | head -1)
-    if [ -n "$f" ]; then
+  for list in "order:$MODS" "fs:$FSMODS"; do
+    name=${list%%:*}
+    : > "$OUT/modules-$kver/$name"
+    for m in ${list#*:}; do
+      f=$(find "$tmp/x/lib/modules/$kver" -name "$m.ko*" | head -1)
+      [ -n "$f" ] || { echo "images/build.sh: module $m not in $kpkg" >&2; exit 1; }
       cp "$f" "$OUT/modules-$kver/"
-      echo "$(basename "$f")" >> "$OUT/modules-$kver/order"
-    fi
+      echo "$(basename "$f")" >> "$OUT/modules-$kver/$name"
+    done
   done
+  echo "$MODS $FSMODS" > "$OUT/modules-$kver/list"
   rm -rf "$tmp"
 fi
 ln -sf "vmlinuz-$kver" "$OUT/vmlinuz"
 # The modules bottle-host names on the kernel command line, in load order.
 paste -sd, "$OUT/modules-$kver/order" > "$OUT/modules"
+paste -sd, "$OUT/modules-$kver/fs" > "$OUT/modules.fs"
 
 # 2. The static guest init.
 step "building static bottle-guest"
@@ -59,7 +68,7 @@ busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || { echo "images/build.sh: busybox not found (apt-get install busybox-static)" >&2; exit 1; }
 tools=yes
 [ "${BOTTLE_IMAGE_MINIMAL:-0}" = 1 ] && tools=no
-stamp=$( { cat "$guest" "$busybox" "$OUT/modules-$kver/order" images/build.sh images/tools.sh; echo "$tools";
+stamp=$( { cat "$guest" "$busybox" "$OUT/modules-$kver/order" "$OUT/modules-$kver/fs" images/build.sh images/tools.sh; echo "$tools";
            if [ $tools = yes ]; then for t in curl getent python3; do p=$(PATH=/usr/bin:/bin command -v $t || true); [ -z "$p" ] || sha256sum "$(readlink -f "$p")"; done; fi; if [ -d images/rootfs ]; then find images/rootfs -type f -print0 | sort -z | xargs -0r cat; fi; } | sha256sum | cut -c1-16)
 if [ -f "$OUT/initramfs-$stamp.cpio" ] && [ "$force" != --force ]; then
   step "initramfs up to date ($stamp)"
@@ -96,6 +105,25 @@ else
 fi
 rm -f "$OUT/initramfs.cpio.gz"
 ln -sf "initramfs-$stamp.cpio" "$OUT/initramfs.cpio"
+
+# 4. The boot initramfs for bottles whose root is an OCI image or a
+# directory (docs/images.md): only bottle-guest and the modules; the init
+# mounts the image over virtio-fs and moves into it.
+bstamp=$( { cat "$guest" "$OUT/modules-$kver/order" "$OUT/modules-$kver/fs" images/build.sh; } | sha256sum | cut -c1-16)
+if [ ! -f "$OUT/initramfs-boot-$bstamp.cpio" ] || [ "$force" = --force ]; then
+  step "assembling the boot initramfs (for image roots)"
+  root="$OUT/bootfs.new"
+  rm -rf "$root"
+  mkdir -p "$root"/{sbin,proc,sys,dev,run,tmp,lib/modules/bottle}
+  cp "$guest" "$root/sbin/bottle-guest"
+  ln -s sbin/bottle-guest "$root/init"
+  cp "$OUT/modules-$kver"/*.ko "$root/lib/modules/bottle/"
+  rm -f "$OUT"/initramfs-boot-*.cpio
+  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT/initramfs-boot-$bstamp.cpio"
+  rm -rf "$root"
+fi
+ln -sf "initramfs-boot-$bstamp.cpio" "$OUT/initramfs-boot.cpio"
 step "kernel:    $OUT/vmlinuz"
 step "initramfs: $OUT/initramfs.cpio ($(stat -L -c %s "$OUT/initramfs.cpio") bytes)"
 step "rootfs:    $OUT/rootfs (the same tree, for libkrun)"
+step "boot:      $OUT/initramfs-boot.cpio ($(stat -L -c %s "$OUT/initramfs-boot.cpio") bytes, for image roots)"

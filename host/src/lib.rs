@@ -15,6 +15,7 @@ pub mod ca;
 pub mod cli;
 pub mod dns;
 pub mod hardening;
+pub mod image;
 pub mod launch;
 pub mod logging;
 pub mod manifest;

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::channel::Channel;
 
 /// Protocol major version. Peers with different majors refuse each other.
-pub const PROTOCOL_MAJOR: u16 = 2;
+pub const PROTOCOL_MAJOR: u16 = 3;
 /// Protocol minor version. Additive changes only; peers tolerate differences.
 pub const PROTOCOL_MINOR: u16 = 0;
 
@@ -209,6 +209,20 @@ pub struct GuestConfig {
     /// The agent's standard streams over the session channel; `None`
     /// leaves them on the guest console.
     pub session: Option<SessionSpec>,
+    /// Host directories shared over virtio-fs, mounted before the agent
+    /// starts (protocol 3.0).
+    pub mounts: Vec<SharedDir>,
+}
+
+/// A host directory the guest mounts (virtio-fs), protocol 3.0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedDir {
+    /// The virtio-fs tag the host gave the device.
+    pub tag: String,
+    /// Absolute mount point in the guest.
+    pub path: String,
+    /// Mounted read-only (the host's daemon refuses writes as well).
+    pub readonly: bool,
 }
 
 /// How the agent's standard streams are carried (protocol 2.0).

@@ -112,6 +112,9 @@ pub struct BootReport {
     pub failed: Vec<String>,
     /// Modules loaded.
     pub modules: Vec<String>,
+    /// Why the image root (`bottle.root`) could not be entered; the init
+    /// reports it to the host and stops.
+    pub root_error: Option<String>,
 }
 
 /// Mount every missing filesystem. `mountinfo` reads the current mount
@@ -176,6 +179,21 @@ pub fn boot(
             // Already loaded (or built in) is fine.
             Err(e) if e.errno() == Some(libc::EEXIST) => report.modules.push(name.clone()),
             Err(e) => tracing::warn!(error = %e, module = %name, "module not loaded"),
+        }
+    }
+    if let Some(tag) = &params.root {
+        match super::root::enter_image_root(sys, tag) {
+            Ok(()) => {
+                // The image's own /proc, /dev, /run, … (the initramfs's
+                // are behind the new root now).
+                let _ = sys.mkdir_all(Path::new("/proc"));
+                mount_missing(sys, &|| None, &mut report);
+                if let Err(e) = super::root::expose_self(sys) {
+                    tracing::warn!(error = %e, "bottle-guest is not in the image's PATH");
+                }
+                tracing::info!(tag, "moved into the image root");
+            }
+            Err(e) => report.root_error = Some(format!("image root {tag:?}: {e}")),
         }
     }
     tracing::info!(
@@ -245,6 +263,41 @@ mod tests {
         );
         assert_eq!(report.modules, ["vsock"]);
         assert!(report.skipped.is_empty());
+    }
+
+    #[test]
+    fn an_image_root_is_entered_after_the_modules_and_mounted_again() {
+        let sys = FakeSys::new();
+        let params = BootParams {
+            modules: vec!["virtiofs".into()],
+            root: Some("root".into()),
+            ..Default::default()
+        };
+        let report = boot(&sys, &params, &|| None);
+        assert_eq!(report.root_error, None);
+        let calls = sys.calls();
+        let at = |c: &Call| calls.iter().position(|x| x == c).unwrap();
+        let module = at(&Call::LoadModule("/lib/modules/bottle/virtiofs.ko".into()));
+        let switch = at(&Call::SwitchRoot(super::super::root::NEW_ROOT.into()));
+        assert!(module < switch);
+        // Everything is mounted twice: in the initramfs, then in the image.
+        assert_eq!(
+            mounts_of(&calls).iter().filter(|m| *m == "/proc").count(),
+            2
+        );
+        assert!(calls[switch..].contains(&Call::Touch(super::super::root::GUEST_BIN.into())));
+    }
+
+    #[test]
+    fn a_root_that_cannot_be_mounted_is_reported() {
+        let sys = FakeSys::new();
+        sys.fail_mount(super::super::root::LOWER);
+        let params = BootParams {
+            root: Some("root".into()),
+            ..Default::default()
+        };
+        let report = boot(&sys, &params, &|| None);
+        assert!(report.root_error.unwrap().contains("image root"));
     }
 
     #[test]

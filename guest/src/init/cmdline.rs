@@ -9,6 +9,7 @@
 //! | `bottle.modules=a,b` | kernel modules to load, in order | none |
 //! | `bottle.moddir=DIR` | where `NAME.ko` files are | `/lib/modules/bottle` |
 //! | `bottle.status=PATH` | status socket | `/run/bottle-guest.sock` |
+//! | `bottle.root=TAG` | the image root's virtio-fs tag (an overlay over it becomes `/`) | the initramfs stays `/` |
 
 /// Default host base address inside a VM.
 pub const DEFAULT_HOST: &str = "vsock://2";
@@ -30,6 +31,8 @@ pub struct BootParams {
     pub moddir: Option<String>,
     /// `bottle.status`.
     pub status: Option<String>,
+    /// `bottle.root`: the virtio-fs tag of the image root.
+    pub root: Option<String>,
     /// `bottle.*` keys this version does not know (logged, not fatal).
     pub unknown: Vec<String>,
 }
@@ -88,6 +91,7 @@ pub fn parse(cmdline: &str) -> BootParams {
             }
             "moddir" => p.moddir = Some(value),
             "status" => p.status = Some(value),
+            "root" => p.root = Some(value),
             _ => p.unknown.push(key.to_string()),
         }
     }
@@ -120,10 +124,11 @@ mod tests {
                 },
             ),
             (
-                "bottle.modules=vsock,vmw_vsock_virtio_transport,, bottle.moddir=/m",
+                "bottle.modules=vsock,vmw_vsock_virtio_transport,, bottle.moddir=/m bottle.root=root",
                 BootParams {
                     modules: vec!["vsock".into(), "vmw_vsock_virtio_transport".into()],
                     moddir: s("/m"),
+                    root: s("root"),
                     ..Default::default()
                 },
             ),

@@ -15,6 +15,7 @@ pub mod ca;
 pub mod cmdline;
 pub mod exit;
 pub mod real_services;
+pub mod root;
 pub mod services;
 
 use std::path::{Path, PathBuf};
@@ -95,9 +96,10 @@ pub fn run(opts: InitOptions, sys: Arc<dyn Sys>, services: Arc<dyn Services>) ->
     if !params.unknown.is_empty() {
         tracing::warn!(keys = ?params.unknown, "unknown bottle.* kernel parameters ignored");
     }
+    let mut root_error = None;
     if pid1 {
         let mountinfo = || std::fs::read_to_string("/proc/self/mountinfo").ok();
-        boot::boot(&*sys, &params, &mountinfo);
+        root_error = boot::boot(&*sys, &params, &mountinfo).root_error;
     } else {
         tracing::info!("not PID 1: no mounts, hostname or network set-up");
         if let Err(e) = sys.set_subreaper() {
@@ -108,7 +110,15 @@ pub fn run(opts: InitOptions, sys: Arc<dyn Sys>, services: Arc<dyn Services>) ->
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(serve(&opts, &params, started, pid1, sys.clone(), services)),
+        Ok(rt) => rt.block_on(serve(
+            &opts,
+            &params,
+            started,
+            pid1,
+            root_error,
+            sys.clone(),
+            services,
+        )),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             exit::INTERNAL
@@ -166,6 +176,7 @@ async fn serve(
     params: &cmdline::BootParams,
     started: Instant,
     pid1: bool,
+    root_error: Option<String>,
     sys: Arc<dyn Sys>,
     services: Arc<dyn Services>,
 ) -> i32 {
@@ -248,6 +259,12 @@ async fn serve(
         code
     };
     let code = 'run: {
+        if let Some(e) = root_error {
+            break 'run fatal(e, exit::SETUP_FAILED);
+        }
+        if let Err(e) = root::mount_shared(&*sys, &cfg.mounts) {
+            break 'run fatal(e, exit::SETUP_FAILED);
+        }
         if pid1 && !cfg.hostname.is_empty() {
             if let Err(e) = sys.sethostname(&cfg.hostname) {
                 tracing::warn!(error = %e, "cannot set the hostname");

@@ -14,6 +14,12 @@ pub enum Call {
     Mount(String),
     /// `mkdir -p`.
     Mkdir(String),
+    /// `mount_at(source, target, fstype, data)`.
+    MountAt(String),
+    /// `touch`.
+    Touch(String),
+    /// `switch_root`.
+    SwitchRoot(String),
     /// Console check.
     Console,
     /// `sethostname`.
@@ -108,6 +114,34 @@ impl Sys for FakeSys {
     }
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
         self.record(Call::Mkdir(path.display().to_string()));
+        Ok(())
+    }
+    fn mount_at(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+    ) -> Result<(), SysError> {
+        let t = target.display().to_string();
+        self.record(Call::MountAt(format!(
+            "{source} {t} {fstype} {flags:#x} {data}"
+        )));
+        if self.lock().fail_mounts.contains(&t) {
+            return Err(SysError::new(
+                format!("mount {t}"),
+                std::io::Error::from_raw_os_error(libc::ENODEV),
+            ));
+        }
+        Ok(())
+    }
+    fn touch(&self, path: &Path) -> Result<(), SysError> {
+        self.record(Call::Touch(path.display().to_string()));
+        Ok(())
+    }
+    fn switch_root(&self, new_root: &Path) -> Result<(), SysError> {
+        self.record(Call::SwitchRoot(new_root.display().to_string()));
         Ok(())
     }
     fn attach_console(&self) -> Result<bool, SysError> {

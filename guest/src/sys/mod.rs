@@ -128,6 +128,21 @@ pub trait Sys: Send + Sync {
     fn mount(&self, m: &MountSpec) -> Result<(), SysError>;
     /// Create a directory (and parents); existing is fine.
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError>;
+    /// Mount `source` of type `fstype` on `target` (owned strings; for
+    /// what is only known at run time: the image root, workspaces, binds).
+    fn mount_at(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+    ) -> Result<(), SysError>;
+    /// Create an empty file when nothing is at `path` (a bind target).
+    fn touch(&self, path: &Path) -> Result<(), SysError>;
+    /// Make the mount at `new_root` the root: move it over `/` and chroot
+    /// into it (`pivot_root` does not work from an initramfs).
+    fn switch_root(&self, new_root: &Path) -> Result<(), SysError>;
     /// If standard error is closed (the kernel found no console), open
     /// `/dev/console` as fds 0, 1 and 2. Returns whether it did.
     fn attach_console(&self) -> Result<bool, SysError>;

@@ -47,6 +47,55 @@ impl Sys for RealSys {
         check(|| op, rc)
     }
 
+    fn mount_at(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+    ) -> Result<(), SysError> {
+        let op = format!("mount {fstype} {source} on {}", target.display());
+        let fstype = (!fstype.is_empty()).then_some(fstype);
+        let data = (!data.is_empty()).then_some(data);
+        nix::mount::mount(
+            Some(source),
+            target,
+            fstype,
+            nix::mount::MsFlags::from_bits_retain(flags),
+            data,
+        )
+        .map_err(|e| SysError::new(op, io::Error::from(e)))
+    }
+
+    fn touch(&self, path: &Path) -> Result<(), SysError> {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(SysError::new(format!("create {}", path.display()), e)),
+        }
+    }
+
+    fn switch_root(&self, new_root: &Path) -> Result<(), SysError> {
+        let op = |what: &str| format!("switch root to {}: {what}", new_root.display());
+        let err = |what: &str, e: nix::Error| SysError::new(op(what), io::Error::from(e));
+        nix::unistd::chdir(new_root).map_err(|e| err("chdir", e))?;
+        nix::mount::mount(
+            Some("."),
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| err("move mount", e))?;
+        nix::unistd::chroot(".").map_err(|e| err("chroot", e))?;
+        nix::unistd::chdir("/").map_err(|e| err("chdir /", e))
+    }
+
     fn mkdir_all(&self, path: &Path) -> Result<(), SysError> {
         std::fs::create_dir_all(path)
             .map_err(|e| SysError::new(format!("mkdir {}", path.display()), e))

@@ -1,42 +1,34 @@
 //! What the guest is told: the [`GuestConfig`] pushed on the control
 //! channel, and the `bottle.*` kernel command line.
 
-use bottle_shared::message::{AgentSpec, GuestConfig, ResolverSettings};
+use anyhow::Result;
+use bottle_shared::message::{GuestConfig, ResolverSettings};
 
 use crate::manifest::Manifest;
 
 /// The guest's hostname.
 pub const HOSTNAME: &str = "bottle";
 
-/// The config for `m`'s agent, trusting `ca_pem`.
-pub fn guest_config(m: &Manifest, ca_pem: &str) -> GuestConfig {
-    GuestConfig {
+/// The config for `m`'s agent, trusting `ca_pem`, with the root's image
+/// config applied and the workspaces to mount.
+pub fn guest_config(m: &Manifest, ca_pem: &str, root: &super::root::Root) -> Result<GuestConfig> {
+    Ok(GuestConfig {
         hostname: HOSTNAME.into(),
-        agent: AgentSpec {
-            command: m.agent.command.clone(),
-            user: m.agent.user.clone(),
-            workdir: m.agent.workdir.clone(),
-            env: m
-                .agent
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            restart: m.agent.restart.clone(),
-            grace_ms: m.agent.grace_ms,
-        },
+        agent: super::root::agent_spec(m, &root.config)?,
         ca_pem: ca_pem.to_string(),
         proxy_port: m.egress.proxy_port,
         no_proxy: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         dns: ResolverSettings::default(),
         session: None,
-    }
+        mounts: root.mounts.clone(),
+    })
 }
 
 /// The `bottle.*` kernel parameters: the host is vsock CID 2, and the
 /// modules the image carries are loaded in order.
-pub fn kernel_params(modules: &[String], log: Option<&str>) -> String {
+pub fn kernel_params(modules: &[String], log: Option<&str>, extra: &[String]) -> String {
     let mut out = vec!["bottle.host=vsock://2".to_string()];
+    out.extend(extra.iter().cloned());
     if !modules.is_empty() {
         out.push(format!("bottle.modules={}", modules.join(",")));
     }
@@ -59,7 +51,22 @@ mod tests {
             Path::new("t.toml"),
         )
         .unwrap();
-        let c = guest_config(&m, "PEM");
+        let root = super::super::root::Root {
+            image: crate::vmm::image::Image {
+                kernel: "k".into(),
+                initramfs: "i".into(),
+                modules: vec![],
+                fs_modules: vec![],
+                rootfs_dir: None,
+                boot_initramfs: None,
+            },
+            shares: vec![],
+            mounts: vec![],
+            cmdline: vec![],
+            config: Default::default(),
+            describe: String::new(),
+        };
+        let c = guest_config(&m, "PEM", &root).unwrap();
         assert_eq!(c.agent.command, vec!["/bin/sh", "-c", "exit 3"]);
         assert_eq!(c.agent.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(c.ca_pem, "PEM");
@@ -69,9 +76,9 @@ mod tests {
 
     #[test]
     fn kernel_params_name_host_and_modules() {
-        assert_eq!(kernel_params(&[], None), "bottle.host=vsock://2");
+        assert_eq!(kernel_params(&[], None, &[]), "bottle.host=vsock://2");
         assert_eq!(
-            kernel_params(&["virtio".into(), "vsock".into()], Some("debug")),
+            kernel_params(&["virtio".into(), "vsock".into()], Some("debug"), &[]),
             "bottle.host=vsock://2 bottle.modules=virtio,vsock bottle.log=debug"
         );
     }

@@ -29,6 +29,7 @@ pub mod detach;
 pub mod lifecycle;
 pub mod lookup;
 pub mod report;
+pub mod root;
 pub mod rundir;
 pub mod services;
 pub mod session;
@@ -96,11 +97,13 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     // From here on no core dump, ptrace or /proc read of this process.
     crate::hardening::hold_secrets(&secrets);
     let state = crate::cli::state_dir(args.state_dir.as_deref())?;
-    let image = vmm::image::find(
-        m.vm.kernel.as_deref(),
-        m.vm.image.as_deref(),
+    let root = root::resolve(
+        &m,
+        &state,
         &vmm::image::candidate_dirs(Some(&state)),
+        &crate::image::NoProgress,
     )?;
+    let image = root.image.clone();
     if let Some(ca) = &args.upstream_ca {
         if !ca.is_file() {
             bail!("--upstream-ca {}: no such file", ca.display());
@@ -125,7 +128,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| logs.join("audit.jsonl"));
     let dns_audit = logs.join("dns-audit.jsonl");
-    let mut guest_cfg = config::guest_config(&m, &ca.cert_pem);
+    let mut guest_cfg = config::guest_config(&m, &ca.cert_pem, &root)?;
     let (rows, cols) = terminal::size().unwrap_or((0, 0));
     guest_cfg.session = Some(SessionSpec {
         tty: wiring.tty,
@@ -147,6 +150,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         cmdline: config::kernel_params(
             &image.modules,
             Some(args.guest_log.as_deref().unwrap_or(DEFAULT_GUEST_LOG)),
+            &root.cmdline,
         ),
         memory_mib: m.vm.memory_mib,
         vcpus: m.vm.cpus,
@@ -154,6 +158,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         guest_ports: vec![CONTROL_PORT, DNS_PORT, EGRESS_PORT, SESSION_PORT],
         console_log: m.vm.console_log.clone(),
         guest_exec: "/sbin/bottle-guest".into(),
+        shares: root.shares.clone(),
         ..Default::default()
     };
 
@@ -168,7 +173,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         name: name.clone(),
         id: id.clone(),
         manifest: args.manifest.clone(),
-        image: format!("{} + {}", image.kernel.display(), image.initramfs.display()),
+        image: root.describe.clone(),
         backend: format!("{} ({})", vmm.name(), vmm.accelerator()),
         started_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -183,11 +188,15 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     eprintln!("bottle: name        {name}");
     eprintln!("bottle: id          {id}");
     eprintln!("bottle: backend     {} ({})", vmm.name(), vmm.accelerator());
-    eprintln!(
-        "bottle: image       {} + {}",
-        image.kernel.display(),
-        image.initramfs.display()
-    );
+    eprintln!("bottle: image       {}", root.describe);
+    for mnt in &m.mounts {
+        eprintln!(
+            "bottle: mount       {} -> {}{}",
+            mnt.host.display(),
+            mnt.guest,
+            if mnt.readonly { " (read-only)" } else { "" }
+        );
+    }
     let allow = m.dns_allowlist();
     eprintln!(
         "bottle: allowlist   {}",

@@ -18,14 +18,34 @@ impl Manifest {
             vm.cpus,
             vm.memory_mib,
             opt_path(&vm.kernel),
-            opt_path(&vm.image)
+            vm.image.as_deref().unwrap_or("(default)")
         );
         let a = &self.agent;
         let _ = writeln!(
             s,
-            "agent: {:?} as {} in {} (restart {:?}, max {}, grace {} ms)",
-            a.command, a.user, a.workdir, a.restart.mode, a.restart.max_restarts, a.grace_ms
+            "agent: {} as {} in {} (restart {:?}, max {}, grace {} ms)",
+            if a.command.is_empty() {
+                "(the image's Entrypoint and Cmd)".to_string()
+            } else {
+                format!("{:?}", a.command)
+            },
+            a.user.as_deref().unwrap_or("(the image's User, else root)"),
+            a.workdir
+                .as_deref()
+                .unwrap_or("(the image's WorkingDir, else /)"),
+            a.restart.mode,
+            a.restart.max_restarts,
+            a.grace_ms
         );
+        for mnt in &self.mounts {
+            let _ = writeln!(
+                s,
+                "mount: {} -> {}{}",
+                mnt.host.display(),
+                mnt.guest,
+                if mnt.readonly { " (read-only)" } else { "" }
+            );
+        }
         if self.egress.allow_private {
             let _ = writeln!(s, "WARNING: egress.allow_private = true: routes may reach loopback and private addresses");
         }

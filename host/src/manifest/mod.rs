@@ -6,6 +6,7 @@
 //! the key. The format is documented in `docs/manifest.md`.
 
 mod describe;
+mod mounts;
 pub mod pattern;
 mod raw;
 mod types;

@@ -23,6 +23,18 @@ pub struct RawManifest {
     pub secrets: BTreeMap<String, Spanned<RawSecret>>,
     #[serde(default)]
     pub dns: RawDns,
+    #[serde(default)]
+    pub mounts: Vec<Spanned<RawMount>>,
+}
+
+/// `[[mounts]]`: a host directory shared with the guest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMount {
+    pub host: Spanned<PathBuf>,
+    pub guest: Spanned<String>,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// `[vm]`
@@ -31,7 +43,7 @@ pub struct RawManifest {
 pub struct RawVm {
     pub backend: Option<Spanned<String>>,
     pub kernel: Option<PathBuf>,
-    pub image: Option<PathBuf>,
+    pub image: Option<Spanned<String>>,
     pub cpus: Option<Spanned<i64>>,
     pub memory_mib: Option<Spanned<i64>>,
     pub accel: Option<Spanned<String>>,
@@ -42,7 +54,7 @@ pub struct RawVm {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
-    pub command: Spanned<Vec<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
     pub user: Option<Spanned<String>>,
     pub workdir: Option<Spanned<String>>,
     #[serde(default)]

@@ -16,8 +16,9 @@ fn minimal_manifest_gets_defaults() {
     assert_eq!(m.vm.backend, Backend::Auto);
     assert_eq!(m.vm.cpus, 1);
     assert_eq!(m.vm.memory_mib, 512);
-    assert_eq!(m.agent.user, "root");
-    assert_eq!(m.agent.workdir, "/");
+    assert_eq!(m.agent.user, None);
+    assert_eq!(m.agent.workdir, None);
+    assert!(m.mounts.is_empty());
     assert_eq!(m.egress.proxy_port, 3128);
     assert!(m.egress.routes.is_empty());
     assert_eq!(m.dns.record_types, DEFAULT_RECORD_TYPES.to_vec());
@@ -108,7 +109,12 @@ max_entropy = 0.9
 fn table_of_invalid_manifests() {
     let cases: &[(&str, &str)] = &[
         ("", "b.toml:1: missing field `agent`"),
-        ("[agent]\ncommand = []\n", "b.toml:2: agent.command: must name a program: command = [\"program\", \"arg\", ...]"),
+        ("[agent]\ncommand = []\n", "b.toml:2: agent.command: must name a program: command = [\"program\", \"arg\", ...] (or leave it out to run the image's Entrypoint and Cmd)"),
+        ("[agent]\n[[mounts]]\nhost = \"/\"\nguest = \"/w\"\n", "b.toml:3: mounts[0].host: sharing the host's / would give the agent the whole machine"),
+        ("[agent]\n[[mounts]]\nhost = \"/tmp\"\nguest = \"/proc/x\"\n", "b.toml:4: mounts[0].guest: /proc/x is inside /proc, which the guest's init mounts itself"),
+        ("[agent]\n[[mounts]]\nhost = \"/tmp\"\nguest = \"/w\"\n[[mounts]]\nhost = \"/tmp\"\nguest = \"/w/\"\n", "b.toml:7: mounts[1].guest: /w is mounted twice"),
+        ("[agent]\n[[mounts]]\nhost = \"/tmp\"\nguest = \"/w\"\nrw = true\n", "b.toml:5: unknown field `rw`, expected one of `host`, `guest`, `readonly`"),
+        ("[vm]\nimage = \" \"\n[agent]\n", "b.toml:2: vm.image: is empty; leave it out for the default image"),
         (
             "[agent]\ncommand = [\"x\"]\ncolour = 1\n",
             "b.toml:3: unknown field `colour`, expected one of `command`, `user`, `workdir`, `env`, `restart`, `max_restarts`, `restart_backoff_ms`, `grace_period_ms`",

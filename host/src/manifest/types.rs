@@ -24,6 +24,19 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `[dns]`
     pub dns: DnsConfig,
+    /// `[[mounts]]`: host directories shared with the guest.
+    pub mounts: Vec<Mount>,
+}
+
+/// One `[[mounts]]` entry (docs/workspaces.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The host directory, canonical (symlinks resolved at load).
+    pub host: PathBuf,
+    /// Absolute, normalised mount point in the guest.
+    pub guest: String,
+    /// Writes refused (by the guest mount and by the host's daemon).
+    pub readonly: bool,
 }
 
 /// Which VMM runs the bottle.
@@ -55,8 +68,10 @@ pub struct VmConfig {
     pub backend: Backend,
     /// Kernel image; `None` means the built default image's kernel.
     pub kernel: Option<PathBuf>,
-    /// Root filesystem (directory, ext4 or initramfs); `None` means default.
-    pub image: Option<PathBuf>,
+    /// The root: `[vm] image` as written (docs/images.md gives the
+    /// syntax; relative paths are relative to the manifest's folder);
+    /// `None` means the default initramfs.
+    pub image: Option<String>,
     /// vCPUs.
     pub cpus: u8,
     /// Memory, MiB.
@@ -70,12 +85,13 @@ pub struct VmConfig {
 /// `[agent]`
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// argv.
+    /// argv; empty means the image's `Entrypoint` + `Cmd`.
     pub command: Vec<String>,
-    /// User name or `uid[:gid]`.
-    pub user: String,
-    /// Working directory in the guest.
-    pub workdir: String,
+    /// User name or `uid[:gid]`; `None`: the image's `User`, else root.
+    pub user: Option<String>,
+    /// Working directory in the guest; `None`: the image's `WorkingDir`,
+    /// else `/`.
+    pub workdir: Option<String>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
     /// Restart policy.

@@ -26,7 +26,7 @@ impl Ctx<'_> {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
     }
 
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         key: &str,
@@ -51,6 +51,7 @@ pub(super) fn manifest(cx: &Ctx<'_>, raw: RawManifest) -> Result<Manifest, Manif
         egress,
         secrets,
         dns: dns(cx, raw.dns)?,
+        mounts: super::mounts::mounts(cx, raw.mounts)?,
     })
 }
 
@@ -114,7 +115,17 @@ fn vm(cx: &Ctx<'_>, raw: RawVm) -> Result<VmConfig, ManifestError> {
     Ok(VmConfig {
         backend,
         kernel: raw.kernel.map(|p| resolve(cx.file, &p)),
-        image: raw.image.map(|p| resolve(cx.file, &p)),
+        image: match raw.image {
+            Some(i) if i.get_ref().trim().is_empty() => {
+                return cx.err(
+                    i.span(),
+                    "vm.image",
+                    "is empty; leave it out for the default image",
+                )
+            }
+            Some(i) => Some(i.into_inner()),
+            None => None,
+        },
         cpus,
         memory_mib,
         accel,
@@ -133,16 +144,20 @@ fn resolve(manifest: &Path, p: &Path) -> std::path::PathBuf {
 
 fn agent(cx: &Ctx<'_>, raw: Spanned<RawAgent>) -> Result<AgentConfig, ManifestError> {
     let raw = raw.into_inner();
-    let command = raw.command.get_ref();
-    if command.is_empty() || command[0].is_empty() {
-        return cx.err(
-            raw.command.span(),
-            "agent.command",
-            "must name a program: command = [\"program\", \"arg\", ...]",
-        );
-    }
+    let command = match &raw.command {
+        None => Vec::new(),
+        Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+            return cx.err(
+                c.span(),
+                "agent.command",
+                "must name a program: command = [\"program\", \"arg\", ...] \
+                 (or leave it out to run the image's Entrypoint and Cmd)",
+            );
+        }
+        Some(c) => c.get_ref().clone(),
+    };
     let user = match raw.user {
-        None => "root".to_string(),
+        None => None,
         Some(u) => {
             let s = u.get_ref();
             let ok = !s.is_empty()
@@ -156,12 +171,12 @@ fn agent(cx: &Ctx<'_>, raw: Spanned<RawAgent>) -> Result<AgentConfig, ManifestEr
                     format!("{s:?} is not a user name or uid[:gid]"),
                 );
             }
-            s.clone()
+            Some(s.clone())
         }
     };
     let workdir = match raw.workdir {
-        None => "/".to_string(),
-        Some(w) if w.get_ref().starts_with('/') => w.into_inner(),
+        None => None,
+        Some(w) if w.get_ref().starts_with('/') => Some(w.into_inner()),
         Some(w) => {
             return cx.err(
                 w.span(),
@@ -211,7 +226,7 @@ fn agent(cx: &Ctx<'_>, raw: Spanned<RawAgent>) -> Result<AgentConfig, ManifestEr
         restart.backoff_initial_ms = b.into_inner();
     }
     Ok(AgentConfig {
-        command: command.clone(),
+        command,
         user,
         workdir,
         env,

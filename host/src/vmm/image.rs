@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// The initramfs's name in an image directory.
 pub const INITRAMFS: &str = "initramfs.cpio";
+/// The boot initramfs (bottle-guest and modules) for image roots.
+pub const BOOT_INITRAMFS: &str = "initramfs-boot.cpio";
 
 /// The files a VM boots from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,12 @@ pub struct Image {
     pub initramfs: PathBuf,
     /// Modules to load, in order (file names without `.ko`).
     pub modules: Vec<String>,
+    /// Modules for shared directories (virtio-fs, overlay), loaded after
+    /// `modules` when the bottle has any.
+    pub fs_modules: Vec<String>,
+    /// The small initramfs (bottle-guest and modules only) booted when the
+    /// root is an OCI image or a directory.
+    pub boot_initramfs: Option<PathBuf>,
     /// The same root as a directory (`rootfs/` beside the initramfs), for
     /// backends that share a directory (libkrun).
     pub rootfs_dir: Option<PathBuf>,
@@ -96,12 +104,19 @@ pub fn find(
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|s| parse_modules(&s))
         .unwrap_or_default();
+    let fs_modules = beside("modules.fs")
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|s| parse_modules(&s))
+        .unwrap_or_default();
     let rootfs_dir = beside("rootfs").filter(|p| p.is_dir());
+    let boot_initramfs = beside(BOOT_INITRAMFS).filter(|p| p.is_file());
     Ok(Image {
         kernel,
         initramfs,
         modules,
+        fs_modules,
         rootfs_dir,
+        boot_initramfs,
     })
 }
 

@@ -4,7 +4,8 @@
 //! into a running VM ([`RunningVm`]) that can be waited for and killed.
 //! Backends: [`qemu`] (Linux, KVM or TCG, vsock through
 //! `vhost-device-vsock`) and `krun` (libkrun, loaded at run time).
-//! [`image`] finds the kernel and initramfs a spec boots.
+//! [`image`] finds the kernel and initramfs a spec boots; [`virtiofs`]
+//! runs the file-system daemon behind each shared directory.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub mod image;
 pub mod krun;
 pub mod qemu;
+pub mod virtiofs;
 
 /// A boxed, sendable future (the traits are used as objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -49,6 +51,9 @@ pub struct VmSpec {
     pub guest_args: Vec<String>,
     /// Its environment.
     pub guest_env: Vec<(String, String)>,
+    /// Host directories shared over virtio-fs (the image root, workspaces).
+    #[serde(default)]
+    pub shares: Vec<virtiofs::FsShare>,
 }
 
 /// Why a VM could not be started or watched.

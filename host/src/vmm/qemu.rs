@@ -54,6 +54,8 @@ pub struct Qemu {
     pub qemu: PathBuf,
     /// `vhost-device-vsock`.
     pub daemon: PathBuf,
+    /// `virtiofsd`, when installed (needed only for shared directories).
+    pub fs_daemon: Option<PathBuf>,
     /// KVM or TCG.
     pub accel: Accelerator,
     /// Why KVM is not used (for the banner), when it is not.
@@ -137,6 +139,7 @@ impl Qemu {
         Ok(Qemu {
             qemu,
             daemon,
+            fs_daemon: find_program(super::virtiofs::FS_DAEMON),
             accel,
             kvm_note,
             bios: Some(PathBuf::from(QBOOT)).filter(|p| p.is_file()),
@@ -217,6 +220,23 @@ pub fn qemu_args(
     a.push(chardev);
     a.push("-device".into());
     a.push("vhost-user-vsock-pci,chardev=vsock0".into());
+    for (i, share) in spec.shares.iter().enumerate() {
+        let ok = !share.tag.is_empty()
+            && share.tag.len() <= 36
+            && share
+                .tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(VmmError::Spec(format!("bad virtio-fs tag {:?}", share.tag)));
+        }
+        a.push("-chardev".into());
+        let mut chardev = OsString::from(format!("socket,id=fs{i},path="));
+        chardev.push(super::virtiofs::socket(&spec.vsock_base, i));
+        a.push(chardev);
+        a.push("-device".into());
+        a.push(format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag).into());
+    }
     a.push("-serial".into());
     match &spec.console_log {
         Some(p) => {
@@ -272,34 +292,37 @@ impl Vmm for Qemu {
         let spec = spec.clone();
         Box::pin(async move {
             let args = qemu_args(&spec, self.accel, self.bios.as_deref())?;
-            let sock = vhost_socket(&spec);
-            let _ = std::fs::remove_file(&sock);
             let dlog = with_suffix(&spec.vsock_base, ".daemon.log");
-            let mut daemon = command(&self.daemon)
-                .args(daemon_args(&spec))
-                .stdout(log_file(&dlog)?)
-                .stderr(log_file(&dlog)?)
-                .spawn()
-                .map_err(|source| VmmError::Spawn {
-                    program: VSOCK_DAEMON.into(),
-                    source,
+            let daemon = spawn_daemon(
+                command(&self.daemon).args(daemon_args(&spec)),
+                VSOCK_DAEMON,
+                &vhost_socket(&spec),
+                &dlog,
+            )
+            .await?;
+            let mut fs = Vec::new();
+            if !spec.shares.is_empty() {
+                let program = self.fs_daemon.as_ref().ok_or_else(|| VmmError::Missing {
+                    program: super::virtiofs::FS_DAEMON.into(),
+                    hint:
+                        "install it with `bash images/virtiofsd.sh` (or run `bash tests/setup.sh`)"
+                            .into(),
                 })?;
-            let deadline = tokio::time::Instant::now() + DAEMON_READY;
-            while !sock.exists() {
-                if let Some(status) = daemon.try_wait()? {
-                    return Err(VmmError::EarlyExit {
-                        program: VSOCK_DAEMON.into(),
-                        status,
-                        output: std::fs::read_to_string(&dlog).unwrap_or_default(),
-                    });
+                let as_root = nix::unistd::geteuid().is_root();
+                for (i, share) in spec.shares.iter().enumerate() {
+                    let sock = super::virtiofs::socket(&spec.vsock_base, i);
+                    let log = with_suffix(&spec.vsock_base, &format!(".fs{i}.log"));
+                    let args = super::virtiofs::daemon_args(share, &sock, as_root);
+                    fs.push(
+                        spawn_daemon(
+                            command(program).args(args),
+                            super::virtiofs::FS_DAEMON,
+                            &sock,
+                            &log,
+                        )
+                        .await?,
+                    );
                 }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(VmmError::Timeout(format!(
-                        "{VSOCK_DAEMON} did not create {} within {DAEMON_READY:?}",
-                        sock.display()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             if let Some(console) = &spec.console_log {
                 // QEMU keeps the mode of an existing file: make it 0600 first.
@@ -321,11 +344,49 @@ impl Vmm for Qemu {
             Ok(Box::new(QemuVm {
                 qemu,
                 daemon,
+                fs,
                 qemu_log: qlog,
                 killed: false,
             }) as Box<dyn RunningVm>)
         })
     }
+}
+
+/// Start a daemon that serves a vhost-user socket and wait until the
+/// socket exists (the daemon is killed on drop if that fails).
+async fn spawn_daemon(
+    cmd: &mut Command,
+    program: &str,
+    sock: &Path,
+    log: &Path,
+) -> Result<Child, VmmError> {
+    let _ = std::fs::remove_file(sock);
+    let mut child = cmd
+        .stdout(log_file(log)?)
+        .stderr(log_file(log)?)
+        .spawn()
+        .map_err(|source| VmmError::Spawn {
+            program: program.into(),
+            source,
+        })?;
+    let deadline = tokio::time::Instant::now() + DAEMON_READY;
+    while !sock.exists() {
+        if let Some(status) = child.try_wait()? {
+            return Err(VmmError::EarlyExit {
+                program: program.into(),
+                status,
+                output: std::fs::read_to_string(log).unwrap_or_default(),
+            });
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(VmmError::Timeout(format!(
+                "{program} did not create {} within {DAEMON_READY:?}",
+                sock.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(child)
 }
 
 fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
@@ -339,6 +400,7 @@ fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
 pub struct QemuVm {
     qemu: Child,
     daemon: Child,
+    fs: Vec<Child>,
     qemu_log: PathBuf,
     killed: bool,
 }
@@ -356,6 +418,10 @@ impl RunningVm for QemuVm {
             let status = self.qemu.wait().await?;
             let _ = self.daemon.start_kill();
             let _ = self.daemon.wait().await;
+            for d in &mut self.fs {
+                let _ = d.start_kill();
+                let _ = d.wait().await;
+            }
             if self.killed {
                 Ok(VmExit::Killed)
             } else {
@@ -374,11 +440,15 @@ impl RunningVm for QemuVm {
         self.killed = true;
         let _ = self.qemu.start_kill();
         let _ = self.daemon.start_kill();
+        for d in &mut self.fs {
+            let _ = d.start_kill();
+        }
     }
 
     fn pids(&self) -> Vec<u32> {
         [self.qemu.id(), self.daemon.id()]
             .into_iter()
+            .chain(self.fs.iter().map(Child::id))
             .flatten()
             .collect()
     }

@@ -102,6 +102,11 @@ fn config() -> impl Strategy<Value = GuestConfig> {
                         attempts: a,
                     },
                     session: None,
+                    mounts: vec![SharedDir {
+                        tag: "ws0".into(),
+                        path: "/work".into(),
+                        readonly: proxy_port % 2 == 0,
+                    }],
                 }
             },
         )
@@ -292,6 +297,11 @@ fn session_messages_round_trip() {
             rows: 24,
             cols: 80,
         }),
+        mounts: vec![SharedDir {
+            tag: "ws0".into(),
+            path: "/work".into(),
+            readonly: true,
+        }],
         ..Default::default()
     };
     assert_eq!(

@@ -175,6 +175,14 @@ pub fn plan_with(spec: &VmSpec, mode: KernelMode) -> Result<Vec<KrunCall>, KrunE
     if spec.vcpus == 0 {
         return Err(KrunError::Invalid("vcpus must be at least 1".into()));
     }
+    if !spec.shares.is_empty() {
+        // krun_add_virtiofs exists; it is not wired (libkrun cannot run on
+        // the machines this is developed on).
+        return Err(KrunError::Invalid(
+            "image roots and [[mounts]] are not supported with libkrun yet; use backend = \"qemu\""
+                .into(),
+        ));
+    }
     if spec.memory_mib < MIN_MEMORY_MIB {
         return Err(KrunError::Invalid(format!(
             "memory_mib is {}; libkrun needs at least {MIN_MEMORY_MIB}",

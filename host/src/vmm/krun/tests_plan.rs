@@ -24,7 +24,16 @@ pub(crate) fn sample() -> VmSpec {
         guest_exec: "/sbin/bottle-guest".into(),
         guest_args: vec!["init".into()],
         guest_env: vec![("HOME".into(), "/root".into())],
+        shares: vec![],
     }
+}
+
+#[test]
+fn shares_are_refused_until_wired() {
+    let mut spec = sample();
+    spec.shares.push(Default::default());
+    let e = plan(&spec).unwrap_err().to_string();
+    assert!(e.contains("backend = \"qemu\""), "{e}");
 }
 
 #[test]

@@ -125,3 +125,38 @@ fn firmware_when_given() {
     let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
     assert!(value_of(&a, "-bios").is_empty());
 }
+
+#[test]
+fn each_share_is_a_vhost_user_fs_device_on_its_own_socket() {
+    let mut s = spec();
+    for (tag, dir) in [("root", "/cache/r"), ("ws0", "/home/u/repo")] {
+        s.shares.push(crate::vmm::virtiofs::FsShare {
+            tag: tag.into(),
+            dir: dir.into(),
+            ..Default::default()
+        });
+    }
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
+    let chardevs = value_of(&a, "-chardev");
+    assert!(
+        chardevs.contains(&"socket,id=fs0,path=/run/b/vsock.fs0"),
+        "{chardevs:?}"
+    );
+    assert!(
+        chardevs.contains(&"socket,id=fs1,path=/run/b/vsock.fs1"),
+        "{chardevs:?}"
+    );
+    let devices = value_of(&a, "-device");
+    assert!(
+        devices.contains(&"vhost-user-fs-pci,chardev=fs0,tag=root"),
+        "{devices:?}"
+    );
+    assert!(
+        devices.contains(&"vhost-user-fs-pci,chardev=fs1,tag=ws0"),
+        "{devices:?}"
+    );
+    // Still no network device, and the memory stays shared.
+    assert_eq!(value_of(&a, "-nic"), ["none"]);
+    s.shares[1].tag = "bad,tag=x".into();
+    assert!(qemu_args(&s, Accelerator::Tcg, None).is_err());
+}

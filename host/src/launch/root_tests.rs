@@ -1,0 +1,86 @@
+use std::path::Path;
+
+use super::*;
+
+fn manifest(text: &str) -> Manifest {
+    crate::manifest::parse(text, Path::new("/x/bottle.toml")).unwrap()
+}
+
+#[test]
+fn manifest_values_override_the_image_config() {
+    let config = ImageConfig {
+        entrypoint: vec!["/usr/bin/node".into()],
+        cmd: vec!["agent.js".into()],
+        env: vec!["PATH=/usr/bin".into(), "A=image".into(), "bad".into()],
+        working_dir: Some("/app".into()),
+        user: Some("node".into()),
+    };
+    let m = manifest("[agent]\n");
+    let a = agent_spec(&m, &config).unwrap();
+    assert_eq!(a.command, ["/usr/bin/node", "agent.js"]);
+    assert_eq!(a.user, "node");
+    assert_eq!(a.workdir, "/app");
+    assert_eq!(
+        a.env,
+        [
+            ("PATH".into(), "/usr/bin".into()),
+            ("A".into(), "image".into())
+        ]
+    );
+
+    let m = manifest(
+        "[agent]\ncommand = [\"sh\"]\nuser = \"1000:1000\"\nworkdir = \"/work\"\nenv = { A = \"manifest\" }\n",
+    );
+    let a = agent_spec(&m, &config).unwrap();
+    assert_eq!(a.command, ["sh"]);
+    assert_eq!(a.user, "1000:1000");
+    assert_eq!(a.workdir, "/work");
+    assert_eq!(
+        a.env,
+        [
+            ("PATH".into(), "/usr/bin".into()),
+            ("A".into(), "manifest".into())
+        ]
+    );
+}
+
+#[test]
+fn no_command_anywhere_is_an_error_and_defaults_are_root_and_slash() {
+    let m = manifest("[agent]\n");
+    let e = agent_spec(&m, &ImageConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("no Entrypoint or Cmd"), "{e}");
+    let only_cmd = ImageConfig {
+        cmd: vec!["/bin/sh".into()],
+        ..Default::default()
+    };
+    let a = agent_spec(&m, &only_cmd).unwrap();
+    assert_eq!((a.user.as_str(), a.workdir.as_str()), ("root", "/"));
+}
+
+#[test]
+fn agent_ids_from_numbers_and_passwd() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    std::fs::write(
+        dir.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nagent:x:1000:1001::/home/agent:/bin/sh\n",
+    )
+    .unwrap();
+    let r = Some(dir.path());
+    assert_eq!(agent_ids("1000", None).unwrap(), (1000, 1000));
+    assert_eq!(agent_ids("1000:5", None).unwrap(), (1000, 5));
+    assert_eq!(agent_ids("root", None).unwrap(), (0, 0));
+    assert_eq!(agent_ids("agent", r).unwrap(), (1000, 1001));
+    assert_eq!(agent_ids("agent:7", r).unwrap(), (1000, 7));
+    assert!(agent_ids("nobody", r).is_err());
+    assert!(agent_ids("agent:x", r).is_err());
+    // A passwd that is a symlink (e.g. to a host file) is not read.
+    let evil = tempfile::tempdir().unwrap();
+    std::fs::create_dir(evil.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("etc/passwd"),
+        evil.path().join("etc/passwd"),
+    )
+    .unwrap();
+    assert!(agent_ids("agent", Some(evil.path())).is_err());
+}
