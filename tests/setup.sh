@@ -12,8 +12,9 @@ SUDO=""
 # the libkrun FFI tests build, python3-venv for the Kubernetes manifest
 # validator (deploy/kubernetes/validate.sh), ca-certificates for the
 # container root filesystem (deploy/container/rootfs.sh), tmux for the
-# terminal tests (a real terminal driven from a test).
-PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux)
+# terminal tests (a real terminal driven from a test), libseccomp-dev and
+# libcap-ng-dev to build virtiofsd.
+PKGS=(gcc patch libseccomp-dev libcap-ng-dev dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,3 +38,6 @@ fi
 # The vsock daemon QEMU's vhost-user-vsock device talks to (rust-vmm),
 # patched to refuse connections nobody serves with a reset.
 bash "$(dirname "${BASH_SOURCE[0]}")/../images/vsock-daemon.sh"
+
+# The virtio-fs daemon behind image roots and [[mounts]] workspaces.
+bash "$(dirname "${BASH_SOURCE[0]}")/../images/virtiofsd.sh"

@@ -24,6 +24,7 @@ pub const SCRIPT: &str = concat!(
     include_str!("../probes/proxy.py"),
     include_str!("../probes/secrets.py"),
     include_str!("../probes/tamper.py"),
+    include_str!("../probes/workspace.py"),
     include_str!("../probes/boots.py"),
 );
 
@@ -101,6 +102,44 @@ fn toml_str(s: &str) -> String {
     out
 }
 
+/// Written in a file beside the workspaces, outside both: no probe may
+/// read it.
+pub const OUTSIDE_MARK: &str = "outside-the-workspace-7Hq2";
+
+/// The main run's shared directories and the host file beside them.
+pub struct Workspaces {
+    /// Shared writable at /work.
+    pub rw: std::path::PathBuf,
+    /// Shared read-only at /ro.
+    pub ro: std::path::PathBuf,
+    /// The file outside both's inode number (a guess handed to the probe).
+    pub outside_ino: u64,
+}
+
+/// Make `ws/` (with a file, a symlink to the outside directory by its
+/// absolute host path and one by `..`), `ro/` and `outside/secret.txt`.
+pub fn workspace(bed: &Testbed) -> Workspaces {
+    use std::os::unix::fs::MetadataExt;
+    let root = bed.dir.path();
+    let (rw, ro, outside) = (root.join("ws"), root.join("ro"), root.join("outside"));
+    for d in [&rw, &ro, &outside] {
+        std::fs::create_dir_all(d).expect("workspace dir");
+    }
+    std::fs::write(outside.join("secret.txt"), OUTSIDE_MARK).expect("outside file");
+    std::fs::write(rw.join("in.txt"), "from the host\n").expect("in.txt");
+    std::fs::write(ro.join("readme.txt"), "read only\n").expect("readme");
+    let _ = std::os::unix::fs::symlink(&outside, rw.join("hostlink"));
+    let _ = std::os::unix::fs::symlink("../outside", rw.join("uplink"));
+    let outside_ino = std::fs::metadata(outside.join("secret.txt"))
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    Workspaces {
+        rw,
+        ro,
+        outside_ino,
+    }
+}
+
 /// The probe manifest for `mode`.
 pub fn manifest(bed: &Testbed, mode: Mode) -> std::path::PathBuf {
     let port = bed.web.addr.port();
@@ -114,6 +153,7 @@ pub fn manifest(bed: &Testbed, mode: Mode) -> std::path::PathBuf {
         Mode::Rebind => ("rebind", false, false, rebind),
         Mode::Connector => ("connector", false, true, rebind),
     };
+    let ws = workspace(bed);
     let mut toml = format!(
         r#"[vm]
 backend = "qemu"
@@ -130,6 +170,8 @@ PROBE_SECRET = "{HOST_SECRET}"
 PROBE_TOKEN_SHA256 = "{sha}"
 PROBE_TOKEN_LEN = "{len}"
 PROBE_TOKEN_FIRST = "{first}"
+PROBE_OUTSIDE_MARK = "{OUTSIDE_MARK}"
+PROBE_OUTSIDE_INO = "{ino}"
 
 [secrets]
 token = {{ env = "BOTTLE_VMTEST_TOKEN" }}
@@ -151,7 +193,16 @@ unique_names_per_window = 30
         first = &TOKEN[..1],
         file = toml_str(&secret_file.to_string_lossy()),
         dns = bed.dns.addr,
+        ino = ws.outside_ino,
     );
+    if mode == Mode::Main {
+        let _ = write!(
+            toml,
+            "\n[[mounts]]\nhost = {}\nguest = \"/work\"\n\n[[mounts]]\nhost = {}\nguest = \"/ro\"\nreadonly = true\n",
+            toml_str(&ws.rw.to_string_lossy()),
+            toml_str(&ws.ro.to_string_lossy()),
+        );
+    }
     for host in routes {
         let _ = write!(
             toml,
@@ -210,6 +261,9 @@ pub async fn run(mode: Mode) -> Run {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .collect();
     let launch = l.finish(LIMIT).await;
+    if mode == Mode::Main {
+        workspace_after(bed.dir.path(), &mut host_side);
+    }
     let mut probes = HashMap::new();
     for line in launch.output.lines() {
         if let Some(i) = line.find("PROBE ") {
@@ -231,6 +285,47 @@ pub async fn run(mode: Mode) -> Run {
         child_cmdlines,
         host_side,
     }
+}
+
+/// After the main run: the read-only share and the outside directory
+/// are as the host left them, and what the (root) agent wrote in the
+/// workspace belongs to the user who ran the bottle.
+fn workspace_after(
+    root: &std::path::Path,
+    out: &mut std::collections::BTreeMap<&'static str, crate::hostside::Verdict>,
+) {
+    use std::os::unix::fs::MetadataExt;
+    let names = |d: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join(d))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let ro = names("ro");
+    let outside = names("outside");
+    out.insert(
+        "host_side_workspace_readonly_unchanged",
+        if ro == ["readme.txt"] && outside == ["secret.txt"] {
+            Ok("ro/ and outside/ hold only what the host put there".into())
+        } else {
+            Err(format!("ro/ now {ro:?}, outside/ now {outside:?}"))
+        },
+    );
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    out.insert(
+        "host_side_workspace_files_are_the_users",
+        match std::fs::metadata(root.join("ws/probe-wrote.txt")) {
+            Ok(m) if m.uid() == me => Ok(format!("probe-wrote.txt is uid {me}")),
+            Ok(m) => Err(format!("probe-wrote.txt is uid {}, not {me}", m.uid())),
+            Err(e) => Err(format!("ws/probe-wrote.txt: {e}")),
+        },
+    );
 }
 
 impl Run {

@@ -209,6 +209,16 @@ probes!(main_run:
     probe_tamper_own_proxy_env,
     probe_dns_unique_label_budget,
     probe_secrets_token_not_in_replies,
+    probe_ws_baseline_read_write,
+    probe_ws_host_symlink_resolves_in_guest,
+    probe_ws_relative_symlink_stays_in_guest,
+    probe_ws_dotdot_is_the_guest_root,
+    probe_ws_guest_symlink_to_root,
+    probe_ws_hardlink_across_mounts,
+    probe_ws_open_by_handle,
+    probe_ws_readonly_refuses_writes,
+    probe_ws_readonly_after_remount_rw,
+    probe_ws_mount_host_tag_again,
 );
 
 probes!(rebind_run:
@@ -262,6 +272,8 @@ host_side!(
     probe_host_side_state_private,
     probe_host_side_children_hold_no_secret,
     probe_host_side_curl_x_abuse_refused,
+    probe_host_side_workspace_readonly_unchanged,
+    probe_host_side_workspace_files_are_the_users,
 );
 
 /// Canary: whatever the guest sent, no host task panicked (a panic in the

@@ -38,7 +38,7 @@ fn readable_copy(dir: &Path) -> PathBuf {
     let img = dir.join("image");
     std::fs::create_dir(&img).unwrap();
     let src = bottle_e2e::vm::image_dir();
-    for f in ["vmlinuz", "initramfs.cpio", "modules"] {
+    for f in ["vmlinuz", "initramfs.cpio", "modules", "modules.fs"] {
         if src.join(f).exists() {
             std::fs::copy(src.join(f), img.join(f)).expect("copy image");
         }
@@ -64,7 +64,29 @@ async fn vm_as_an_ordinary_user_writes_only_its_own_directories() {
 
     let bed = Testbed::start().await;
     std::fs::set_permissions(bed.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let manifest = bed.manifest(&demo_agent(bed.web.addr.port()), "");
+    // A workspace in the user's home: what the agent (root in the guest)
+    // writes there belongs to the user, and the user's files show as the
+    // agent's, so it may write them.
+    let ws = home.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("mine.txt"), "the user's\n").unwrap();
+    for p in [&ws, &ws.join("mine.txt")] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+    let ws_sh = r#"
+check ws_agent_owns sh -c '[ "$(stat -c %u:%g /work/mine.txt)" = 0:0 ]'
+check ws_agent_writes sh -c 'echo more >> /work/mine.txt && echo new > /work/agent.txt'
+"#;
+    let script = format!(
+        "{}{ws_sh}{}",
+        bottle_e2e::vm::CHECK_SH,
+        demo_agent(bed.web.addr.port())
+    );
+    let extra = format!(
+        "\n[[mounts]]\nhost = \"{}\"\nguest = \"/work\"\n",
+        ws.display()
+    );
+    let manifest = bed.manifest(&script, &extra);
 
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let roots: Vec<PathBuf> = ["/tmp", "/var/tmp", "/dev/shm", "/run", "/etc", "/usr/local"]
@@ -101,9 +123,22 @@ async fn vm_as_an_ordinary_user_writes_only_its_own_directories() {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let run = Launching::spawn(cmd).finish(LIMIT).await;
-    for check in DEMO_CHECKS {
+    for check in DEMO_CHECKS
+        .iter()
+        .chain(&["ws_agent_owns", "ws_agent_writes"])
+    {
         run.assert_ok(check);
     }
+    let owner = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).unwrap();
+    assert_eq!(
+        owner(&ws.join("agent.txt")),
+        (uid, gid),
+        "agent.txt on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("mine.txt")).unwrap(),
+        "the user's\nmore\n"
+    );
     assert_eq!(run.code, Some(42), "{}", run.output);
 
     let state = home.path().join(".local/state/bot-bottle");

@@ -1,0 +1,154 @@
+//! A bottle whose root is a directory shared over virtio-fs (issue 12):
+//! the guest's overlay over it, the move into it as PID 1, and every
+//! guard of the demo agent (DNS filter, proxy, injection, DLP, status)
+//! working inside it; plus `[[mounts]]` workspaces, writable and
+//! read-only, with the host's copy of the image never changing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bottle_e2e::vm::{demo_agent, vm_unavailable, Testbed, CHECK_SH, DEMO_CHECKS};
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// Why this cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    if let Some(why) = vm_unavailable() {
+        return Some(why);
+    }
+    let img = bottle_e2e::vm::image_dir();
+    if !img.join("initramfs-boot.cpio").is_file() || !img.join("rootfs").is_dir() {
+        return Some(format!(
+            "{} has no initramfs-boot.cpio or rootfs/ (bash images/build.sh)",
+            img.display()
+        ));
+    }
+    if !bottle_e2e::bins::on_path("virtiofsd") {
+        return Some("virtiofsd is not installed (bash images/virtiofsd.sh)".into());
+    }
+    None
+}
+
+/// Every file under `root` with its size and mode, sorted (a cheap
+/// fingerprint: the test checks the image directory did not change).
+fn listing(root: &Path) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .arg(root)
+        .args(["-printf", "%P %s %m %U\n"])
+        .output()
+        .expect("find");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The workspace and image checks the agent runs before the demo's.
+const WORKSPACE_SH: &str = r#"
+check image_root sh -c 'mount | grep -q "^overlay on / type overlay" && [ -x /demo/agent.sh ]'
+check image_writable sh -c 'echo new > /etc/written-in-guest && cat /etc/written-in-guest'
+check guest_bin sh -c 'command -v bottle-guest && bottle-guest status | grep -q "protocol 3"'
+check ws_read sh -c 'grep -q from-the-host /work/in.txt'
+check ws_write sh -c 'echo from-the-guest > /work/out.txt && mkdir -p /work/sub/dir && ls -ln /work'
+check ws_owner sh -c '[ "$(stat -c %u /work/in.txt)" = 0 ]'
+check ro_read sh -c 'grep -q reference /ref/readme.txt'
+check ro_refused sh -c '! touch /ref/x 2>/dev/null && ! rm /ref/readme.txt 2>/dev/null'
+check ro_flag sh -c 'grep " /ref " /proc/mounts | grep -q "ro,"'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_directory_root_keeps_every_guard_and_mounts_workspaces() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let root: PathBuf = bottle_e2e::vm::image_dir().join("rootfs");
+    let before = listing(&root);
+    let ws = bed.dir.path().join("ws");
+    let refdir = bed.dir.path().join("ref");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&refdir).unwrap();
+    std::fs::write(ws.join("in.txt"), "from-the-host\n").unwrap();
+    std::fs::write(refdir.join("readme.txt"), "reference\n").unwrap();
+
+    let script = format!(
+        "{CHECK_SH}{WORKSPACE_SH}{}",
+        demo_agent(bed.web.addr.port())
+    );
+    let extra = format!(
+        "\n[[mounts]]\nhost = \"{}\"\nguest = \"/work\"\n\n[[mounts]]\nhost = \"{}\"\nguest = \"/ref\"\nreadonly = true\n",
+        ws.display(),
+        refdir.display()
+    );
+    let manifest = bed.manifest(&script, &extra);
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen(
+        "memory_mib = 512\n",
+        &format!("memory_mib = 512\nimage = \"rootfs:{}\"\n", root.display()),
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+
+    let run = bed.launch(&manifest).finish(LIMIT).await;
+    for check in [
+        "image_root",
+        "image_writable",
+        "guest_bin",
+        "ws_read",
+        "ws_write",
+        "ws_owner",
+        "ro_read",
+        "ro_refused",
+        "ro_flag",
+    ]
+    .iter()
+    .chain(DEMO_CHECKS)
+    {
+        run.assert_ok(check);
+    }
+    assert_eq!(run.code, Some(42), "{}", run.output);
+    assert!(
+        run.output.contains("bottle: mount       "),
+        "the banner names the mounts:\n{}",
+        run.output
+    );
+
+    // The guest's writes landed in the workspace, as the host user...
+    use std::os::unix::fs::MetadataExt;
+    let out = std::fs::metadata(ws.join("out.txt")).expect("out.txt on the host");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(out.uid(), unsafe { libc::geteuid() });
+    assert!(ws.join("sub/dir").is_dir());
+    // ...and nowhere else: the image directory and the read-only share are
+    // unchanged.
+    assert_eq!(listing(&root), before, "the image directory changed");
+    assert!(!root.join("etc/written-in-guest").exists());
+    let ro: Vec<_> = std::fs::read_dir(&refdir).unwrap().flatten().collect();
+    assert_eq!(ro.len(), 1, "{ro:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_missing_workspace_is_a_clear_error_before_boot() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let bed = Testbed::start().await;
+    let extra = "\n[[mounts]]\nhost = \"no-such-dir\"\nguest = \"/work\"\n";
+    let manifest = bed.manifest("exit 0", extra);
+    let run = bed.launch(&manifest).finish(Duration::from_secs(30)).await;
+    assert_eq!(run.code, Some(2), "a manifest error: {}", run.output);
+    assert!(
+        run.output.contains("mounts[0].host") && run.output.contains("no-such-dir"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("VM boot"),
+        "nothing booted:\n{}",
+        run.output
+    );
+}
