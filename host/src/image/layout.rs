@@ -308,11 +308,13 @@ fn docker_archive(t: TarIndex, reference: Option<&str>) -> Result<Resolved, Imag
                 })?
         }
         None if entries.len() == 1 => &entries[0],
-        None => return Err(ImageError::Format(format!(
+        None => {
+            return Err(ImageError::Format(format!(
             "the archive holds {} images; name one as docker-archive:PATH:NAME:TAG (its tags: {})",
             entries.len(),
             tags.join(", ")
-        ))),
+        )))
+        }
     };
     // The config's name carries its digest (`<hex>.json` or
     // `blobs/sha256/<hex>`); without one, the content is the ID.

@@ -244,6 +244,9 @@ impl Unpacker {
             };
             let fd = open_dir(root, tp).map_err(|e| match e {
                 EntryError::Unsafe(r) => unsafe_entry(format!("hard link target: {r}")),
+                EntryError::Io(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    unsafe_entry("hard link target does not exist in the image")
+                }
                 e => e,
             })?;
             Some((fd, tn.to_owned()))

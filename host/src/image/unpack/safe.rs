@@ -128,7 +128,8 @@ pub fn open_beneath(dir: BorrowedFd<'_>, rel: &CStr, flags: OFlag) -> Result<Own
 /// empty).
 pub fn open_dir(root: BorrowedFd<'_>, comps: &[CString]) -> Result<OwnedFd, EntryError> {
     let rel = join(comps)?;
-    open_beneath(root, &rel, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| walk_error(e, comps))
+    open_beneath(root, &rel, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .map_err(|e| walk_error(root, e, comps))
 }
 
 /// Like [`open_dir`], making missing directories (mode 0755) on the way;
@@ -157,9 +158,10 @@ pub fn make_dirs(
                     Err(Errno::EEXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                open_beneath(cur.as_fd(), c, flags).map_err(|e| walk_error(e, &comps[..=i]))?
+                open_beneath(cur.as_fd(), c, flags)
+                    .map_err(|e| walk_error(root, e, &comps[..=i]))?
             }
-            Err(e) => return Err(walk_error(e, &comps[..=i])),
+            Err(e) => return Err(walk_error(root, e, &comps[..=i])),
         };
     }
     Ok(cur)
@@ -174,13 +176,47 @@ fn join(comps: &[CString]) -> Result<CString, EntryError> {
     CString::new(v.join(&b'/')).map_err(|_| unsafe_entry("path holds a NUL byte"))
 }
 
-/// The refusals `openat2` reports, in words.
-fn walk_error(e: Errno, comps: &[CString]) -> EntryError {
-    let at = comps
-        .iter()
-        .map(|c| c.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
+/// The refusals `openat2` reports, in words. A symlink opened with
+/// `O_DIRECTORY | O_NOFOLLOW` reports `ENOTDIR`: the components are looked
+/// at (`lstat`, shortest first, so only real directories are crossed) to
+/// tell a symlink from a file.
+fn walk_error(root: BorrowedFd<'_>, e: Errno, comps: &[CString]) -> EntryError {
+    let show = |n: usize| {
+        comps[..n]
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let at = show(comps.len());
+    if e == Errno::ENOTDIR {
+        for n in 1..=comps.len() {
+            let Ok(rel) = join(&comps[..n]) else { break };
+            match nix::sys::stat::fstatat(
+                root,
+                rel.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => {
+                    let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+                        & nix::sys::stat::SFlag::S_IFMT;
+                    if kind == nix::sys::stat::SFlag::S_IFLNK {
+                        return unsafe_entry(format!(
+                            "its path goes through a symlink ({:?})",
+                            show(n)
+                        ));
+                    }
+                    if kind != nix::sys::stat::SFlag::S_IFDIR {
+                        return unsafe_entry(format!(
+                            "a parent is not a directory ({:?})",
+                            show(n)
+                        ));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
     match e {
         Errno::ELOOP => unsafe_entry(format!(
             "its path goes through a symlink (at or under {at:?})"
