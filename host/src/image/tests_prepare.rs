@@ -402,3 +402,67 @@ fn stale_tmp_is_cleaned() {
         .collect();
     assert_eq!(left, ["fresh"]);
 }
+
+#[test]
+fn parallel_prepares_share_one_copy() {
+    let e = Env::new();
+    let mut l = e.layout();
+    let d = l.simple(
+        None,
+        vec![
+            base_layer(),
+            Layer::new().file("big", &"x".repeat(1 << 20), 0o644).tar(),
+        ],
+    );
+    let src = ImageSource::parse("oci:layout", e.t.path()).unwrap();
+    let state = e.state();
+    let got: Vec<PreparedImage> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| prepare(&src, &state, &NoProgress).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|p| p == &got[0] && p.digest == d));
+    e.nothing_left_but_one();
+}
+
+/// A full disk: the error names the entry and the layer, and nothing is
+/// left behind. Needs root (a small tmpfs is mounted).
+#[test]
+fn a_full_disk_is_reported_and_cleaned_up() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let e = Env::new();
+    let mut l = e.layout();
+    let big = Layer::new().file("big", &"x".repeat(2 << 20), 0o644).tar();
+    let layer = testimg::digest(&big);
+    l.simple(None, vec![big]);
+    std::fs::create_dir(e.state()).unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let m = nix::mount::mount(
+        Some("tmpfs"),
+        &e.state(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m,mode=0700"),
+    );
+    if let Err(err) = m {
+        eprintln!("skipped: cannot mount a tmpfs here: {err}");
+        return;
+    }
+    let _guard = Unmount(e.state());
+    let err = e.prepare("oci:layout").unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("\"big\" while unpacking {layer}")),
+        "{err}"
+    );
+    assert!(err.contains("No space left"), "{err}");
+    e.nothing_left();
+}
