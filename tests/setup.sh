@@ -12,8 +12,10 @@ SUDO=""
 # the libkrun FFI tests build, python3-venv for the Kubernetes manifest
 # validator (deploy/kubernetes/validate.sh), ca-certificates for the
 # container root filesystem (deploy/container/rootfs.sh), tmux for the
-# terminal tests (a real terminal driven from a test).
-PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux)
+# terminal tests (a real terminal driven from a test), docker-registry and
+# skopeo for the image pull test (host/src/image/tests_registry.rs; the
+# package's service, where systemd runs, listens on 127.0.0.1:5000).
+PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,7 +21,8 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Unpack an image into the cache (oci:, oci-archive:, docker-archive:).
+    /// Unpack an image into the cache (oci:, oci-archive:, docker-archive:,
+    /// docker://).
     Pull {
         /// The image, as `[vm] image` takes it; relative paths from here.
         source: String,

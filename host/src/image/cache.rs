@@ -86,7 +86,7 @@ impl Images {
     }
 
     /// The cached image, if complete.
-    fn load(&self, d: &Digest) -> Option<PreparedImage> {
+    pub(super) fn load(&self, d: &Digest) -> Option<PreparedImage> {
         let dir = self.entry(d);
         let meta: CacheMeta =
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
@@ -96,6 +96,13 @@ impl Images {
             digest: d.to_string(),
             config: meta.config,
         })
+    }
+
+    /// A new private directory under `tmp/`.
+    pub(super) fn new_tmp(&self) -> Result<PathBuf, ImageError> {
+        let tmp = self.dir.join("tmp").join(random_name());
+        private(&tmp)?;
+        Ok(tmp)
     }
 
     /// The cached copy of `r`, or unpack it now.
@@ -115,8 +122,7 @@ impl Images {
             remove_tree(&final_dir)
                 .map_err(|e| ImageError::io(format!("removing {}", final_dir.display()), e))?;
         }
-        let tmp = self.dir.join("tmp").join(random_name());
-        private(&tmp)?;
+        let tmp = self.new_tmp()?;
         let made = unpack_into(&tmp, src, &r, progress);
         if let Err(e) = made {
             if let Err(rm) = remove_tree(&tmp) {

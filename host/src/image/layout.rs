@@ -57,7 +57,7 @@ impl Store {
     }
 }
 
-fn blob_path(d: &Digest) -> String {
+pub fn blob_path(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
@@ -170,6 +170,16 @@ fn oci(store: Store, tag: Option<&str>) -> Result<Resolved, ImageError> {
         pick_platform(&candidates)?.clone()
     };
     let (digest, manifest) = follow(&store, &desc, 0)?;
+    from_manifest(store, digest, &manifest)
+}
+
+/// The config and layers of `manifest` (whose digest is `digest`), their
+/// media types checked, blobs at `blobs/sha256/<hex>` in `store`.
+pub fn from_manifest(
+    store: Store,
+    digest: Digest,
+    manifest: &spec::Manifest,
+) -> Result<Resolved, ImageError> {
     if !matches!(
         manifest.config.media_type.as_str(),
         spec::OCI_CONFIG | spec::DOCKER_CONFIG
@@ -204,6 +214,24 @@ fn oci(store: Store, tag: Option<&str>) -> Result<Resolved, ImageError> {
     })
 }
 
+/// The media type of a manifest or index: its descriptor's, else its own
+/// `mediaType`, else by shape.
+pub fn media_type_of(declared: &str, bytes: &[u8]) -> Result<String, ImageError> {
+    if !declared.is_empty() {
+        return Ok(declared.to_string());
+    }
+    let probe: serde_json::Value = spec::parse_json("manifest", bytes)?;
+    Ok(probe
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .unwrap_or(if probe.get("manifests").is_some() {
+            spec::OCI_INDEX
+        } else {
+            spec::OCI_MANIFEST
+        })
+        .to_string())
+}
+
 /// Read `desc` (verified); an index is followed to this platform's entry.
 fn follow(
     store: &Store,
@@ -220,19 +248,7 @@ fn follow(
         )));
     }
     let (digest, bytes) = store.read_blob(desc)?;
-    let probe: serde_json::Value = spec::parse_json(&format!("manifest {digest}"), &bytes)?;
-    let mt = match desc.media_type.as_str() {
-        "" => probe
-            .get("mediaType")
-            .and_then(|v| v.as_str())
-            .unwrap_or(if probe.get("manifests").is_some() {
-                spec::OCI_INDEX
-            } else {
-                spec::OCI_MANIFEST
-            })
-            .to_string(),
-        m => m.to_string(),
-    };
+    let mt = media_type_of(&desc.media_type, &bytes)?;
     match mt.as_str() {
         spec::OCI_INDEX | spec::DOCKER_LIST => {
             let idx: spec::Index = spec::parse_json(&format!("index {digest}"), &bytes)?;
@@ -252,7 +268,7 @@ fn follow(
 }
 
 /// The `linux/<host arch>` entry of an index.
-fn pick_platform<'a>(ds: &[&'a Descriptor]) -> Result<&'a Descriptor, ImageError> {
+pub fn pick_platform<'a>(ds: &[&'a Descriptor]) -> Result<&'a Descriptor, ImageError> {
     let arch = spec::host_arch();
     if let Some(d) = ds.iter().find(|d| {
         d.platform

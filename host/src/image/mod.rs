@@ -13,6 +13,8 @@
 //! - `unpack/`: applying layers: `safe.rs` (path resolution with
 //!   `openat2`, `*at` calls), `whiteout.rs` (whiteouts, opaque
 //!   directories, removing subtrees without following links).
+//! - `registry.rs`: `docker://` images pulled (oci-client over rustls),
+//!   blobs downloaded into `tmp/`, then unpacked as a layout's.
 //! - `cache.rs`: `<state>/images/sha256/<hex>/`, `list`, `remove`, `prune`.
 //!
 //! See docs/images.md, "OCI images".
@@ -23,6 +25,7 @@ mod archive;
 mod blob;
 mod cache;
 mod layout;
+mod registry;
 mod source;
 mod spec;
 mod unpack;
@@ -33,6 +36,8 @@ mod testimg;
 mod tests_hostile;
 #[cfg(test)]
 mod tests_prepare;
+#[cfg(test)]
+mod tests_registry;
 #[cfg(test)]
 mod tests_source;
 #[cfg(test)]
@@ -123,6 +128,14 @@ pub enum ImageError {
         /// The error.
         source: std::io::Error,
     },
+    /// The registry refused or failed.
+    #[error("pulling {reference}: {reason}")]
+    Registry {
+        /// The image reference.
+        reference: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Not possible (yet) for this source.
     #[error("{0}")]
     Unsupported(String),
@@ -185,10 +198,11 @@ pub fn prepare(
             "{} is an initramfs: it is booted as is, not prepared as a root directory",
             p.display()
         ))),
-        ImageSource::Registry(r) => Err(ImageError::Unsupported(format!(
-            "registry pull is not built yet; use `skopeo copy docker://{r} oci:DIR:TAG` \
-             and `oci:DIR:TAG`"
-        ))),
+        ImageSource::Registry(r) => {
+            let images = cache::Images::open(state_dir)?;
+            images.clean_stale_tmp();
+            registry::pull(src, r, &images, progress)
+        }
         ImageSource::Oci { .. }
         | ImageSource::OciArchive { .. }
         | ImageSource::DockerArchive { .. } => {
