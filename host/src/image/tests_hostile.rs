@@ -7,6 +7,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use tar::EntryType;
+
 use super::testimg::Layer;
 use super::unpack::Unpacker;
 use super::ImageError;
@@ -82,6 +84,27 @@ fn dotdot_refused() {
         vec![Layer::new().file("./../sentinel/keep", "y", 0o644).tar()],
         "`..`",
     );
+    // A PAX `path` / `linkpath` record overrides the header's name.
+    let pax = Layer::new().raw(
+        "harmless",
+        EntryType::Regular,
+        0o644,
+        (0, 0),
+        None,
+        b"x",
+        &[("path", b"../sentinel/pax".as_slice())],
+    );
+    refused(&sb, vec![pax.tar()], "`..`");
+    let pax = Layer::new().file("f", "x", 0o644).raw(
+        "h",
+        EntryType::Link,
+        0o644,
+        (0, 0),
+        Some("f"),
+        b"",
+        &[("linkpath", b"../sentinel/keep".as_slice())],
+    );
+    refused(&sb, vec![pax.tar()], "hard link target");
 }
 
 #[test]
