@@ -73,6 +73,22 @@ fn opaque_directory_keeps_this_layers_subdirectories_only() {
 }
 
 #[test]
+fn opaque_marker_after_this_layers_entries_in_a_lower_subdirectory() {
+    let t = tempfile::tempdir().unwrap();
+    let l1 = Layer::new()
+        .file("d/sub/old", "", 0o644)
+        .file("d/gone", "", 0o644)
+        .tar();
+    let l2 = Layer::new()
+        .file("d/sub/new", "", 0o644)
+        .file("d/.wh..wh..opq", "", 0o644)
+        .tar();
+    unpack(t.path(), vec![l1, l2]);
+    assert_eq!(names(&t.path().join("d")), ["sub"]);
+    assert_eq!(names(&t.path().join("d/sub")), ["new"]);
+}
+
+#[test]
 fn links_fifos_devices() {
     let t = tempfile::tempdir().unwrap();
     let l = Layer::new()

@@ -192,9 +192,8 @@ impl Unpacker {
         let nb = name.to_bytes();
         if nb == b".wh..wh..opq" {
             let dir_path = path.prefix(parents.len());
-            let dir = make_dirs(root, parents, &mut |n| {
-                made.insert(path.prefix(n));
-            })?;
+            let dir = make_dirs(root, parents)?;
+            mark_ancestors(made, &path);
             whiteout::opaque(dir.as_fd(), &dir_path, made)?;
             return Ok(());
         }
@@ -254,9 +253,8 @@ impl Unpacker {
             None
         };
 
-        let parent = make_dirs(root, parents, &mut |n| {
-            made.insert(path.prefix(n));
-        })?;
+        let parent = make_dirs(root, parents)?;
+        mark_ancestors(made, &path);
         made.insert(path.clone());
         let p = parent.as_fd();
         let existing_dir = clear_slot(p, name, kind == T::Directory)?;
@@ -383,6 +381,15 @@ fn set_xattrs(
             }
         }
         Ok(())
+    }
+}
+
+/// Every directory above `path` belongs to this layer's changes too (an
+/// opaque marker in an ancestor keeps them, with what this layer put in
+/// them, whether they were made now or existed before).
+fn mark_ancestors(made: &mut HashSet<CleanPath>, path: &CleanPath) {
+    for n in 1..path.comps().len() {
+        made.insert(path.prefix(n));
     }
 }
 

@@ -132,13 +132,8 @@ pub fn open_dir(root: BorrowedFd<'_>, comps: &[CString]) -> Result<OwnedFd, Entr
         .map_err(|e| walk_error(root, e, comps))
 }
 
-/// Like [`open_dir`], making missing directories (mode 0755) on the way;
-/// `made` is called with the count of components of each one made.
-pub fn make_dirs(
-    root: BorrowedFd<'_>,
-    comps: &[CString],
-    made: &mut dyn FnMut(usize),
-) -> Result<OwnedFd, EntryError> {
+/// Like [`open_dir`], making missing directories (mode 0755) on the way.
+pub fn make_dirs(root: BorrowedFd<'_>, comps: &[CString]) -> Result<OwnedFd, EntryError> {
     match open_dir(root, comps) {
         Err(EntryError::Io(e)) if e.raw_os_error() == Some(libc::ENOENT) => {}
         other => return other,
@@ -154,8 +149,7 @@ pub fn make_dirs(
                     c.as_c_str(),
                     Mode::from_bits_truncate(0o755),
                 ) {
-                    Ok(()) => made(i + 1),
-                    Err(Errno::EEXIST) => {}
+                    Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
                 open_beneath(cur.as_fd(), c, flags)
