@@ -6,6 +6,7 @@
 //! - [`proxy`]: the inspecting HTTPS egress proxy.
 //! - [`ca`]: the egress CA the proxy signs with.
 //! - [`launch`]: `bottle-host launch`, where the pieces meet in a VM.
+//! - [`image`]: OCI images unpacked safely and cached as a bottle's root.
 //! - [`vmm`]: VM backends (QEMU, libkrun) and the guest image.
 //! - [`logging`]: tracing setup shared by every subcommand.
 //! - [`hardening`]: private state, non-dumpable while holding secrets,

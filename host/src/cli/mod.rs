@@ -7,11 +7,14 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+pub use image::ImageCommand;
+
 mod bottles;
 mod ca;
 mod check;
 mod dns;
 mod exec;
+mod image;
 mod proxy;
 
 /// bot-bottle host: run an AI agent in a microVM whose only ways out are an
@@ -187,6 +190,15 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Manage the image cache: OCI images unpacked as bottle roots.
+    Image {
+        /// State directory; default $XDG_STATE_HOME/bot-bottle.
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ImageCommand,
+    },
     /// The libkrun child process (internal: started by `launch`).
     #[command(name = "__krun-child", hide = true)]
     KrunChild {
@@ -327,6 +339,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             allow_non_loopback,
         }),
         Command::KrunChild { spec } => crate::vmm::krun::child_main(&spec),
+        Command::Image { state_dir, cmd } => image::run(state_dir.as_deref(), cmd),
         Command::Ca { export, state_dir } => ca::ca(export.as_deref(), state_dir.as_deref()),
     }
 }

@@ -101,7 +101,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         &m,
         &state,
         &vmm::image::candidate_dirs(Some(&state)),
-        &crate::image::NoProgress,
+        &crate::image::bars::Bars::new(),
     )?;
     let image = root.image.clone();
     if let Some(ca) = &args.upstream_ca {

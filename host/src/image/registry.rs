@@ -1,0 +1,283 @@
+//! `docker://REGISTRY/NAME[:TAG|@DIGEST]`: the manifest is fetched (and
+//! checked against its digest), a cached digest is used as is; otherwise
+//! the config and layers are downloaded into `<state>/images/tmp/<random>/`
+//! as an OCI layout's `blobs/sha256/`, then unpacked exactly as a local
+//! layout is (every blob hashed again while it is read).
+//!
+//! HTTPS with rustls (ring); plain HTTP only for a registry on loopback
+//! (`localhost`, `127.0.0.0/8`, `[::1]`). Credentials: the environment's
+//! `BOTTLE_REGISTRY_USER` / `BOTTLE_REGISTRY_PASSWORD`, else
+//! `auths.<registry>.auth` in `$DOCKER_CONFIG/config.json` or
+//! `~/.docker/config.json`, else anonymous.
+//!
+//! The pull runs on a thread of its own with its own runtime, so `prepare`
+//! may be called from async code too; progress comes back over a channel.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::blob::{Digest, MAX_JSON};
+use super::cache::Images;
+use super::layout::{self, Resolved, Store};
+use super::source::RegistryRef;
+use super::spec;
+use super::unpack::remove_tree;
+use super::{ImageError, ImageSource, PreparedImage, Progress};
+
+const ACCEPT: [&str; 4] = [
+    spec::OCI_MANIFEST,
+    spec::DOCKER_MANIFEST,
+    spec::OCI_INDEX,
+    spec::DOCKER_LIST,
+];
+
+enum Event {
+    Begin(String, u64),
+    Advance(u64),
+    Finish,
+}
+
+enum Fetched {
+    Cached(PreparedImage),
+    Downloaded(Resolved),
+}
+
+/// Pull `r` (the source `src`) into the cache.
+pub fn pull(
+    src: &ImageSource,
+    r: &RegistryRef,
+    images: &Images,
+    progress: &dyn Progress,
+) -> Result<PreparedImage, ImageError> {
+    let dl = images.new_tmp()?;
+    let result = (|| {
+        let (tx, rx) = mpsc::channel();
+        let fetched = std::thread::scope(|s| {
+            let h = s.spawn(|| fetch_blocking(r, &dl, images, tx));
+            for ev in rx {
+                match ev {
+                    Event::Begin(step, total) => progress.begin(&step, Some(total)),
+                    Event::Advance(n) => progress.advance(n),
+                    Event::Finish => progress.finish(),
+                }
+            }
+            h.join().unwrap_or_else(|_| {
+                Err(ImageError::Format(
+                    "the registry pull thread panicked".into(),
+                ))
+            })
+        })?;
+        match fetched {
+            Fetched::Cached(p) => Ok(p),
+            Fetched::Downloaded(res) => images.get_or_unpack(src, res, progress),
+        }
+    })();
+    if let Err(e) = remove_tree(&dl) {
+        tracing::warn!("removing {}: {e}", dl.display());
+    }
+    result
+}
+
+fn fetch_blocking(
+    r: &RegistryRef,
+    dl: &Path,
+    images: &Images,
+    tx: mpsc::Sender<Event>,
+) -> Result<Fetched, ImageError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ImageError::io("tokio runtime", e))?;
+    rt.block_on(fetch(r, dl, images, &tx))
+}
+
+/// Whether `registry` (`host[:port]`) is on loopback.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        registry.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn fetch(
+    r: &RegistryRef,
+    dl: &Path,
+    images: &Images,
+    tx: &mpsc::Sender<Event>,
+) -> Result<Fetched, ImageError> {
+    let shown = r.to_string();
+    let reg_err = |e: oci_client::errors::OciDistributionError| ImageError::Registry {
+        reference: shown.clone(),
+        reason: e.to_string(),
+    };
+    // reqwest is built without a default provider: use ring, as the rest
+    // of bottle-host does (an already installed one is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let protocol = if is_loopback(&r.registry) {
+        ClientProtocol::HttpsExcept(vec![r.registry.clone()])
+    } else {
+        ClientProtocol::Https
+    };
+    let client = Client::try_from(ClientConfig {
+        protocol,
+        ..Default::default()
+    })
+    .map_err(reg_err)?;
+    let auth = credentials(&r.registry);
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    let reference = match &r.digest {
+        Some(d) => Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone()),
+        None => Reference::with_tag(r.registry.clone(), r.repository.clone(), tag),
+    };
+    let (mut bytes, _) = client
+        .pull_manifest_raw(&reference, &auth, &ACCEPT)
+        .await
+        .map_err(reg_err)?;
+    let mut digest = Digest::of(&bytes);
+    if let Some(want) = &r.digest {
+        if &digest.to_string() != want {
+            return Err(ImageError::Verify {
+                blob: want.clone(),
+                reason: format!("the registry's manifest is {digest}"),
+            });
+        }
+    }
+    let mut depth = 0;
+    let manifest: spec::Manifest = loop {
+        if bytes.len() as u64 > MAX_JSON {
+            return Err(ImageError::Format(format!("manifest {digest}: too large")));
+        }
+        match layout::media_type_of("", &bytes)?.as_str() {
+            spec::OCI_INDEX | spec::DOCKER_LIST if depth < 2 => {
+                let idx: spec::Index = spec::parse_json(&format!("index {digest}"), &bytes)?;
+                let refs: Vec<&spec::Descriptor> = idx.manifests.iter().collect();
+                let child = Digest::parse(&layout::pick_platform(&refs)?.digest)?;
+                let by_digest = reference.clone_with_digest(child.to_string());
+                bytes = client
+                    .pull_manifest_raw(&by_digest, &auth, &ACCEPT)
+                    .await
+                    .map_err(reg_err)?
+                    .0;
+                if Digest::of(&bytes) != child {
+                    return Err(ImageError::Verify {
+                        blob: child.to_string(),
+                        reason: format!("the registry sent {}", Digest::of(&bytes)),
+                    });
+                }
+                digest = child;
+                depth += 1;
+            }
+            spec::OCI_MANIFEST | spec::DOCKER_MANIFEST => {
+                break spec::parse_json(&format!("manifest {digest}"), &bytes)?;
+            }
+            other => {
+                return Err(ImageError::MediaType {
+                    media_type: other.to_string(),
+                    what: format!("manifest {digest}"),
+                })
+            }
+        }
+    };
+    if let Some(p) = images.load(&digest) {
+        tracing::debug!("image {digest} is cached");
+        return Ok(Fetched::Cached(p));
+    }
+    let resolved = layout::from_manifest(Store::Dir(dl.to_path_buf()), digest, &manifest)?;
+    let blobs = dl.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs)
+        .map_err(|e| ImageError::io(format!("creating {}", blobs.display()), e))?;
+    let wanted = std::iter::once(("config", &resolved.config))
+        .chain(resolved.layers.iter().map(|l| ("layer", &l.blob)));
+    for (what, b) in wanted {
+        let (Some(d), Some(size)) = (&b.expect.digest, b.expect.size) else {
+            continue;
+        };
+        let _ = tx.send(Event::Begin(
+            format!("download {what} {}", &d.hex()[..12]),
+            size,
+        ));
+        let mut stream = client
+            .pull_blob_stream(&reference, d.to_string().as_str())
+            .await
+            .map_err(reg_err)?;
+        let path = blobs.join(d.hex());
+        let mut f = std::fs::File::create(&path)
+            .map_err(|e| ImageError::io(format!("creating {}", path.display()), e))?;
+        let mut got = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ImageError::io(format!("downloading {d}"), e))?;
+            got += chunk.len() as u64;
+            if got > size {
+                return Err(ImageError::Verify {
+                    blob: d.to_string(),
+                    reason: format!("more than the expected {size} bytes"),
+                });
+            }
+            f.write_all(&chunk)
+                .map_err(|e| ImageError::io(format!("writing {}", path.display()), e))?;
+            let _ = tx.send(Event::Advance(chunk.len() as u64));
+        }
+        let _ = tx.send(Event::Finish);
+    }
+    Ok(Fetched::Downloaded(resolved))
+}
+
+/// Credentials for `registry`: the environment, then Docker's config.
+fn credentials(registry: &str) -> RegistryAuth {
+    if let (Ok(u), Ok(p)) = (
+        std::env::var("BOTTLE_REGISTRY_USER"),
+        std::env::var("BOTTLE_REGISTRY_PASSWORD"),
+    ) {
+        return RegistryAuth::Basic(u, p);
+    }
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(d) => Path::new(&d).join("config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(h) => Path::new(&h).join(".docker").join("config.json"),
+            None => return RegistryAuth::Anonymous,
+        },
+    };
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| docker_config_auth(&b, registry))
+        .map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p))
+}
+
+/// `auths.<registry>.auth` (base64 `user:password`) of a Docker config.
+pub fn docker_config_auth(config: &[u8], registry: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let auths = v.get("auths")?.as_object()?;
+    let mut keys = vec![
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ];
+    if registry == "docker.io" {
+        keys.extend(
+            [
+                "https://index.docker.io/v1/",
+                "index.docker.io",
+                "registry-1.docker.io",
+            ]
+            .map(String::from),
+        );
+    }
+    let entry = keys.iter().find_map(|k| auths.get(k))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(entry.get("auth")?.as_str()?)
+        .ok()?;
+    let (u, p) = std::str::from_utf8(&raw).ok()?.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}

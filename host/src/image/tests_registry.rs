@@ -1,0 +1,207 @@
+//! Registry pulls against a real registry (Debian's `docker-registry`) on
+//! loopback, the image pushed with `skopeo`; skipped, saying so, when
+//! either is missing. Credentials from a Docker config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::registry::{docker_config_auth, is_loopback};
+use super::testimg::{blob, config, Comp, Layer, Layout};
+use super::{prepare, ImageSource, Progress};
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
+
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(bin: &Path, dir: &Path) -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("registry.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let r = Registry { child, port };
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// Records the steps begun.
+#[derive(Default)]
+struct Steps(Mutex<Vec<String>>);
+
+impl Progress for Steps {
+    fn begin(&self, step: &str, _total: Option<u64>) {
+        self.0.lock().unwrap().push(step.to_string());
+    }
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+#[test]
+fn pull_from_a_local_registry() {
+    let (Some(reg), Some(skopeo)) = (which("docker-registry"), which("skopeo")) else {
+        eprintln!("skipped: needs docker-registry and skopeo (apt install docker-registry skopeo)");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let registry = start_registry(&reg, t.path());
+    let mut l = Layout::new(&t.path().join("layout"));
+    let layers = vec![
+        blob(
+            Layer::new().file("etc/os-release", "pulled", 0o644).tar(),
+            Comp::Gzip,
+        ),
+        blob(
+            Layer::new()
+                .file("etc/.wh.os-release", "", 0o644)
+                .file("bin/x", "x", 0o755)
+                .tar(),
+            Comp::Gzip,
+        ),
+    ];
+    let m = l.manifest(
+        &config("amd64", serde_json::json!({"Cmd": ["/bin/x"]}), &[]),
+        &layers,
+    );
+    let digest = l.add(m, Some("t"), None);
+    let dest = format!("docker://127.0.0.1:{}/test/img:t", registry.port);
+    let out = Command::new(skopeo)
+        .args([
+            "copy",
+            "--quiet",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:t", l.dir.display()))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = t.path().join("state");
+    let src = ImageSource::parse(&dest, t.path()).unwrap();
+    let steps = Steps::default();
+    let p = prepare(&src, &state, &steps).unwrap();
+    assert_eq!(p.digest, digest);
+    assert_eq!(p.config.cmd, ["/bin/x"]);
+    assert!(p.root.join("bin/x").is_file());
+    assert!(!p.root.join("etc/os-release").exists());
+    let downloads = steps
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.starts_with("download"))
+        .count();
+    assert_eq!(downloads, 3, "{:?}", steps.0.lock().unwrap());
+    // Again, and by digest: cached, nothing downloaded.
+    let again = Steps::default();
+    let by_digest = format!("docker://127.0.0.1:{}/test/img@{digest}", registry.port);
+    for s in [dest.as_str(), by_digest.as_str()] {
+        let q = prepare(&ImageSource::parse(s, t.path()).unwrap(), &state, &again).unwrap();
+        assert_eq!(q, p);
+    }
+    assert!(
+        again.0.lock().unwrap().is_empty(),
+        "{:?}",
+        again.0.lock().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_dir(state.join("images/tmp")).unwrap().count(),
+        0
+    );
+    // A tag that is not there.
+    let missing = format!("docker://127.0.0.1:{}/test/img:nope", registry.port);
+    let err = prepare(
+        &ImageSource::parse(&missing, t.path()).unwrap(),
+        &state,
+        &again,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "pulling 127.0.0.1:{}/test/img:nope",
+            registry.port
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn loopback_registries_only_get_plain_http() {
+    for (r, want) in [
+        ("127.0.0.1:5000", true),
+        ("localhost:5000", true),
+        ("localhost", true),
+        ("[::1]:5000", true),
+        ("127.1.2.3", true),
+        ("ghcr.io", false),
+        ("10.0.0.1:5000", false),
+        ("localhost.example.com", false),
+    ] {
+        assert_eq!(is_loopback(r), want, "{r}");
+    }
+}
+
+#[test]
+fn docker_config_credentials() {
+    let cfg = br#"{"auths": {"ghcr.io": {"auth": "dXNlcjpwYTpzcw=="},
+                             "https://index.docker.io/v1/": {"auth": "aHViOnNlY3JldA=="}}}"#;
+    assert_eq!(
+        docker_config_auth(cfg, "ghcr.io"),
+        Some(("user".into(), "pa:ss".into()))
+    );
+    assert_eq!(
+        docker_config_auth(cfg, "docker.io"),
+        Some(("hub".into(), "secret".into()))
+    );
+    assert_eq!(docker_config_auth(cfg, "quay.io"), None);
+    assert_eq!(docker_config_auth(b"not json", "ghcr.io"), None);
+}
