@@ -13,10 +13,11 @@ SUDO=""
 # validator (deploy/kubernetes/validate.sh), ca-certificates for the
 # container root filesystem (deploy/container/rootfs.sh), tmux for the
 # terminal tests (a real terminal driven from a test), libseccomp-dev and
-# libcap-ng-dev to build virtiofsd, docker-registry and skopeo for the
+# libcap-ng-dev to build virtiofsd, umoci to make OCI images in the image
+# tests, docker-registry and skopeo for the
 # image pull test (host/src/image/tests_registry.rs; the test runs its own
 # registry, so the package's service is disabled where systemd runs it).
-PKGS=(gcc patch libseccomp-dev libcap-ng-dev dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo)
+PKGS=(gcc patch libseccomp-dev libcap-ng-dev umoci dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

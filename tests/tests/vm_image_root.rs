@@ -152,3 +152,141 @@ async fn vm_missing_workspace_is_a_clear_error_before_boot() {
         run.output
     );
 }
+
+/// An OCI image layout made from `root` with umoci: the agent's command,
+/// user, directory and environment come from its config.
+fn oci_layout(dir: &Path, root: &Path) -> Result<String, String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| format!("{}: {e}", args[0]))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let layout = dir.join("oci");
+    let bundle = dir.join("bundle");
+    let image = format!("{}:agent", layout.display());
+    run(&["umoci", "init", "--layout", &layout.to_string_lossy()])?;
+    run(&["umoci", "new", "--image", &image])?;
+    run(&[
+        "umoci",
+        "unpack",
+        "--image",
+        &image,
+        &bundle.to_string_lossy(),
+    ])?;
+    run(&[
+        "cp",
+        "-a",
+        &format!("{}/.", root.display()),
+        &bundle.join("rootfs").to_string_lossy(),
+    ])?;
+    std::fs::create_dir_all(bundle.join("rootfs/home/agent")).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(bundle.join("rootfs/home/agent"), Some(1000), Some(1000))
+        .map_err(|e| e.to_string())?;
+    run(&[
+        "umoci",
+        "repack",
+        "--image",
+        &image,
+        &bundle.to_string_lossy(),
+    ])?;
+    run(&[
+        "umoci", "config", "--image", &image,
+        "--config.user", "agent",
+        "--config.workingdir", "/home/agent",
+        "--config.env", "FROM_IMAGE=yes",
+        "--config.env", "PATH=/usr/local/bin:/usr/bin:/bin:/sbin",
+        "--config.entrypoint", "/bin/sh",
+        "--config.cmd", "-c",
+        "--config.cmd", "echo CHECK config $([ \"$FROM_IMAGE:$(id -u):$(pwd):$MANIFEST\" = yes:1000:/home/agent:set ] && echo ok || echo FAIL $FROM_IMAGE $(id -u) $(pwd)); touch /home/agent/mine && echo CHECK home ok; exit 9",
+    ])?;
+    Ok(format!("oci:{image}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_oci_image_config_is_the_agent_and_is_cached_by_digest() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if !bottle_e2e::bins::on_path("umoci") {
+        eprintln!("skipped: umoci is not installed (apt-get install umoci)");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let src = match oci_layout(bed.dir.path(), &bottle_e2e::vm::image_dir().join("rootfs")) {
+        Ok(s) => s,
+        Err(e) => panic!("making the OCI layout: {e}"),
+    };
+    // No [agent] command: the image's Entrypoint + Cmd; the manifest's env
+    // is added to the image's.
+    let manifest = bed.dir.path().join("oci.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[vm]\nbackend = \"qemu\"\nimage = \"{src}\"\n\n[agent]\nenv = {{ MANIFEST = \"set\" }}\n"
+        ),
+    )
+    .unwrap();
+    let first = bed.launch(&manifest).finish(LIMIT).await;
+    first.assert_ok("config");
+    first.assert_ok("home");
+    assert_eq!(first.code, Some(9), "{}", first.output);
+    assert!(
+        first.output.contains("layer 1/"),
+        "the first launch unpacks:\n{}",
+        first.output
+    );
+    let second = bed.launch(&manifest).finish(LIMIT).await;
+    second.assert_ok("config");
+    assert_eq!(second.code, Some(9), "{}", second.output);
+    assert!(
+        !second.output.contains("layer 1/"),
+        "the second launch uses the cache:\n{}",
+        second.output
+    );
+
+    let state = bed.dir.path().join("state");
+    let ls = std::process::Command::new(bottle_e2e::bins::host())
+        .args(["image", "ls", "--json", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("image ls --json");
+    let images = list.as_array().expect("a list");
+    assert_eq!(images.len(), 1, "{list}");
+    let digest = images[0]["digest"].as_str().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert!(
+        first.output.contains(&digest),
+        "the banner names the digest"
+    );
+    // The agent's writes went to its overlay, not the cache.
+    let cached = state.join("images/sha256").join(&digest["sha256:".len()..]);
+    assert!(
+        cached.join("rootfs/home/agent").is_dir(),
+        "{}",
+        cached.display()
+    );
+    assert!(!cached.join("rootfs/home/agent/mine").exists());
+    let rm = std::process::Command::new(bottle_e2e::bins::host())
+        .args(["image", "rm", &digest[..19], "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert!(!cached.exists());
+}
