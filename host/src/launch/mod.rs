@@ -104,6 +104,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         &crate::image::bars::Bars::new(),
     )?;
     let image = root.image.clone();
+    // The agent must be known before anything starts.
+    root::agent_spec(&m, &root.config)?;
     if let Some(ca) = &args.upstream_ca {
         if !ca.is_file() {
             bail!("--upstream-ca {}: no such file", ca.display());
