@@ -100,6 +100,14 @@ const SYNTAX: &str = "expected oci:PATH[:TAG], oci-archive:PATH[:TAG], \
     docker://REGISTRY/NAME[:TAG|@sha256:HEX], or the path of an OCI layout, \
     root directory, initramfs or image tar";
 
+/// `p` relative to `base_dir`; `~/…` is under `$HOME` (as in `[[mounts]]`).
+fn join(base_dir: &Path, p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => base_dir.join(p),
+    }
+}
+
 fn syntax(input: &str, reason: impl Into<String>) -> ImageError {
     ImageError::Syntax {
         input: input.to_string(),
@@ -129,7 +137,7 @@ impl ImageSource {
             if r == Some("") {
                 return Err(syntax(s, "empty reference after the path"));
             }
-            Ok((base_dir.join(p), r.map(str::to_string)))
+            Ok((join(base_dir, p), r.map(str::to_string)))
         };
         if let Some((transport, rest)) = s.split_once(':') {
             match transport {
@@ -149,7 +157,7 @@ impl ImageSource {
                     if rest.is_empty() {
                         return Err(syntax(s, format!("no path; {SYNTAX}")));
                     }
-                    let p = base_dir.join(rest);
+                    let p = join(base_dir, rest);
                     return Ok(if transport == "rootfs" {
                         ImageSource::Rootfs(p)
                     } else {
@@ -171,7 +179,7 @@ impl ImageSource {
 
 /// A bare string: what the path is, else a registry reference.
 fn bare(s: &str, base_dir: &Path) -> Result<ImageSource, ImageError> {
-    let path = base_dir.join(s);
+    let path = join(base_dir, s);
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {
             if path.join("oci-layout").is_file() {

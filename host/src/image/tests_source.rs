@@ -171,3 +171,27 @@ fn bare_paths_by_content() {
     let e = ImageSource::parse("plain.tar", b).unwrap_err().to_string();
     assert!(e.contains("neither manifest.json"), "{e}");
 }
+
+#[test]
+fn tilde_is_the_home_directory() {
+    let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
+        return;
+    };
+    let b = Path::new("/manifests");
+    assert_eq!(
+        ImageSource::parse("oci:~/images/agent/oci:latest", b).unwrap(),
+        ImageSource::Oci {
+            path: home.join("images/agent/oci"),
+            tag: Some("latest".into())
+        }
+    );
+    assert_eq!(
+        ImageSource::parse("rootfs:~/r", b).unwrap(),
+        ImageSource::Rootfs(home.join("r"))
+    );
+    // Only a leading "~/" is special.
+    assert_eq!(
+        ImageSource::parse("rootfs:a~/r", b).unwrap(),
+        ImageSource::Rootfs(b.join("a~/r"))
+    );
+}
