@@ -88,6 +88,11 @@ if [ -n "$cli_spec" ]; then
   )
 fi
 
+# dpkg without fsync for the build (mmdebstrap's eatmydata hook, when
+# installed): nothing is durable until the final rename anyway.
+speed=()
+[ -d /usr/share/mmdebstrap/hooks/eatmydata ] && speed=(--hook-directory=/usr/share/mmdebstrap/hooks/eatmydata)
+
 step "mmdebstrap bookworm from $mirror: $PACKAGES${cli_spec:+ + $cli_spec}"
 mmdebstrap --variant=minbase --mode=root --format=directory \
   --include="${PACKAGES// /,}" \
@@ -98,7 +103,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
   --dpkgopt='path-exclude=/usr/share/info/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/lintian/*' \
-  "${hooks[@]}" \
+  "${speed[@]}" "${hooks[@]}" \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log "$1"/var/cache/debconf/*-old' \
   bookworm "$tmp/rootfs" \
   "deb $mirror bookworm main" \

@@ -12,8 +12,9 @@ SUDO=""
 # the libkrun FFI tests build, python3-venv for the Kubernetes manifest
 # validator (deploy/kubernetes/validate.sh), ca-certificates for the
 # container root filesystem (deploy/container/rootfs.sh), tmux for the
-# terminal tests (a real terminal driven from a test).
-PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux)
+# terminal tests (a real terminal driven from a test), mmdebstrap for the
+# Debian agent image (images/agent-image.sh), git for its stand-in git host.
+PKGS=(gcc patch dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux mmdebstrap git)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
