@@ -4,12 +4,12 @@
 Usage: oci-layout.py ROOT OUT
 
 One gzip layer made from ROOT with numeric owners (no user or group
-names), modes, hard links, symlinks and device nodes kept, entries in a
-sorted order and mtimes as on disk. The image config is the agent image's
-(user `agent`, home as the working directory, bash as the command). The
-blobs are named by their sha256; the manifest records sizes and digests,
-the config the layer's uncompressed digest (diff_id). Standard library
-only.
+names), modes, hard links and symlinks kept, device nodes left out,
+entries in a sorted order and mtimes as on disk. The image config is the
+agent image's (user `agent`, home as the working directory, bash as the
+command). The blobs are named by their sha256; the manifest records
+sizes and digests, the config the layer's uncompressed digest (diff_id).
+Standard library only.
 """
 
 import gzip
@@ -66,7 +66,10 @@ def add_tree(tar, root):
             if arc == ".":
                 arc = "./"
             info = tar.gettarinfo(path, arcname=arc)
-            if info is None:  # sockets: nothing to carry
+            # Sockets have nothing to carry; device nodes neither (the
+            # guest mounts its own /dev, and unprivileged unpackers cannot
+            # create them).
+            if info is None or info.ischr() or info.isblk():
                 continue
             numeric(info)
             if info.isreg():
