@@ -123,12 +123,16 @@ done_at=$(date +%s)
   echo "mmdebstrap_seconds=$((built - start))"
   echo "oci_seconds=$((done_at - built))"
   echo "rootfs_bytes=$(du -sb "$tmp/rootfs" | cut -f1)"
-  echo "layer_bytes=$(du -sb "$tmp/oci/blobs" | cut -f1)"
+  echo "oci_bytes=$(du -sb "$tmp/oci" | cut -f1)"
 } > "$tmp/info"
 touch "$tmp/complete"
-rm -rf "$out"
-mv "$tmp" "$out"
-trap - EXIT
+if [ -f "$out/complete" ] && [ "${1:-}" != --force ]; then
+  step "another run finished first; keeping its image"
+else
+  rm -rf "$out"
+  mv -T "$tmp" "$out"
+  trap - EXIT
+fi
 step "built in $((done_at - start)) s: $(tr '\n' ' ' < "$out/info")"
 echo "$out"
 }
