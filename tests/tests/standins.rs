@@ -57,6 +57,11 @@ async fn real_clients_use_the_standins() {
             format!("http.sslCAInfo={}", ca.display()),
             "-c".to_string(),
             format!("http.curloptResolve=git.bottle.test:{port}:127.0.0.1"),
+            // A stalled server fails the transfer instead of hanging the test.
+            "-c".to_string(),
+            "http.lowSpeedLimit=1".to_string(),
+            "-c".to_string(),
+            "http.lowSpeedTime=30".to_string(),
         ];
         a.extend(args.iter().map(|s| s.to_string()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
