@@ -14,10 +14,11 @@ SUDO=""
 # container root filesystem (deploy/container/rootfs.sh), tmux for the
 # terminal tests (a real terminal driven from a test), libseccomp-dev and
 # libcap-ng-dev to build virtiofsd, umoci to make OCI images in the image
-# tests, docker-registry and skopeo for the
-# image pull test (host/src/image/tests_registry.rs; the test runs its own
-# registry, so the package's service is disabled where systemd runs it).
-PKGS=(gcc patch libseccomp-dev libcap-ng-dev umoci dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo)
+# tests, docker-registry and skopeo for the image pull test
+# (host/src/image/tests_registry.rs; the test runs its own registry, so the
+# package's service is disabled where systemd runs it), mmdebstrap for the
+# Debian agent image (images/agent-image.sh), git for its stand-in git host.
+PKGS=(gcc patch libseccomp-dev libcap-ng-dev umoci dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo mmdebstrap git)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -134,12 +134,17 @@ impl Drop for Https {
     }
 }
 
-type TlsSetup = (String, tokio_rustls::TlsAcceptor);
+pub(crate) type TlsSetup = (String, tokio_rustls::TlsAcceptor);
 
-fn tls(names: &[&str]) -> Result<TlsSetup, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn tls(names: &[&str]) -> Result<TlsSetup, Box<dyn std::error::Error + Send + Sync>> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own: with rcgen's default name on both, OpenSSL clients
+    // take the leaf for a self-signed certificate.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "bottle-e2e test CA");
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate()?;

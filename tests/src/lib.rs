@@ -18,9 +18,12 @@
 //! - [`escape`]: the escape & exfiltration suite's runner (one boot, every probe).
 //! - [`hostside`]: its host-side checks: what another local user can reach.
 //! - [`container`]: the container image's root filesystem in unprivileged namespaces.
+//! - [`agent_image`]: the Debian agent image, found or built, and its bottle's manifest.
+//! - [`standins`]: git, PyPI, npm and Anthropic API stand-ins for the agent image.
 //!
 //! Tests that need root or `unshare` print `skipped: <why>` and return.
 
+pub mod agent_image;
 pub mod bins;
 pub mod channel;
 pub mod container;
@@ -31,6 +34,7 @@ pub mod https;
 pub mod load;
 pub mod netns;
 pub mod proc;
+pub mod standins;
 pub mod sys;
 pub mod tmux;
 pub mod upstream;
