@@ -37,8 +37,13 @@ step() { printf '[agent-image] %s\n' "$*" >&2; }
 CACHE=${BOTTLE_CACHE_DIR:-$HOME/.cache/bot-bottle}/images
 hash=$( { cat "$here/agent-image.sh" "$here/oci-layout.py"; echo "$PACKAGES|$CLI|$cli_spec"; } | sha256sum | cut -c1-16)
 out="$CACHE/agent-$hash"
+# A stable name for manifests (`image = "oci:~/.cache/bot-bottle/images/agent/oci:latest"`,
+# examples/claude-code.toml): the last image this script built or found.
+link="$CACHE/agent"
+[ "$CLI" = none ] && link="$CACHE/agent-nocli"
 if [ -f "$out/complete" ] && [ "${1:-}" != --force ]; then
   step "cached"
+  [ "${1:-}" = --check ] || ln -sfn "agent-$hash" "$link"
   echo "$out"
   exit 0
 fi
@@ -133,6 +138,7 @@ else
   mv -T "$tmp" "$out"
   trap - EXIT
 fi
+ln -sfn "agent-$hash" "$link"
 step "built in $((done_at - start)) s: $(tr '\n' ' ' < "$out/info")"
 echo "$out"
 }

@@ -72,11 +72,11 @@ fn run_script(script: &Path, args: &[&str], limit: Duration) -> Result<Option<Pa
         .flatten())
 }
 
-/// The `[vm] image` value for the image in `dir`: the plain root today
-/// (`rootfs:`); the OCI layout (`oci:DIR/oci:latest`) once the host reads
-/// it.
+/// The `[vm] image` value for the image in `dir`: its OCI layout, which
+/// the host verifies, unpacks into the test's state directory and shares
+/// read-only (the same path a user's image takes).
 pub fn image_ref(dir: &Path) -> String {
-    format!("rootfs:{}", dir.join("rootfs").display())
+    format!("oci:{}:latest", dir.join("oci").display())
 }
 
 /// The API key the host injects for the model stand-in (never in the

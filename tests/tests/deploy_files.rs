@@ -189,7 +189,7 @@ fn stdout(o: &Output) -> String {
 const EXAMPLES: &[(&str, &[&str])] = &[
     (
         "deploy/kubernetes/claude-code-job.yaml",
-        &["job", "examples/claude-code.toml", "--name", "claude-code"],
+        &["job", "deploy/kubernetes/claude-code.toml", "--name", "claude-code"],
     ),
     (
         "deploy/kubernetes/sweep-job.yaml",
@@ -220,7 +220,7 @@ fn render_reproduces_the_examples_and_sizes_pods_from_the_manifest() {
         );
     }
     let job = read(EXAMPLES[0].0);
-    // examples/claude-code.toml: 2 vCPUs, 2048 MiB, default grace 10 s.
+    // deploy/kubernetes/claude-code.toml: 2 vCPUs, 2048 MiB, default grace 10 s.
     for want in [
         "cpu: \"2250m\"",
         "cpu: \"3000m\"",
@@ -350,7 +350,7 @@ fn rendered_manifests_pass_bottle_host_check() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 3, "{files:?}");
-    files.push(repo().join("examples/claude-code.toml"));
+    files.push(repo().join("deploy/kubernetes/claude-code.toml"));
     let o = Command::new(bottle_e2e::bins::host())
         .arg("check")
         .args(&files)
