@@ -9,7 +9,7 @@
 //! | `bottle.modules=a,b` | kernel modules to load, in order | none |
 //! | `bottle.moddir=DIR` | where `NAME.ko` files are | `/lib/modules/bottle` |
 //! | `bottle.status=PATH` | status socket | `/run/bottle-guest.sock` |
-//! | `bottle.root=TAG` | the image root's virtio-fs tag (an overlay over it becomes `/`) | the initramfs stays `/` |
+//! | `bottle.root=TAG` | the image root: its virtio-fs tag, or (experimental) `blk:/dev/vda:ext4` for a read-only disk (an overlay over it becomes `/`) | the initramfs stays `/` |
 
 /// Default host base address inside a VM.
 pub const DEFAULT_HOST: &str = "vsock://2";
@@ -31,7 +31,7 @@ pub struct BootParams {
     pub moddir: Option<String>,
     /// `bottle.status`.
     pub status: Option<String>,
-    /// `bottle.root`: the virtio-fs tag of the image root.
+    /// `bottle.root`: the image root (a virtio-fs tag or `blk:DEV:FSTYPE`).
     pub root: Option<String>,
     /// `bottle.*` keys this version does not know (logged, not fatal).
     pub unknown: Vec<String>,

@@ -1,8 +1,9 @@
 //! Moving from the initramfs into an image root, and mounting the host's
 //! shared directories (docs/images.md, docs/workspaces.md).
 //!
-//! The image arrives read-only over virtio-fs (tag `bottle.root`); the
-//! guest puts an overlay over it whose upper layer is a tmpfs of its own,
+//! The image arrives read-only over virtio-fs (tag `bottle.root`), or, as
+//! an experiment (`bottle.root=blk:DEVICE:FSTYPE`, docs/images.md), as a
+//! read-only block device holding an ext4 or erofs image; the guest puts an overlay over it whose upper layer is a tmpfs of its own,
 //! so the agent may write anywhere and the host's copy never changes. The
 //! overlay is moved over `/` and the init chroots into it (no
 //! `pivot_root` from an initramfs) and stays PID 1. `bottle-guest` itself
@@ -27,13 +28,48 @@ pub const GUEST_BIN: &str = "/usr/local/bin/bottle-guest";
 const RDONLY: libc::c_ulong = libc::MS_RDONLY;
 const BIND: libc::c_ulong = libc::MS_BIND;
 
-/// Mount the image (virtio-fs `tag`) with a writable overlay and make it
-/// the root.
-pub fn enter_image_root(sys: &dyn Sys, tag: &str) -> Result<(), SysError> {
+/// How long a block device may take to appear after its driver loads.
+const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The read-only lower layer named by `bottle.root`: `(source, fstype)`.
+/// A virtio-fs tag, or `blk:/dev/NAME:ext4|erofs`; `None` when malformed.
+pub fn lower_source(root: &str) -> Option<(&str, &str)> {
+    let Some(blk) = root.strip_prefix("blk:") else {
+        return Some((root, "virtiofs"));
+    };
+    let (dev, fstype) = blk.rsplit_once(':')?;
+    let name = dev.strip_prefix("/dev/")?;
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric());
+    (ok && ["ext4", "erofs"].contains(&fstype)).then_some((dev, fstype))
+}
+
+/// Mount the image (`bottle.root`: a virtio-fs tag or `blk:DEV:FSTYPE`)
+/// with a writable overlay and make it the root.
+pub fn enter_image_root(sys: &dyn Sys, root: &str) -> Result<(), SysError> {
+    let (source, fstype) = lower_source(root).ok_or_else(|| {
+        SysError::new(
+            format!("bottle.root={root}"),
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    })?;
     for d in [LOWER, RW, NEW_ROOT] {
         sys.mkdir_all(Path::new(d))?;
     }
-    sys.mount_at(tag, Path::new(LOWER), "virtiofs", RDONLY, "")?;
+    // A disk's node appears shortly after virtio_blk loads: retry while it
+    // is missing.
+    let start = std::time::Instant::now();
+    loop {
+        match sys.mount_at(source, Path::new(LOWER), fstype, RDONLY, "") {
+            Err(e)
+                if fstype != "virtiofs"
+                    && matches!(e.errno(), Some(libc::ENOENT | libc::ENXIO))
+                    && start.elapsed() < DEVICE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r?,
+        }
+    }
     sys.mount_at("bottle-rw", Path::new(RW), "tmpfs", 0, "mode=0755")?;
     let upper = format!("{RW}/upper");
     let work = format!("{RW}/work");
@@ -123,6 +159,35 @@ mod tests {
             ]
         );
         assert_eq!(calls.last(), Some(&Call::SwitchRoot(NEW_ROOT.into())));
+    }
+
+    #[test]
+    fn a_block_device_root_is_mounted_read_only_as_the_lower() {
+        let sys = FakeSys::new();
+        enter_image_root(&sys, "blk:/dev/vda:ext4").unwrap();
+        assert!(sys
+            .calls()
+            .contains(&Call::MountAt("/dev/vda /.bottle/lower ext4 0x1 ".into())));
+        assert_eq!(sys.calls().last(), Some(&Call::SwitchRoot(NEW_ROOT.into())));
+    }
+
+    #[test]
+    fn root_sources_are_checked() {
+        assert_eq!(lower_source("root"), Some(("root", "virtiofs")));
+        assert_eq!(
+            lower_source("blk:/dev/vda:erofs"),
+            Some(("/dev/vda", "erofs"))
+        );
+        for bad in [
+            "blk:/dev/vda",
+            "blk:/dev/vda:xfs",
+            "blk:/etc/x:ext4",
+            "blk:/dev/../x:ext4",
+            "blk:/dev/:ext4",
+        ] {
+            assert_eq!(lower_source(bad), None, "{bad}");
+            assert!(enter_image_root(&FakeSys::new(), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

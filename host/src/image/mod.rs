@@ -16,6 +16,8 @@
 //! - `registry.rs`: `docker://` images pulled (oci-client over rustls),
 //!   blobs downloaded into `tmp/`, then unpacked as a layout's.
 //! - `cache.rs`: `<state>/images/sha256/<hex>/`, `list`, `remove`, `prune`.
+//! - `disk.rs`: the cached tree as a read-only ext4 disk image (the
+//!   experimental block-device root).
 //!
 //! See docs/images.md, "OCI images".
 
@@ -25,6 +27,7 @@ mod archive;
 pub mod bars;
 mod blob;
 mod cache;
+pub mod disk;
 mod layout;
 mod registry;
 mod source;

@@ -61,6 +61,7 @@ mod tests {
                 boot_initramfs: None,
             },
             shares: vec![],
+            disks: vec![],
             mounts: vec![],
             cmdline: vec![],
             config: Default::default(),

@@ -161,6 +161,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         console_log: m.vm.console_log.clone(),
         guest_exec: "/sbin/bottle-guest".into(),
         shares: root.shares.clone(),
+        disks: root.disks.clone(),
         ..Default::default()
     };
 

@@ -1,6 +1,7 @@
 //! What the guest boots into and what it mounts: the root (today's
 //! initramfs, or an OCI image or directory shared read-only over virtio-fs
-//! with the guest's own writable overlay on top) and the `[[mounts]]`
+//! — or, experimentally, an OCI image as a read-only ext4 disk,
+//! [`DELIVERY_ENV`] — with the guest's own writable overlay on top) and the `[[mounts]]`
 //! workspaces; and the agent's command, user, directory and environment
 //! from the manifest over the image's config (docs/images.md,
 //! docs/workspaces.md).
@@ -18,6 +19,11 @@ use crate::vmm::virtiofs::{FsShare, IdMap};
 /// The virtio-fs tag of an image root.
 pub const ROOT_TAG: &str = "root";
 
+/// `BOTTLE_ROOT_DELIVERY=ext4`: an image root reaches the guest as a
+/// read-only ext4 disk on virtio-blk instead of a virtio-fs share
+/// (experimental; docs/images.md, "How the root reaches the VM").
+pub const DELIVERY_ENV: &str = "BOTTLE_ROOT_DELIVERY";
+
 /// The resolved root and shares of one bottle.
 #[derive(Debug)]
 pub struct Root {
@@ -25,6 +31,8 @@ pub struct Root {
     pub image: Image,
     /// Directories the VMM shares (root first, then workspaces).
     pub shares: Vec<FsShare>,
+    /// Read-only disks (the image root as ext4, experimental).
+    pub disks: Vec<PathBuf>,
     /// The same workspaces as the guest mounts them.
     pub mounts: Vec<SharedDir>,
     /// `bottle.*` kernel parameters to add.
@@ -65,6 +73,7 @@ pub fn resolve(
         }
     };
     let mut shares = Vec::new();
+    let mut disks = Vec::new();
     let mut cmdline = Vec::new();
     let mut describe = format!("{} + {}", img.kernel.display(), img.initramfs.display());
     let mut config = ImageConfig::default();
@@ -77,13 +86,24 @@ pub fn resolve(
             );
         };
         img.initramfs = boot;
-        shares.push(FsShare {
-            tag: ROOT_TAG.into(),
-            dir: p.root.clone(),
-            readonly: true,
-            owner: None,
-        });
-        cmdline.push(format!("bottle.root={ROOT_TAG}"));
+        match std::env::var(DELIVERY_ENV).as_deref() {
+            Ok("ext4") => {
+                let disk = image::disk::ext4_image(&p.root)
+                    .with_context(|| format!("{DELIVERY_ENV}=ext4: the root's disk image"))?;
+                disks.push(disk);
+                cmdline.push("bottle.root=blk:/dev/vda:ext4".into());
+            }
+            Ok("virtiofs") | Err(_) => {
+                shares.push(FsShare {
+                    tag: ROOT_TAG.into(),
+                    dir: p.root.clone(),
+                    readonly: true,
+                    owner: None,
+                });
+                cmdline.push(format!("bottle.root={ROOT_TAG}"));
+            }
+            Ok(other) => bail!("{DELIVERY_ENV}={other:?}: use virtiofs (the default) or ext4"),
+        }
         describe = format!("{} ({})", m.vm.image.as_deref().unwrap_or(""), p.digest);
         config = p.config.clone();
     }
@@ -123,7 +143,8 @@ pub fn resolve(
             });
         }
     }
-    if !shares.is_empty() {
+    // The overlay module comes with the virtio-fs ones.
+    if !shares.is_empty() || !disks.is_empty() {
         if img.fs_modules.is_empty() {
             tracing::warn!(
                 "the image directory lists no virtio-fs modules (modules.fs); \
@@ -135,6 +156,7 @@ pub fn resolve(
     Ok(Root {
         image: img,
         shares,
+        disks,
         mounts,
         cmdline,
         config,

@@ -54,6 +54,10 @@ pub struct VmSpec {
     /// Host directories shared over virtio-fs (the image root, workspaces).
     #[serde(default)]
     pub shares: Vec<virtiofs::FsShare>,
+    /// Raw disk images attached read-only (virtio-blk), `/dev/vda` first:
+    /// the experimental block-device image root (docs/images.md).
+    #[serde(default)]
+    pub disks: Vec<PathBuf>,
 }
 
 /// Why a VM could not be started or watched.

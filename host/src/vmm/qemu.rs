@@ -237,6 +237,22 @@ pub fn qemu_args(
         a.push("-device".into());
         a.push(format!("vhost-user-fs-pci,chardev=fs{i},tag={}", share.tag).into());
     }
+    for (i, disk) in spec.disks.iter().enumerate() {
+        // QEMU's option syntax: a comma in a value is written twice.
+        let path = disk
+            .to_str()
+            .ok_or_else(|| VmmError::Spec(format!("disk path is not UTF-8: {}", disk.display())))?;
+        a.push("-drive".into());
+        a.push(
+            format!(
+                "file={},if=none,id=disk{i},format=raw,readonly=on",
+                path.replace(',', ",,")
+            )
+            .into(),
+        );
+        a.push("-device".into());
+        a.push(format!("virtio-blk-pci,drive=disk{i}").into());
+    }
     a.push("-serial".into());
     match &spec.console_log {
         Some(p) => {

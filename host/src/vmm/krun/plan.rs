@@ -175,7 +175,7 @@ pub fn plan_with(spec: &VmSpec, mode: KernelMode) -> Result<Vec<KrunCall>, KrunE
     if spec.vcpus == 0 {
         return Err(KrunError::Invalid("vcpus must be at least 1".into()));
     }
-    if !spec.shares.is_empty() {
+    if !spec.shares.is_empty() || !spec.disks.is_empty() {
         // krun_add_virtiofs exists; it is not wired (libkrun cannot run on
         // the machines this is developed on).
         return Err(KrunError::Invalid(

@@ -25,6 +25,7 @@ pub(crate) fn sample() -> VmSpec {
         guest_args: vec!["init".into()],
         guest_env: vec![("HOME".into(), "/root".into())],
         shares: vec![],
+        disks: vec![],
     }
 }
 
@@ -34,6 +35,9 @@ fn shares_are_refused_until_wired() {
     spec.shares.push(Default::default());
     let e = plan(&spec).unwrap_err().to_string();
     assert!(e.contains("backend = \"qemu\""), "{e}");
+    let mut spec = sample();
+    spec.disks.push("/root.ext4".into());
+    assert!(plan(&spec).is_err());
 }
 
 #[test]

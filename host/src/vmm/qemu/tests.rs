@@ -160,3 +160,26 @@ fn each_share_is_a_vhost_user_fs_device_on_its_own_socket() {
     s.shares[1].tag = "bad,tag=x".into();
     assert!(qemu_args(&s, Accelerator::Tcg, None).is_err());
 }
+
+#[test]
+fn disks_are_read_only_virtio_blk_in_order() {
+    let mut s = spec();
+    s.disks = vec!["/state/root.ext4".into(), "/odd,name.img".into()];
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
+    assert_eq!(
+        value_of(&a, "-drive"),
+        vec![
+            "file=/state/root.ext4,if=none,id=disk0,format=raw,readonly=on",
+            "file=/odd,,name.img,if=none,id=disk1,format=raw,readonly=on",
+        ]
+    );
+    let devices = value_of(&a, "-device");
+    assert!(
+        devices.contains(&"virtio-blk-pci,drive=disk0"),
+        "{devices:?}"
+    );
+    assert!(
+        devices.contains(&"virtio-blk-pci,drive=disk1"),
+        "{devices:?}"
+    );
+}
