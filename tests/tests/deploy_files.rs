@@ -189,7 +189,12 @@ fn stdout(o: &Output) -> String {
 const EXAMPLES: &[(&str, &[&str])] = &[
     (
         "deploy/kubernetes/claude-code-job.yaml",
-        &["job", "deploy/kubernetes/claude-code.toml", "--name", "claude-code"],
+        &[
+            "job",
+            "deploy/kubernetes/claude-code.toml",
+            "--name",
+            "claude-code",
+        ],
     ),
     (
         "deploy/kubernetes/sweep-job.yaml",
