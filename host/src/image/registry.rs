@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -48,6 +49,21 @@ enum Fetched {
     Downloaded(Resolved),
 }
 
+/// How long a registry may take to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a registry may stay silent in the middle of an answer,
+/// unless `BOTTLE_REGISTRY_TIMEOUT_SECS` (1–3600) says otherwise.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The read timeout: the environment's, else [`READ_TIMEOUT`].
+fn read_timeout() -> Duration {
+    std::env::var("BOTTLE_REGISTRY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .map_or(READ_TIMEOUT, Duration::from_secs)
+}
+
 /// Pull `r` (the source `src`) into the cache.
 pub fn pull(
     src: &ImageSource,
@@ -55,11 +71,22 @@ pub fn pull(
     images: &Images,
     progress: &dyn Progress,
 ) -> Result<PreparedImage, ImageError> {
+    pull_with(src, r, images, progress, read_timeout())
+}
+
+/// [`pull`] with a read timeout of `read`.
+pub(crate) fn pull_with(
+    src: &ImageSource,
+    r: &RegistryRef,
+    images: &Images,
+    progress: &dyn Progress,
+    read: Duration,
+) -> Result<PreparedImage, ImageError> {
     let dl = images.new_tmp()?;
     let result = (|| {
         let (tx, rx) = mpsc::channel();
         let fetched = std::thread::scope(|s| {
-            let h = s.spawn(|| fetch_blocking(r, &dl, images, tx));
+            let h = s.spawn(|| fetch_blocking(r, &dl, images, tx, read));
             for ev in rx {
                 match ev {
                     Event::Begin(step, total) => progress.begin(&step, Some(total)),
@@ -89,12 +116,13 @@ fn fetch_blocking(
     dl: &Path,
     images: &Images,
     tx: mpsc::Sender<Event>,
+    read: Duration,
 ) -> Result<Fetched, ImageError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ImageError::io("tokio runtime", e))?;
-    rt.block_on(fetch(r, dl, images, &tx))
+    rt.block_on(fetch(r, dl, images, &tx, read))
 }
 
 /// Whether `registry` (`host[:port]`) is on loopback.
@@ -115,6 +143,7 @@ async fn fetch(
     dl: &Path,
     images: &Images,
     tx: &mpsc::Sender<Event>,
+    read: Duration,
 ) -> Result<Fetched, ImageError> {
     let shown = r.to_string();
     let reg_err = |e: oci_client::errors::OciDistributionError| ImageError::Registry {
@@ -131,6 +160,8 @@ async fn fetch(
     };
     let client = Client::try_from(ClientConfig {
         protocol,
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(read),
         ..Default::default()
     })
     .map_err(reg_err)?;

@@ -205,3 +205,44 @@ fn docker_config_credentials() {
     assert_eq!(docker_config_auth(cfg, "quay.io"), None);
     assert_eq!(docker_config_auth(b"not json", "ghcr.io"), None);
 }
+
+/// A registry that accepts the connection and then says nothing: the pull
+/// ends with an error naming the registry after the read timeout, nothing
+/// is cached and no temporary directory stays.
+#[test]
+fn a_silent_registry_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accept and hold connections open without a byte.
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok((c, _)) = listener.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let src = ImageSource::parse(&format!("docker://{addr}/hangs:1"), Path::new("/")).unwrap();
+    let ImageSource::Registry(r) = &src else {
+        panic!("{src:?}")
+    };
+    let images = super::cache::Images::open(state.path()).unwrap();
+    let t = Instant::now();
+    let e =
+        super::registry::pull_with(&src, r, &images, &super::NoProgress, Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(e.contains(&addr.to_string()), "{e}");
+    assert!(super::list(state.path()).is_empty());
+    let tmp: Vec<_> = std::fs::read_dir(state.path().join("images/tmp"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    drop(held);
+}
