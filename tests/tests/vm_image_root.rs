@@ -290,3 +290,41 @@ async fn vm_oci_image_config_is_the_agent_and_is_cached_by_digest() {
     );
     assert!(!cached.exists());
 }
+
+/// An image with no shell and nothing else: the init still mounts,
+/// writes /etc/resolv.conf, installs the CA, runs its services and binds
+/// itself in; the agent is `bottle-guest status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_an_image_without_a_shell_still_gets_every_service() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = bottle_e2e::serial().await;
+    let bed = Testbed::start().await;
+    let root = bed.dir.path().join("empty-root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/nonexistent\n").unwrap();
+    let manifest = bed.dir.path().join("noshell.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[vm]\nbackend = \"qemu\"\nimage = \"rootfs:{}\"\n\n[agent]\ncommand = [\"/usr/local/bin/bottle-guest\", \"status\"]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let run = bed.launch(&manifest).finish(LIMIT).await;
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    for want in ["connected", "dns", "ca "] {
+        assert!(run.output.contains(want), "no {want:?} in:\n{}", run.output);
+    }
+    // Nothing was written into the host's directory.
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["etc"], "{names:?}");
+    assert_eq!(std::fs::read_dir(root.join("etc")).unwrap().count(), 1);
+}
