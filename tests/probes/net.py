@@ -133,9 +133,11 @@ if MODE == "main":
             s.close()
 
     def probe_hello(channel):
-        # Hello { major 2, minor 0, role Guest, channel, software "probe" }
+        # Hello { major, minor 0, role Guest, channel, software "probe" };
+        # the runner passes the protocol's major (PROBE_PROTOCOL_MAJOR).
         soft = b"probe"
-        return bytes([2, 0, 0, channel, len(soft)]) + soft
+        major = int(os.environ.get("PROBE_PROTOCOL_MAJOR", "3"))
+        return bytes([major, 0, 0, channel, len(soft)]) + soft
 
     for port in (22, 1024, 6000, 6005, 8080):
         probe(f"net_vsock_host_port_{port}")(lambda port=port: vsock_connect(2, port))

@@ -172,6 +172,7 @@ PROBE_TOKEN_LEN = "{len}"
 PROBE_TOKEN_FIRST = "{first}"
 PROBE_OUTSIDE_MARK = "{OUTSIDE_MARK}"
 PROBE_OUTSIDE_INO = "{ino}"
+PROBE_PROTOCOL_MAJOR = "{major}"
 
 [secrets]
 token = {{ env = "BOTTLE_VMTEST_TOKEN" }}
@@ -194,6 +195,7 @@ unique_names_per_window = 30
         file = toml_str(&secret_file.to_string_lossy()),
         dns = bed.dns.addr,
         ino = ws.outside_ino,
+        major = bottle_shared::PROTOCOL_MAJOR,
     );
     if mode == Mode::Main {
         let _ = write!(
