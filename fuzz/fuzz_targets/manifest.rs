@@ -49,8 +49,14 @@ fn invariants(m: &Manifest) {
     assert!((1..=64).contains(&m.vm.cpus));
     assert!((64..=65536).contains(&m.vm.memory_mib));
     let a = &m.agent;
-    assert!(!a.command.is_empty() && !a.command[0].is_empty());
-    assert!(a.workdir.starts_with('/'));
+    // An empty command means the image's Entrypoint + Cmd.
+    assert!(a.command.is_empty() || !a.command[0].is_empty());
+    assert!(a.workdir.as_deref().is_none_or(|w| w.starts_with('/')));
+    assert!(m.mounts.len() <= 16);
+    for mnt in &m.mounts {
+        assert!(mnt.guest.starts_with('/') && mnt.guest != "/");
+        assert!(mnt.host.is_absolute() && mnt.host != std::path::Path::new("/"));
+    }
     assert!((1..=a.restart.backoff_max_ms).contains(&a.restart.backoff_initial_ms));
     assert_ne!(m.egress.proxy_port, 0);
     assert!(m.egress.max_body_bytes > 0);
