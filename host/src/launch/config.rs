@@ -1,27 +1,31 @@
 //! What the guest is told: the [`GuestConfig`] pushed on the control
 //! channel, and the `bottle.*` kernel command line.
 
-use anyhow::Result;
-use bottle_shared::message::{GuestConfig, ResolverSettings};
+use bottle_shared::message::{AgentSpec, GuestConfig, ResolverSettings, SharedDir};
 
 use crate::manifest::Manifest;
 
 /// The guest's hostname.
 pub const HOSTNAME: &str = "bottle";
 
-/// The config for `m`'s agent, trusting `ca_pem`, with the root's image
-/// config applied and the workspaces to mount.
-pub fn guest_config(m: &Manifest, ca_pem: &str, root: &super::root::Root) -> Result<GuestConfig> {
-    Ok(GuestConfig {
+/// The config for `m`'s `agent` (the manifest over the image config,
+/// `root::agent_spec`), trusting `ca_pem`, with the workspaces to mount.
+pub fn guest_config(
+    m: &Manifest,
+    ca_pem: &str,
+    agent: AgentSpec,
+    mounts: Vec<SharedDir>,
+) -> GuestConfig {
+    GuestConfig {
         hostname: HOSTNAME.into(),
-        agent: super::root::agent_spec(m, &root.config)?,
+        agent,
         ca_pem: ca_pem.to_string(),
         proxy_port: m.egress.proxy_port,
         no_proxy: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
         dns: ResolverSettings::default(),
         session: None,
-        mounts: root.mounts.clone(),
-    })
+        mounts,
+    }
 }
 
 /// The `bottle.*` kernel parameters: the host is vsock CID 2, and the
@@ -51,23 +55,8 @@ mod tests {
             Path::new("t.toml"),
         )
         .unwrap();
-        let root = super::super::root::Root {
-            image: crate::vmm::image::Image {
-                kernel: "k".into(),
-                initramfs: "i".into(),
-                modules: vec![],
-                fs_modules: vec![],
-                rootfs_dir: None,
-                boot_initramfs: None,
-            },
-            shares: vec![],
-            disks: vec![],
-            mounts: vec![],
-            cmdline: vec![],
-            config: Default::default(),
-            describe: String::new(),
-        };
-        let c = guest_config(&m, "PEM", &root).unwrap();
+        let agent = super::super::root::agent_spec(&m, &Default::default()).unwrap();
+        let c = guest_config(&m, "PEM", agent, vec![]);
         assert_eq!(c.agent.command, vec!["/bin/sh", "-c", "exit 3"]);
         assert_eq!(c.agent.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(c.ca_pem, "PEM");

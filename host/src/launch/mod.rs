@@ -105,7 +105,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     )?;
     let image = root.image.clone();
     // The agent must be known before anything starts.
-    root::agent_spec(&m, &root.config)?;
+    let agent = root::agent_spec(&m, &root.config)?;
     if let Some(ca) = &args.upstream_ca {
         if !ca.is_file() {
             bail!("--upstream-ca {}: no such file", ca.display());
@@ -130,7 +130,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| logs.join("audit.jsonl"));
     let dns_audit = logs.join("dns-audit.jsonl");
-    let mut guest_cfg = config::guest_config(&m, &ca.cert_pem, &root)?;
+    let mut guest_cfg = config::guest_config(&m, &ca.cert_pem, agent, root.mounts.clone());
     let (rows, cols) = terminal::size().unwrap_or((0, 0));
     guest_cfg.session = Some(SessionSpec {
         tty: wiring.tty,
