@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's allocator: the proxy allocates and frees
+/// many small buffers per request (docs/performance.md, egress proxy).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = bottle_host::cli::Cli::parse();
     let default = match cli.command {

@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -19,7 +18,7 @@ fn shared(dir: &std::path::Path) -> Arc<Shared> {
         routes: Vec::new(),
         dlp: Dlp::new(&secrets).unwrap(),
         redactor: crate::proxy::redact::Redactor::new(&secrets).unwrap(),
-        secrets: HashMap::new(),
+        injections: Default::default(),
         audit: crate::proxy::audit::AuditLog::open(&dir.join("audit.jsonl")).unwrap(),
         max_body: 64 << 20,
         ws_connector: connector::build(CheckedResolver::new(false, None), None, false).unwrap(),

@@ -5,7 +5,6 @@
 //! request inside it, so the tunnel's host and TLS SNI, recorded when the
 //! tunnel opens, travel with every inner request.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,12 +16,12 @@ use super::audit::{self, AuditLog, Record};
 use super::body_stream::{prepare, AuditOnRefusal, Prepared, StreamState};
 use super::connector::{ConnectError, Connector};
 use super::dlp::Dlp;
-use super::inject::inject_header;
+use super::inject::Injections;
 use super::policy::{self, Denied};
 use super::reply::{audit_failed, error_chain, reply, target, Refusal};
 use super::tunnel::{destination, Tunnel};
 use super::websocket;
-use crate::manifest::{Inject, Route};
+use crate::manifest::Route;
 
 pub use super::tunnel::SENTINEL_AUTHORITY;
 
@@ -35,8 +34,8 @@ pub struct Shared {
     pub dlp: Arc<Dlp>,
     /// Every secret's forms, overwritten in responses.
     pub redactor: Arc<super::redact::Redactor>,
-    /// Secret values by name, for injection.
-    pub secrets: HashMap<String, String>,
+    /// Each route's injected header, rendered once.
+    pub injections: Injections,
     /// Audit log.
     pub audit: AuditLog,
     /// Largest request body (and WebSocket message), bytes.
@@ -199,7 +198,7 @@ impl Handler {
         }
         if ws {
             // Boxed, as it is large (see `request_future_stays_small`).
-            let open = self.websocket(req, rec, start, (scheme, &host, port, &pq), inject);
+            let open = self.websocket(req, rec, start, (scheme, &host, port, &pq), route);
             return Box::pin(open).await;
         }
         let (mut parts, body) = req.into_parts();
@@ -219,11 +218,12 @@ impl Handler {
         // Credential injection: whatever the guest sent is replaced (after
         // the header scan above, before the body is read, so a large body
         // can stream).
-        if let Some(i) = inject {
-            if let Err(r) = inject_header(&mut parts.headers, i, &shared.secrets) {
-                super::body::drain(body);
-                return self.refuse(rec, r, start).into();
-            }
+        if let Err(r) = shared
+            .injections
+            .apply(&shared.routes, route, &mut parts.headers)
+        {
+            super::body::drain(body);
+            return self.refuse(rec, r, start).into();
         }
         // Only a body that turns out large needs this (body_stream).
         let on_refusal = || AuditOnRefusal {
@@ -284,13 +284,14 @@ impl Handler {
         rec: Record,
         start: Instant,
         (scheme, host, port, pq): (&str, &str, u16, &str),
-        inject: Option<&Inject>,
+        route: &Route,
     ) -> RequestOrResponse {
         let shared = self.shared.clone();
-        if let Some(i) = inject {
-            if let Err(r) = inject_header(req.headers_mut(), i, &shared.secrets) {
-                return self.refuse(rec, r, start).into();
-            }
+        if let Err(r) = shared
+            .injections
+            .apply(&shared.routes, route, req.headers_mut())
+        {
+            return self.refuse(rec, r, start).into();
         }
         let uri = match format!("{scheme}://{host}:{port}{pq}").parse::<Uri>() {
             Ok(u) => u,

@@ -23,7 +23,7 @@ pub mod bridge;
 pub mod connector;
 pub mod dlp;
 pub mod handler;
-mod inject;
+pub mod inject;
 pub mod policy;
 pub mod redact;
 pub mod redact_http;
@@ -211,11 +211,13 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
         routes: cfg.manifest.egress.routes.clone(),
         dlp: dlp::Dlp::new(&cfg.secrets)?,
         redactor: redact::Redactor::new(&cfg.secrets)?,
-        secrets: cfg
-            .secrets
-            .iter()
-            .map(|s| (s.name.clone(), s.value.clone()))
-            .collect::<HashMap<_, _>>(),
+        injections: inject::Injections::new(
+            &cfg.manifest.egress.routes,
+            &cfg.secrets
+                .iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect::<HashMap<_, _>>(),
+        ),
         audit: audit::AuditLog::open(&cfg.audit_log)?,
         max_body: cfg.manifest.egress.max_body_bytes,
         ws_connector,

@@ -34,18 +34,19 @@ pub(super) fn destination(
     let host_header = match req.headers().get(HOST) {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| Denied::Mismatch("Host header is not text".into()))?
-                .to_string(),
+                .map_err(|_| Denied::Mismatch("Host header is not text".into()))?,
         ),
         None => None,
     };
+    // `host` is normalised; a name spelled exactly so (the usual case)
+    // needs no second normalisation.
     let same = |authority: &str, host: &str, port: u16, default: u16| -> bool {
         let (h, p) = policy::split_host_port(authority);
         let p = match p {
             Some(p) => p.parse().ok(),
             None => Some(default),
         };
-        policy::check_name(h).ok().as_deref() == Some(host) && p == Some(port)
+        p == Some(port) && (h == host || policy::check_name(h).ok().as_deref() == Some(host))
     };
     if let Some(t) = tunnel {
         let scheme = if uri.scheme_str() == Some("http") {
@@ -105,7 +106,7 @@ pub(super) fn destination(
         .ok_or_else(|| Denied::Unsupported("request without a host".into()))?;
     let host = policy::check_name(authority.host())?;
     let port = authority.port_u16().unwrap_or(80);
-    if let Some(h) = &host_header {
+    if let Some(h) = host_header {
         if !same(h, &host, port, 80) {
             return Err(Denied::Mismatch(format!(
                 "Host {h:?} differs from the request URI's host {host:?}"
