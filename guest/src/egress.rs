@@ -138,19 +138,6 @@ async fn forward(mut client: TcpStream, host: &Address, counters: &Counters) -> 
     result.map(|_| ())
 }
 
-/// The agent's proxy environment for a forwarder on `port`.
-pub fn proxy_env(port: u16) -> Vec<(String, String)> {
-    let url = format!("http://127.0.0.1:{port}");
-    let mut env: Vec<(String, String)> = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-        .iter()
-        .map(|k| (k.to_string(), url.clone()))
-        .collect();
-    for k in ["NO_PROXY", "no_proxy"] {
-        env.push((k.to_string(), "localhost,127.0.0.1".to_string()));
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,16 +256,5 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(counters.snapshot().errors, 1);
-    }
-
-    #[test]
-    fn agent_env() {
-        let env = proxy_env(3128);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            assert_eq!(get(k), Some("http://127.0.0.1:3128"), "{k}");
-        }
-        assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1"));
-        assert_eq!(get("no_proxy"), Some("localhost,127.0.0.1"));
     }
 }

@@ -55,8 +55,13 @@ pub fn proxy_env(cfg: &GuestConfig) -> Vec<(String, String)> {
         return Vec::new();
     }
     let url = format!("http://127.0.0.1:{}", cfg.proxy_port);
+    // Loopback always; then the host's list, each name once.
     let mut no_proxy: Vec<&str> = vec!["localhost", "127.0.0.1", "::1"];
-    no_proxy.extend(cfg.no_proxy.iter().map(String::as_str));
+    for name in &cfg.no_proxy {
+        if !no_proxy.contains(&name.as_str()) {
+            no_proxy.push(name);
+        }
+    }
     let no_proxy = no_proxy.join(",");
     [
         "HTTP_PROXY",
@@ -84,7 +89,13 @@ mod tests {
         let mut cfg = GuestConfig::default();
         assert!(proxy_env(&cfg).is_empty());
         cfg.proxy_port = 3128;
-        cfg.no_proxy = vec!["internal.example".into()];
+        // The host sends loopback too (as `launch` does): not repeated.
+        cfg.no_proxy = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "internal.example".into(),
+        ];
         let env = proxy_env(&cfg);
         let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
         assert_eq!(get("HTTPS_PROXY").as_deref(), Some("http://127.0.0.1:3128"));
