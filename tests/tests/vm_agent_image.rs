@@ -31,6 +31,7 @@ lap() { now=$(date +%s); echo "TIMING $1 $((now - t0)) s"; t0=$now; }
 cd /work
 check whoami sh -c '[ "$(id -u):$(id -g)" = 1000:1000 ] && [ "$HOME" = /home/agent ] && [ "$PWD" = /work ]'
 check key_placeholder sh -c '[ "$ANTHROPIC_API_KEY" = PLACEHOLDER ]'
+check status_as_agent sh -c 'bottle-guest status --json | grep -q "\"software\""'
 echo "ENVDUMP $(env | base64 -w0)"
 git config --global user.email agent@bottle.test
 git config --global user.name agent
@@ -172,6 +173,7 @@ async fn agent_image_clones_installs_and_calls_the_model_through_the_guards() {
     for check in [
         "whoami",
         "key_placeholder",
+        "status_as_agent",
         "git_clone",
         "git_head",
         "git_fetch",
