@@ -26,7 +26,8 @@ pub struct CachedImage {
     pub digest: String,
     /// The `[vm] image` source it was first prepared from.
     pub source: String,
-    /// Bytes of regular files in its root.
+    /// Bytes of regular files in its root, plus the disk space of its ext4
+    /// image when one was made (`BOTTLE_ROOT_DELIVERY=ext4`).
     pub size_bytes: u64,
     /// When it was unpacked (seconds since the epoch).
     pub created: u64,
@@ -279,12 +280,17 @@ pub fn list(state_dir: &Path) -> Vec<CachedImage> {
     };
     let mut v: Vec<CachedImage> = rd
         .flatten()
-        .filter_map(|e| read_meta(&e.path()))
-        .map(|m| CachedImage {
-            digest: m.digest,
-            source: m.source,
-            size_bytes: m.size_bytes,
-            created: m.created,
+        .filter_map(|e| Some((read_meta(&e.path())?, e.path())))
+        .map(|(m, dir)| {
+            use std::os::unix::fs::MetadataExt;
+            let disk = std::fs::metadata(dir.join(crate::image::disk::FILE_NAME))
+                .map_or(0, |d| d.blocks() * 512);
+            CachedImage {
+                digest: m.digest,
+                source: m.source,
+                size_bytes: m.size_bytes + disk,
+                created: m.created,
+            }
         })
         .collect();
     v.sort_by(|a, b| b.created.cmp(&a.created).then(a.digest.cmp(&b.digest)));

@@ -8,6 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The disk image's name in a cache entry, beside `rootfs/`.
+pub const FILE_NAME: &str = "root.ext4";
+
 /// Free space and metadata on top of the files' own blocks.
 const SLACK_KIB: u64 = 16 * 1024;
 
@@ -18,7 +21,7 @@ pub fn ext4_image(root: &Path) -> io::Result<PathBuf> {
         .parent()
         .filter(|_| root.file_name().is_some_and(|n| n == "rootfs"))
         .ok_or_else(|| io::Error::other("not a cached image root"))?;
-    let out = dir.join("root.ext4");
+    let out = dir.join(FILE_NAME);
     if out.exists() {
         return Ok(out);
     }

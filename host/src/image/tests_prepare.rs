@@ -92,6 +92,12 @@ fn image_config_parsed_and_cached() {
     assert_eq!(listed[0].digest, digest);
     assert!(listed[0].source.starts_with("oci:"), "{}", listed[0].source);
     assert_eq!(listed[0].size_bytes, 6);
+    // An ext4 disk made from the tree (`BOTTLE_ROOT_DELIVERY=ext4`) counts
+    // as the blocks it takes.
+    let disk = e.state().join("images/sha256").join(hex).join("root.ext4");
+    std::fs::write(&disk, vec![7u8; 8192]).unwrap();
+    let listed = super::list(&e.state());
+    assert!(listed[0].size_bytes >= 6 + 8192, "{}", listed[0].size_bytes);
 }
 
 #[test]
