@@ -95,10 +95,13 @@ else
   echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
   echo "agent:x:1000:1000:agent:/tmp:/bin/sh" >> "$root/etc/passwd"
   printf 'root:x:0:\nagent:x:1000:\n' > "$root/etc/group"
-  # Uncompressed: under TCG the kernel unpacks a raw cpio in about half
-  # the time of a gzipped one, and the disk space is cheap.
+  # LZ4 (the kernel's legacy format, `-l`): under TCG the kernel unpacks
+  # it nearly as fast as a raw cpio (gzip takes twice as long), and it is
+  # under half the size. QEMU keeps the whole file mapped for as long as a
+  # bottle runs, so the size is host memory (docs/performance.md, "Density").
+  command -v lz4 > /dev/null || { echo "images/build.sh: lz4 not found (apt-get install lz4)" >&2; exit 1; }
   rm -f "$OUT"/initramfs-*.cpio "$OUT"/initramfs-*.cpio.gz
-  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) > "$OUT/initramfs-$stamp.cpio"
+  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | lz4 -l -9 -q > "$OUT/initramfs-$stamp.cpio"
   # The same tree as a directory, for libkrun (krun_set_root).
   rm -rf "$OUT/rootfs"
   mv "$root" "$OUT/rootfs"

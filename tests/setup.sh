@@ -18,7 +18,7 @@ SUDO=""
 # (host/src/image/tests_registry.rs; the test runs its own registry, so the
 # package's service is disabled where systemd runs it), mmdebstrap for the
 # Debian agent image (images/agent-image.sh), git for its stand-in git host.
-PKGS=(gcc patch libseccomp-dev libcap-ng-dev umoci dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo mmdebstrap git)
+PKGS=(gcc patch libseccomp-dev libcap-ng-dev umoci dnsutils dnsperf dnsmasq-base musl-tools qemu-system-x86 busybox-static cpio lz4 curl python3 python3-venv ca-certificates iproute2 util-linux tmux docker-registry skopeo mmdebstrap git)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -207,13 +207,18 @@ fn bare(s: &str, base_dir: &Path) -> Result<ImageSource, ImageError> {
     }
 }
 
+/// The magic number of LZ4's legacy frame (`lz4 -l`).
+const LZ4_LEGACY: &[u8] = &[0x02, 0x21, 0x4c, 0x18];
+
 fn sniff_file(s: &str, path: PathBuf) -> Result<ImageSource, ImageError> {
     let mut head = [0u8; 512];
     let n = std::fs::File::open(&path)
         .and_then(|f| read_up_to(f, &mut head))
         .map_err(|e| ImageError::io(format!("image {}", path.display()), e))?;
     let head = &head[..n];
-    if head.starts_with(b"070701") || head.starts_with(b"070702") {
+    // A cpio, or one compressed as `images/build.sh` writes it (LZ4's
+    // legacy frame, which the kernel unpacks).
+    if head.starts_with(b"070701") || head.starts_with(b"070702") || head.starts_with(LZ4_LEGACY) {
         return Ok(ImageSource::Initramfs(path));
     }
     if head.get(257..262) == Some(b"ustar") {

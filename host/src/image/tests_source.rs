@@ -147,6 +147,7 @@ fn bare_paths_by_content() {
     std::fs::create_dir(b.join("layout")).unwrap();
     std::fs::write(b.join("layout/oci-layout"), "{}").unwrap();
     std::fs::write(b.join("i.cpio"), b"070701000000").unwrap();
+    std::fs::write(b.join("lz4.cpio"), b"\x02\x21\x4c\x18\0\0\0\0").unwrap();
     assert_eq!(
         ImageSource::parse("tree", b).unwrap(),
         ImageSource::Rootfs(b.join("tree"))
@@ -161,6 +162,10 @@ fn bare_paths_by_content() {
     assert_eq!(
         ImageSource::parse("i.cpio", b).unwrap(),
         ImageSource::Initramfs(b.join("i.cpio"))
+    );
+    assert_eq!(
+        ImageSource::parse("lz4.cpio", b).unwrap(),
+        ImageSource::Initramfs(b.join("lz4.cpio"))
     );
     let mut tb = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();

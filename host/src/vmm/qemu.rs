@@ -63,10 +63,42 @@ pub struct Qemu {
     /// qboot firmware when installed: boots straight into the kernel,
     /// faster than SeaBIOS and without its console output.
     pub bios: Option<PathBuf>,
+    /// TCG's translated-code cache, MiB ([`TCG_TB_MIB`] unless
+    /// [`TCG_TB_ENV`] says otherwise).
+    pub tcg_tb_mib: u32,
 }
 
-/// TCG's translation-block cache, MiB (QEMU's default is 1024).
+/// TCG's translated-code cache, MiB (QEMU's default is 1024, and a
+/// bottle's cache grows to it). 32 holds a guest's working set: 64 runs
+/// Python no faster, 16 runs it twice as slowly (docs/performance.md,
+/// "Density").
 pub const TCG_TB_MIB: u32 = 32;
+
+/// Sets the TCG cache size for the bottles this `bottle-host` launches:
+/// smaller packs more bottles on a machine without KVM, at the cost of
+/// re-translation (docs/vmm-qemu.md).
+pub const TCG_TB_ENV: &str = "BOTTLE_TCG_TB_MIB";
+
+/// The smallest and largest [`TCG_TB_ENV`] accepted, MiB.
+pub const TCG_TB_RANGE: std::ops::RangeInclusive<u32> = 8..=1024;
+
+/// The TCG cache size from [`TCG_TB_ENV`]'s value, if set (pure; tested).
+pub fn tcg_tb_mib(value: Option<&str>) -> Result<u32, VmmError> {
+    let Some(v) = value else {
+        return Ok(TCG_TB_MIB);
+    };
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| TCG_TB_RANGE.contains(n))
+        .ok_or_else(|| {
+            VmmError::Spec(format!(
+                "{TCG_TB_ENV}={v:?}: give the TCG cache size in MiB, {} to {} (unset: {TCG_TB_MIB})",
+                TCG_TB_RANGE.start(),
+                TCG_TB_RANGE.end()
+            ))
+        })
+}
 
 /// Where Debian's QEMU keeps qboot.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -136,6 +168,8 @@ impl Qemu {
             }
             (Accel::Auto, Err(why)) => (Accelerator::Tcg, Some(why)),
         };
+        let tb = std::env::var(TCG_TB_ENV).ok();
+        let tcg_tb_mib = tcg_tb_mib(tb.as_deref())?;
         Ok(Qemu {
             qemu,
             daemon,
@@ -143,6 +177,7 @@ impl Qemu {
             accel,
             kvm_note,
             bios: Some(PathBuf::from(QBOOT)).filter(|p| p.is_file()),
+            tcg_tb_mib,
         })
     }
 }
@@ -165,11 +200,20 @@ pub fn kernel_cmdline(spec: &VmSpec) -> String {
     }
 }
 
-/// QEMU's arguments for `spec` (pure; tested).
+/// The q35 machine without the chipset devices a bottle never uses: the
+/// SATA controller (disks are virtio-blk), SMBus, the PS/2 controller (no
+/// keyboard), VMware's I/O port and SMM (qboot and SeaBIOS boot a kernel
+/// without it). Each is emulated code the guest could otherwise reach, and
+/// together they cost ~3 MiB of QEMU's heap per bottle.
+pub const MACHINE: &str = "q35,memory-backend=mem,sata=off,smbus=off,i8042=off,vmport=off,smm=off";
+
+/// QEMU's arguments for `spec`; `tcg_tb_mib` sizes TCG's translated-code
+/// cache (pure; tested).
 pub fn qemu_args(
     spec: &VmSpec,
     accel: Accelerator,
     bios: Option<&Path>,
+    tcg_tb_mib: u32,
 ) -> Result<Vec<OsString>, VmmError> {
     let initrd = spec.initramfs.as_ref().ok_or_else(|| {
         VmmError::Spec("the QEMU backend boots an initramfs; none was given".into())
@@ -192,12 +236,12 @@ pub fn qemu_args(
     }
     let mut push = |s: &str| a.push(s.into());
     push("-machine");
-    push("q35,memory-backend=mem");
+    push(MACHINE);
     push("-accel");
     if accel == Accelerator::Tcg {
         // TCG's translated-code cache defaults to 1 GiB and grows to it:
         // most of a TCG bottle's host memory (docs/performance.md).
-        push(&format!("tcg,tb-size={TCG_TB_MIB}"));
+        push(&format!("tcg,tb-size={tcg_tb_mib}"));
     } else {
         push(accel.as_str());
     }
@@ -307,7 +351,7 @@ impl Vmm for Qemu {
     fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
         let spec = spec.clone();
         Box::pin(async move {
-            let args = qemu_args(&spec, self.accel, self.bios.as_deref())?;
+            let args = qemu_args(&spec, self.accel, self.bios.as_deref(), self.tcg_tb_mib)?;
             let dlog = with_suffix(&spec.vsock_base, ".daemon.log");
             let daemon = spawn_daemon(
                 command(&self.daemon).args(daemon_args(&spec)),

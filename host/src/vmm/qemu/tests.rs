@@ -26,7 +26,7 @@ fn value_of<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
 
 #[test]
 fn no_network_device_of_any_kind() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert!(a.contains(&"-nodefaults".to_string()), "{a:?}");
     assert_eq!(value_of(&a, "-nic"), vec!["none"]);
     assert!(value_of(&a, "-netdev").is_empty());
@@ -37,8 +37,9 @@ fn no_network_device_of_any_kind() {
 
 #[test]
 fn shared_memory_and_vsock_socket() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
-    assert_eq!(value_of(&a, "-machine"), vec!["q35,memory-backend=mem"]);
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
+    assert_eq!(value_of(&a, "-machine"), vec![MACHINE]);
+    assert!(MACHINE.starts_with("q35,memory-backend=mem,"), "{MACHINE}");
     assert_eq!(
         value_of(&a, "-object"),
         vec!["memory-backend-memfd,id=mem,size=512M,share=on"]
@@ -57,7 +58,7 @@ fn shared_memory_and_vsock_socket() {
 
 #[test]
 fn kernel_initrd_cmdline_and_console() {
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert_eq!(value_of(&a, "-kernel"), vec!["/img/vmlinuz"]);
     assert_eq!(value_of(&a, "-initrd"), vec!["/img/initramfs.cpio"]);
     let append = value_of(&a, "-append");
@@ -69,31 +70,66 @@ fn kernel_initrd_cmdline_and_console() {
     assert_eq!(value_of(&a, "-serial"), vec!["stdio"]);
     let mut s = spec();
     s.console_log = Some("/tmp/console.log".into());
-    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert_eq!(value_of(&a, "-serial"), vec!["file:/tmp/console.log"]);
 }
 
 #[test]
 fn accelerator_flags() {
-    let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
+    let tcg = strings(&qemu_args(&spec(), Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert_eq!(value_of(&tcg, "-accel"), vec!["tcg,tb-size=32"]);
     assert!(value_of(&tcg, "-cpu").is_empty());
-    let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm, None).unwrap());
+    let small = strings(&qemu_args(&spec(), Accelerator::Tcg, None, 16).unwrap());
+    assert_eq!(value_of(&small, "-accel"), vec!["tcg,tb-size=16"]);
+    let kvm = strings(&qemu_args(&spec(), Accelerator::Kvm, None, 16).unwrap());
     assert_eq!(value_of(&kvm, "-accel"), vec!["kvm"]);
     assert_eq!(value_of(&kvm, "-cpu"), vec!["host"]);
+}
+
+#[test]
+fn tcg_cache_size_from_the_environment() {
+    assert_eq!(tcg_tb_mib(None).unwrap(), TCG_TB_MIB);
+    assert_eq!(tcg_tb_mib(Some("16")).unwrap(), 16);
+    assert_eq!(tcg_tb_mib(Some(" 8 ")).unwrap(), 8);
+    assert_eq!(tcg_tb_mib(Some("1024")).unwrap(), 1024);
+    for bad in ["", "7", "1025", "16M", "-1", "lots"] {
+        let e = tcg_tb_mib(Some(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("BOTTLE_TCG_TB_MIB") && e.contains("8 to 1024"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn chipset_devices_a_bottle_never_uses_are_off() {
+    let a = strings(&qemu_args(&spec(), Accelerator::Kvm, None, TCG_TB_MIB).unwrap());
+    let machine = value_of(&a, "-machine");
+    for off in [
+        "sata=off",
+        "smbus=off",
+        "i8042=off",
+        "vmport=off",
+        "smm=off",
+    ] {
+        assert!(
+            machine[0].split(',').any(|p| p == off),
+            "{off}: {machine:?}"
+        );
+    }
 }
 
 #[test]
 fn bad_specs_are_refused() {
     let mut s = spec();
     s.initramfs = None;
-    assert!(qemu_args(&s, Accelerator::Tcg, None)
+    assert!(qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB)
         .unwrap_err()
         .to_string()
         .contains("initramfs"));
     let mut s = spec();
     s.memory_mib = 16;
-    assert!(qemu_args(&s, Accelerator::Tcg, None)
+    assert!(qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB)
         .unwrap_err()
         .to_string()
         .contains("too small"));
@@ -119,10 +155,17 @@ fn kvm_detection_reasons() {
 
 #[test]
 fn firmware_when_given() {
-    let a =
-        strings(&qemu_args(&spec(), Accelerator::Tcg, Some(Path::new("/q/qboot.rom"))).unwrap());
+    let a = strings(
+        &qemu_args(
+            &spec(),
+            Accelerator::Tcg,
+            Some(Path::new("/q/qboot.rom")),
+            TCG_TB_MIB,
+        )
+        .unwrap(),
+    );
     assert_eq!(value_of(&a, "-bios"), vec!["/q/qboot.rom"]);
-    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&spec(), Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert!(value_of(&a, "-bios").is_empty());
 }
 
@@ -136,7 +179,7 @@ fn each_share_is_a_vhost_user_fs_device_on_its_own_socket() {
             ..Default::default()
         });
     }
-    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     let chardevs = value_of(&a, "-chardev");
     assert!(
         chardevs.contains(&"socket,id=fs0,path=/run/b/vsock.fs0"),
@@ -158,14 +201,14 @@ fn each_share_is_a_vhost_user_fs_device_on_its_own_socket() {
     // Still no network device, and the memory stays shared.
     assert_eq!(value_of(&a, "-nic"), ["none"]);
     s.shares[1].tag = "bad,tag=x".into();
-    assert!(qemu_args(&s, Accelerator::Tcg, None).is_err());
+    assert!(qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB).is_err());
 }
 
 #[test]
 fn disks_are_read_only_virtio_blk_in_order() {
     let mut s = spec();
     s.disks = vec!["/state/root.ext4".into(), "/odd,name.img".into()];
-    let a = strings(&qemu_args(&s, Accelerator::Tcg, None).unwrap());
+    let a = strings(&qemu_args(&s, Accelerator::Tcg, None, TCG_TB_MIB).unwrap());
     assert_eq!(
         value_of(&a, "-drive"),
         vec![
