@@ -215,6 +215,13 @@ impl FragmentMatcher {
         self.encoded.iter().map(|e| &e.text[..])
     }
 
+    /// The blocks searched for in the lowercased text (`folded`) or in
+    /// the text as it is.
+    pub fn blocks(&self, folded: bool) -> impl Iterator<Item = &[u8]> {
+        let b = if folded { &self.folded } else { &self.plain };
+        b.blocks.iter().map(|b| &b[..])
+    }
+
     /// Are some blocks searched for in the lowercased text?
     pub fn has_folded(&self) -> bool {
         !self.folded.groups.is_empty()

@@ -88,6 +88,12 @@ pub struct Dlp {
     longest_prefix: usize,
     secrets: secrets::SecretMatcher,
     fragments: fragments::FragmentMatcher,
+    /// Every secret form and piece block searched for, in as few SIMD
+    /// searchers as they fit: one pass each over the text as it is and
+    /// the lowercased text tells whether the exact searches (a pass per
+    /// searcher of each matcher) have anything to find.
+    any_plain: Vec<(secrets::Group, usize)>,
+    any_folded: Vec<(secrets::Group, usize)>,
     /// Every byte a secret form, a piece or a rule can hold: an escape
     /// that decodes to none of them cannot make a match.
     useful: ByteSet,
@@ -99,6 +105,14 @@ impl Dlp {
     pub fn new(secrets: &[Secret]) -> Result<Arc<Dlp>, BuildError> {
         let fragments = fragments::FragmentMatcher::new(secrets)?;
         let secrets = secrets::SecretMatcher::new(secrets)?;
+        let any = |folded: bool| {
+            let texts: Vec<&[u8]> = secrets
+                .searched(folded)
+                .chain(fragments.blocks(folded))
+                .collect();
+            secrets::groups(&texts)
+        };
+        let (any_plain, any_folded) = (any(false)?, any(true)?);
         let overlap = rules::MAX_MATCH.max(secrets.longest());
         let mut useful = ByteSet::new();
         let texts = secrets.forms().iter().map(|f| &f.pattern[..]);
@@ -113,6 +127,8 @@ impl Dlp {
             longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
             secrets,
             fragments,
+            any_plain,
+            any_folded,
             useful,
             overlap,
         }))
@@ -181,9 +197,11 @@ impl Dlp {
     /// The secret form ending first in `hay`, then a piece of a secret,
     /// then the first rule.
     ///
-    /// Secrets: one leftmost-first search per group of forms (the folded
-    /// ones in `hay` lowercased); the match ending first wins (then the
-    /// form added first). Rules: the `RegexSet` runs only on
+    /// Secrets: first one pass per SIMD searcher over every form and
+    /// piece block together ([`Self::may_hold_secret`]; clean text ends
+    /// there); then one leftmost-first search per group of forms (the
+    /// folded ones in `hay` lowercased), the match ending first winning
+    /// (then the form added first), and the pieces. Rules: the `RegexSet` runs only on
     /// windows around the rules' literal prefixes (merged, so the work
     /// stays linear). Every rule match starts at such a prefix and is at
     /// most [`rules::MAX_MATCH`] long; a prefix occurrence the
@@ -191,8 +209,26 @@ impl Dlp {
     /// `longest_prefix` bytes, so windows reaching that much further still
     /// hold every match whole. This equals a `RegexSet` scan of all of `hay`.
     fn first_hit(&self, hay: &[u8], scratch: &mut Vec<u8>) -> Option<Found> {
-        let folded =
-            (self.secrets.has_folded() || self.fragments.has_folded()).then(|| fold(hay, scratch));
+        let folded = (!self.any_folded.is_empty()).then(|| fold(hay, scratch));
+        if self.may_hold_secret(hay, folded) {
+            if let Some(f) = self.secret_hit(hay, folded) {
+                return Some(f);
+            }
+        }
+        self.rule_hit(hay)
+    }
+
+    /// Does `hay` (`folded`: lowercased) hold any secret form or piece
+    /// block searched for? When not, neither matcher can find anything.
+    fn may_hold_secret(&self, hay: &[u8], folded: Option<&[u8]>) -> bool {
+        let hit = |groups: &[(secrets::Group, usize)], text: &[u8]| {
+            groups.iter().any(|(g, _)| g.find(text, 0).is_some())
+        };
+        hit(&self.any_plain, hay) || folded.is_some_and(|f| hit(&self.any_folded, f))
+    }
+
+    /// The secret form ending first in `hay`, then a piece of a secret.
+    fn secret_hit(&self, hay: &[u8], folded: Option<&[u8]>) -> Option<Found> {
         if let Some(f) = self.secrets.find_in(hay, folded) {
             return Some(Found::Secret(f));
         }
@@ -208,6 +244,11 @@ impl Dlp {
             let whole = self.secrets.whole(p.secret, p.encoding, text);
             return Some(Found::Piece(p.secret.to_string(), enc, whole));
         }
+        None
+    }
+
+    /// The first built-in rule matching `hay`.
+    fn rule_hit(&self, hay: &[u8]) -> Option<Found> {
         let check =
             |(s, e): (usize, usize)| self.set.matches(&hay[s..e]).iter().next().map(Found::Rule);
         let reach = rules::MAX_MATCH + self.longest_prefix;

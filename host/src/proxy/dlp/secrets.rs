@@ -323,6 +323,17 @@ impl SecretMatcher {
         })
     }
 
+    /// The texts searched for (not the covered forms), those searched in
+    /// the lowercased text (`folded`) or in the text as it is.
+    pub fn searched(&self, folded: bool) -> impl Iterator<Item = &[u8]> {
+        let order = if folded {
+            &self.order[self.plain_len..]
+        } else {
+            &self.order[..self.plain_len]
+        };
+        order.iter().map(|&i| &self.forms[i].pattern[..])
+    }
+
     /// Are any forms folded (is the lowercased text needed)?
     pub fn has_folded(&self) -> bool {
         !self.folded.is_empty()
