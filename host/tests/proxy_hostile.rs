@@ -164,3 +164,62 @@ async fn a_connect_inside_a_tunnel_is_a_clean_400_not_a_panic() {
         "a proxy task panicked"
     );
 }
+
+/// The body of a reply whose head is `head`, by its Content-Length.
+async fn read_body<S: tokio::io::AsyncRead + Unpin>(s: &mut S, head: &str) -> String {
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    String::from_utf8_lossy(&body).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_with_a_body_is_answered_and_the_connection_stays_usable() {
+    let env = setup(true).await;
+    let port = env.plain_port;
+    let s = tokio::net::TcpStream::connect(env.proxy.addr.unwrap())
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    // A refused POST whose body the proxy never needs, then a second
+    // request on the same connection (as a client that pipelines, or
+    // `git push` writing its pack while the refusal is on its way).
+    let body = "p".repeat(256 * 1024);
+    let writer = tokio::spawn(async move {
+        let first = format!(
+            "POST http://denied.test:{port}/repo.git/git-receive-pack HTTP/1.1\r\n\
+             Host: denied.test:{port}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let second = format!(
+            "GET http://plain.test:{port}/after HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n"
+        );
+        wr.write_all(first.as_bytes()).await?;
+        wr.write_all(second.as_bytes()).await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let answers = tokio::time::timeout(Duration::from_secs(30), async {
+        let head = read_head(&mut rd).await;
+        let text = read_body(&mut rd, &head).await;
+        let second = read_head(&mut rd).await;
+        (head, text, second)
+    })
+    .await
+    .expect("both answers in time");
+    let (head, text, second) = answers;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(text.contains("host-not-allowed"), "{text}");
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the connection ended with the refusal: {second:?}"
+    );
+    let _wr = writer.await.unwrap().expect("the whole body was taken");
+    env.proxy.stop().await;
+}

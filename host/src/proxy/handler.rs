@@ -90,6 +90,24 @@ impl Handler {
         }
     }
 
+    /// [`Handler::refuse`] for a request whose body is still unread: it is
+    /// read and thrown away (within [`super::body::DRAIN`]) while the reply
+    /// goes out, so the client reads the refusal instead of a reset and
+    /// the connection stays usable (a refused `git push` then says 403).
+    fn refuse_unread(
+        &self,
+        req: Request<Body>,
+        rec: Record,
+        r: Refusal,
+        start: Instant,
+    ) -> Response<Body> {
+        let body = req.into_body();
+        if !http_body::Body::is_end_stream(&body) {
+            super::body::drain(body);
+        }
+        self.refuse(rec, r, start)
+    }
+
     /// CONNECT: check host and port, remember the tunnel.
     fn connect(&mut self, mut req: Request<Body>, start: Instant) -> RequestOrResponse {
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
@@ -146,7 +164,7 @@ impl Handler {
         };
         let (scheme, host, port) = match destination(self.tunnel.as_deref(), &req) {
             Ok(d) => d,
-            Err(d) => return self.refuse(rec, d.into(), start).into(),
+            Err(d) => return self.refuse_unread(req, rec, d.into(), start).into(),
         };
         rec.host = host.clone();
         let shared = self.shared.clone();
@@ -154,7 +172,7 @@ impl Handler {
             policy::check_request(r, &host, req.method().as_str(), req.uri().path()).map(|()| r)
         }) {
             Ok(r) => r,
-            Err(d) => return self.refuse(rec, d.into(), start).into(),
+            Err(d) => return self.refuse_unread(req, rec, d.into(), start).into(),
         };
         let ws = websocket::is_upgrade(&req);
         if req.method() == Method::CONNECT
@@ -162,7 +180,7 @@ impl Handler {
             || req.method().as_str() == "PRI"
         {
             let d = Denied::Unsupported("protocol upgrades other than WebSocket".into());
-            return self.refuse(rec, d.into(), start).into();
+            return self.refuse_unread(req, rec, d.into(), start).into();
         }
         // DLP on the request line and headers (before injection).
         let inject = route.inject.as_ref();
@@ -194,7 +212,7 @@ impl Handler {
                 reason: format!("request {} matches DLP rule {}", h.place, h.rule),
                 rule: h.rule,
             };
-            return self.refuse(rec, r, start).into();
+            return self.refuse_unread(req, rec, r, start).into();
         }
         if ws {
             // Boxed, as it is large (see `request_future_stays_small`).
