@@ -11,14 +11,18 @@ use std::sync::Arc;
 
 use bottle_shared::addr::Address;
 use bottle_shared::channel::Channel;
-use bottle_shared::io::dial_hello;
+use bottle_shared::io::{dial_hello, linger_close};
 use bottle_shared::message::Role;
 use bottle_shared::transport::connect;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Default listen port of the forwarder.
 pub const DEFAULT_PORT: u16 = 3128;
+
+/// Each direction's copy buffer, bytes.
+const PUMP_BUF: usize = 16 * 1024;
 
 /// Software string sent in the hello.
 const SOFTWARE: &str = concat!("bottle-guest/", env!("CARGO_PKG_VERSION"));
@@ -130,12 +134,58 @@ async fn forward(mut client: TcpStream, host: &Address, counters: &Counters) -> 
     dial_hello(&mut upstream, Role::Guest, Channel::Egress, SOFTWARE)
         .await
         .map_err(|e| io::Error::other(format!("egress hello with {host}: {e}")))?;
-    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    if let Ok((up, down)) = result {
-        counters.bytes_up.fetch_add(up, Ordering::Relaxed);
-        counters.bytes_down.fetch_add(down, Ordering::Relaxed);
+    relay(&mut client, upstream, counters).await
+}
+
+/// Carry bytes both ways until both directions have ended, and count them.
+///
+/// Unlike `tokio::io::copy_bidirectional`, a failure one way does not cut
+/// the other: when the host refuses a request and closes while the agent
+/// is still sending its body (a refused `git push`), writing the rest
+/// fails, yet the refusal already on its way back must reach the agent.
+/// The agent's side then ends with a linger (its unread bytes would make
+/// the kernel reset the connection, and a reset can overtake the reply).
+async fn relay<U>(client: &mut TcpStream, upstream: U, counters: &Counters) -> io::Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let (mut cr, mut cw) = client.split();
+    let ((up, up_err), (down, down_err)) =
+        tokio::join!(pump(&mut cr, &mut uw), pump(&mut ur, &mut cw));
+    counters.bytes_up.fetch_add(up, Ordering::Relaxed);
+    counters.bytes_down.fetch_add(down, Ordering::Relaxed);
+    if up_err.is_some() {
+        linger_close(client).await;
     }
-    result.map(|_| ())
+    up_err.or(down_err).map_or(Ok(()), Err)
+}
+
+/// Copy `r` to `w` until `r` ends (then `w` is shut down, so the peer
+/// sees the end) or writing fails. Returns the bytes written and the
+/// error that stopped it, if any.
+async fn pump<R, W>(r: &mut R, w: &mut W) -> (u64, Option<io::Error>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; PUMP_BUF];
+    let mut done = 0u64;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => return (done, w.shutdown().await.err()),
+            Ok(n) => {
+                if let Err(e) = w.write_all(&buf[..n]).await {
+                    return (done, Some(e));
+                }
+                done += n as u64;
+            }
+            Err(e) => {
+                let _ = w.shutdown().await;
+                return (done, Some(e));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +284,61 @@ mod tests {
         assert_eq!((s.bytes_up, s.bytes_down), (31, 31));
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), s);
+    }
+
+    /// A host that answers at once and closes without reading the body.
+    async fn refusing_host(path: &std::path::Path) -> Address {
+        let addr = Address::Unix(path.to_path_buf());
+        let l = Listener::bind(&addr).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                let mut s = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    accept_hello(&mut s, Role::Host, Channel::Egress, "test-host")
+                        .await
+                        .unwrap();
+                    // Let the body pile up unread, as a proxy refusing on
+                    // the head does.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\nrefused").await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_refusal_reaches_the_agent_while_it_is_still_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = refusing_host(&dir.path().join("egress.sock")).await;
+        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
+            .await
+            .unwrap();
+        let addr = f.local_addr().unwrap();
+        tokio::spawn(f.serve());
+        for round in 0..20 {
+            let c = TcpStream::connect(addr).await.unwrap();
+            let (mut rd, mut wr) = c.into_split();
+            let writer = tokio::spawn(async move {
+                let chunk = vec![b'p'; 64 * 1024];
+                for _ in 0..128 {
+                    if wr.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), rd.read_to_end(&mut got))
+                    .await
+                    .expect("the agent's side ends within 10 s");
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                text.ends_with("refused"),
+                "round {round}: {read:?}, got {text:?}"
+            );
+            writer.abort();
+        }
     }
 
     #[tokio::test]

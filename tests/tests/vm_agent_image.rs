@@ -39,7 +39,7 @@ git config --global user.name agent
 check git_clone git clone --quiet --single-branch --branch main https://git.bottle.test:P/repo.git /work/repo
 check git_head sh -c '[ "$(git -C /work/repo rev-parse HEAD)" = MAIN ]'
 check git_fetch sh -c 'git -C /work/repo fetch --quiet origin other && [ "$(git -C /work/repo rev-parse FETCH_HEAD)" = OTHER ]'
-check git_push_refused sh -c 'out=$(git -C /work/repo push origin HEAD:refs/heads/pushed 2>&1) && { echo "pushed: $out"; exit 1; }; echo "$out" | grep 403'
+check git_push_refused sh -c 'out=$(git -C /work/repo push origin HEAD:refs/heads/pushed 2>&1) && { echo "pushed: $out"; exit 1; }; echo "$out" | grep 403 || { echo "$out"; exit 1; }'
 lap git
 
 check pip_install pip install --quiet --user --break-system-packages --no-cache-dir --index-url https://pypi.bottle.test:P/simple/ bottlehello
