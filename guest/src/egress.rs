@@ -202,6 +202,15 @@ mod tests {
 
     /// [`echo_host`], and its task (abort it to take the host away).
     async fn echo_host_task(path: &std::path::Path) -> (Address, tokio::task::JoinHandle<()>) {
+        host_task(path, false).await
+    }
+
+    /// A host side that does the hello, then echoes or, with `refuse`,
+    /// answers at once and closes without reading what the agent sends.
+    async fn host_task(
+        path: &std::path::Path,
+        refuse: bool,
+    ) -> (Address, tokio::task::JoinHandle<()>) {
         let addr = Address::Unix(path.to_path_buf());
         let l = Listener::bind(&addr).await.unwrap();
         let task = tokio::spawn(async move {
@@ -211,12 +220,29 @@ mod tests {
                     accept_hello(&mut s, Role::Host, Channel::Egress, "test-host")
                         .await
                         .unwrap();
+                    if refuse {
+                        // Let the body pile up unread, as a proxy refusing
+                        // on the head does.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\nrefused").await;
+                        return;
+                    }
                     let (mut r, mut w) = tokio::io::split(s);
                     let _ = tokio::io::copy(&mut r, &mut w).await;
                 });
             }
         });
         (addr, task)
+    }
+
+    /// A running forwarder to `host`: its address and counters.
+    async fn forwarder(host: Address) -> (SocketAddr, Arc<Counters>) {
+        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
+            .await
+            .unwrap();
+        let out = (f.local_addr().unwrap(), f.counters());
+        tokio::spawn(f.serve());
+        out
     }
 
     /// One request through the forwarder: echoed back, or `None` when the
@@ -233,11 +259,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egress.sock");
         let (host, task) = echo_host_task(&path).await;
-        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
-            .await
-            .unwrap();
-        let addr = f.local_addr().unwrap();
-        tokio::spawn(f.serve());
+        let (addr, _) = forwarder(host).await;
         let limit = std::time::Duration::from_secs(2);
         let ok = Some(b"GET / HTTP/1.1\r\n\r\n".to_vec());
         assert_eq!(round_trip(addr).await, ok);
@@ -258,12 +280,7 @@ mod tests {
     async fn forwards_after_hello_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         let host = echo_host(&dir.path().join("egress.sock")).await;
-        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
-            .await
-            .unwrap();
-        let addr = f.local_addr().unwrap();
-        let counters = f.counters();
-        tokio::spawn(f.serve());
+        let (addr, counters) = forwarder(host).await;
 
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
@@ -286,36 +303,11 @@ mod tests {
         assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), s);
     }
 
-    /// A host that answers at once and closes without reading the body.
-    async fn refusing_host(path: &std::path::Path) -> Address {
-        let addr = Address::Unix(path.to_path_buf());
-        let l = Listener::bind(&addr).await.unwrap();
-        tokio::spawn(async move {
-            loop {
-                let mut s = l.accept().await.unwrap();
-                tokio::spawn(async move {
-                    accept_hello(&mut s, Role::Host, Channel::Egress, "test-host")
-                        .await
-                        .unwrap();
-                    // Let the body pile up unread, as a proxy refusing on
-                    // the head does.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\nrefused").await;
-                });
-            }
-        });
-        addr
-    }
-
     #[tokio::test]
     async fn a_refusal_reaches_the_agent_while_it_is_still_sending() {
         let dir = tempfile::tempdir().unwrap();
-        let host = refusing_host(&dir.path().join("egress.sock")).await;
-        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
-            .await
-            .unwrap();
-        let addr = f.local_addr().unwrap();
-        tokio::spawn(f.serve());
+        let (host, _task) = host_task(&dir.path().join("egress.sock"), true).await;
+        let (addr, _) = forwarder(host).await;
         for round in 0..20 {
             let c = TcpStream::connect(addr).await.unwrap();
             let (mut rd, mut wr) = c.into_split();
@@ -345,12 +337,7 @@ mod tests {
     async fn unreachable_host_is_an_error_and_closes_the_client() {
         let dir = tempfile::tempdir().unwrap();
         let host = Address::Unix(dir.path().join("nobody-listens.sock"));
-        let f = Forwarder::bind("127.0.0.1:0".parse().unwrap(), host)
-            .await
-            .unwrap();
-        let addr = f.local_addr().unwrap();
-        let counters = f.counters();
-        tokio::spawn(f.serve());
+        let (addr, counters) = forwarder(host).await;
         let mut c = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
