@@ -8,7 +8,7 @@ mod proxy_util;
 
 use std::time::Duration;
 
-use proxy_util::{file, read_head, setup};
+use proxy_util::{file, read_body, read_head, setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The test manifest's `egress.max_body_bytes`.
@@ -163,21 +163,6 @@ async fn a_connect_inside_a_tunnel_is_a_clean_400_not_a_panic() {
         !panicked.load(std::sync::atomic::Ordering::SeqCst),
         "a proxy task panicked"
     );
-}
-
-/// The body of a reply whose head is `head`, by its Content-Length.
-async fn read_body<S: tokio::io::AsyncRead + Unpin>(s: &mut S, head: &str) -> String {
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("a Content-Length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    String::from_utf8_lossy(&body).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -173,6 +173,21 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     String::from_utf8_lossy(&head).to_string()
 }
 
+/// The body of a reply whose head is `head`, by its Content-Length.
+pub async fn read_body<S: tokio::io::AsyncRead + Unpin>(s: &mut S, head: &str) -> String {
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    String::from_utf8_lossy(&body).to_string()
+}
+
 /// The upstream's echo: the body back, and what it saw in headers.
 async fn echo(
     mut req: Request<hyper::body::Incoming>,

@@ -28,6 +28,7 @@ mod body;
 mod decoder;
 mod error;
 mod noop;
+mod opening;
 mod proxy;
 mod rewind;
 mod tee;
@@ -55,6 +56,7 @@ pub use body::Body;
 pub use decoder::{decode_request, decode_response};
 pub use error::Error;
 pub use noop::*;
+pub use opening::OPENING_TIMEOUT;
 pub use proxy::*;
 
 /// Enum representing either an HTTP request or response.

@@ -2,6 +2,7 @@ use crate::{
     HttpContext, HttpHandler, RequestOrResponse, WebSocketContext, WebSocketHandler,
     body::Body,
     certificate_authority::CertificateAuthority,
+    opening::{OPENING_TIMEOUT, Opening},
     rewind::{ArrayPrefix, Rewind},
     tee::Tee,
 };
@@ -23,7 +24,7 @@ use tokio_tungstenite::{
     Connector, WebSocketStream,
     tungstenite::{self, Message},
 };
-use tracing::{Instrument, Span, error, info_span, instrument, warn};
+use tracing::{Instrument, Span, debug, error, info_span, instrument, warn};
 
 fn bad_request() -> Response<Body> {
     Response::builder()
@@ -52,6 +53,14 @@ fn error_is_shutdown(err: &(dyn StdError + 'static)) -> bool {
 
 fn error_is_unexpected_eof(err: &(dyn StdError + 'static)) -> bool {
     error_chain_contains::<io::Error>(err, |err| err.kind() == io::ErrorKind::UnexpectedEof)
+}
+
+/// The connection was closed because no request head arrived within the
+/// server's header read timeout: an idle keep-alive connection, or a
+/// client too slow to send one. Routine, not an error.
+pub(crate) fn error_is_header_timeout(err: &(dyn StdError + 'static)) -> bool {
+    error_chain_contains::<hyper::Error>(err, |err| err.is_timeout())
+        || error_chain_contains::<io::Error>(err, |err| err.kind() == io::ErrorKind::TimedOut)
 }
 
 fn spawn_with_trace<T: Send + Sync + 'static>(
@@ -161,11 +170,22 @@ where
                 let fut = async move {
                     match hyper::upgrade::on(&mut req).await {
                         Ok(upgraded) => {
+                            // bot-bottle: the sniff and the TLS handshake
+                            // share one deadline (`Opening`).
+                            let deadline = tokio::time::Instant::now() + OPENING_TIMEOUT;
                             let mut upgraded = TokioIo::new(upgraded);
                             let mut buffer = [0; 4];
-                            let bytes_read = match upgraded.read(&mut buffer).await {
-                                Ok(bytes_read) => bytes_read,
-                                Err(e) => {
+                            let read =
+                                tokio::time::timeout_at(deadline, upgraded.read(&mut buffer));
+                            let bytes_read = match read.await {
+                                Err(_) => {
+                                    debug!(
+                                        "Tunnel closed: nothing received within the opening timeout"
+                                    );
+                                    return;
+                                }
+                                Ok(Ok(bytes_read)) => bytes_read,
+                                Ok(Err(e)) => {
                                     error!(
                                         error = &e as &dyn StdError,
                                         "Failed to read from upgraded connection"
@@ -185,27 +205,40 @@ where
                                 if buffer == *b"GET " {
                                     if let Err(e) = self
                                         .serve_stream(
-                                            TokioIo::new(upgraded),
+                                            TokioIo::new(Opening::new(upgraded)),
                                             Scheme::HTTP,
                                             authority,
                                         )
                                         .await
                                     {
-                                        error!(error = &e, "WebSocket connect error");
+                                        if error_is_header_timeout(e.as_ref()) {
+                                            debug!(error = &e, "HTTP connection closed");
+                                        } else {
+                                            error!(error = &e, "WebSocket connect error");
+                                        }
                                     }
 
                                     return;
                                 } else if buffer[..2] == *b"\x16\x03" {
                                     let upgraded = Tee::new(upgraded);
 
-                                    let start = match LazyConfigAcceptor::new(
-                                        tokio_rustls::rustls::server::Acceptor::default(),
-                                        upgraded,
+                                    let start = match tokio::time::timeout_at(
+                                        deadline,
+                                        LazyConfigAcceptor::new(
+                                            tokio_rustls::rustls::server::Acceptor::default(),
+                                            upgraded,
+                                        ),
                                     )
                                     .await
                                     {
-                                        Ok(start) => start,
-                                        Err(e) => {
+                                        Err(_) => {
+                                            debug!(
+                                                "Tunnel closed: no TLS client hello within the opening timeout"
+                                            );
+                                            return;
+                                        }
+                                        Ok(Ok(start)) => start,
+                                        Ok(Err(e)) => {
                                             error!(
                                                 error = &e as &dyn StdError,
                                                 "Failed to read TLS client hello"
@@ -259,15 +292,22 @@ where
                                         .instrument(info_span!("gen_server_config"))
                                         .await;
 
-                                    let stream = match StartHandshake::from_parts(
+                                    let handshake = StartHandshake::from_parts(
                                         start.accepted,
                                         start.io.into_inner(),
                                     )
-                                    .into_stream(server_config)
-                                    .await
+                                    .into_stream(server_config);
+                                    let stream = match tokio::time::timeout_at(deadline, handshake)
+                                        .await
                                     {
-                                        Ok(stream) => TokioIo::new(stream),
-                                        Err(e) => {
+                                        Err(_) => {
+                                            debug!(
+                                                "Tunnel closed: TLS handshake not done within the opening timeout"
+                                            );
+                                            return;
+                                        }
+                                        Ok(Ok(stream)) => TokioIo::new(Opening::new(stream)),
+                                        Ok(Err(e)) => {
                                             error!(
                                                 error = &e as &dyn StdError,
                                                 "Failed to establish TLS connection"
@@ -279,7 +319,9 @@ where
                                     if let Err(e) =
                                         self.serve_stream(stream, Scheme::HTTPS, authority).await
                                     {
-                                        if !error_is_shutdown(e.as_ref())
+                                        if error_is_header_timeout(e.as_ref()) {
+                                            debug!(error = &e, "HTTPS connection closed");
+                                        } else if !error_is_shutdown(e.as_ref())
                                             && !error_is_unexpected_eof(e.as_ref())
                                         {
                                             error!(error = &e, "HTTPS connect error");

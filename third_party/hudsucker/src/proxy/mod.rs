@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_graceful::Shutdown;
 use tokio_tungstenite::Connector;
-use tracing::error;
+use tracing::{debug, error};
 
 /// A byte stream the proxy can serve.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -181,7 +181,7 @@ where
 
                     shutdown.spawn_task_fn(move |guard| async move {
                         let conn = server.serve_connection_with_upgrades(
-                            TokioIo::new(tcp),
+                            TokioIo::new(crate::opening::Opening::new(tcp)),
                             service_fn(|req| {
                                 InternalProxy {
                                     ca: Arc::clone(&ca),
@@ -205,7 +205,12 @@ where
                                 conn.await
                             }
                         } {
-                            error!(error = &err, "Error serving connection");
+                            let e: &(dyn StdError + 'static) = err.as_ref();
+                            if internal::error_is_header_timeout(e) {
+                                debug!(error = &err, "Connection closed");
+                            } else {
+                                error!(error = &err, "Error serving connection");
+                            }
                         }
                     });
                 }
