@@ -12,6 +12,7 @@
 //! - [`hardening`]: private state, non-dumpable while holding secrets,
 //!   scrubbed child environments.
 
+pub mod accept;
 pub mod ca;
 pub mod cli;
 pub mod dns;

@@ -14,6 +14,7 @@ fn main() {
         _ => bottle_host::logging::DEFAULT_FILTER,
     };
     bottle_host::logging::init(cli.log_format, default);
+    bottle_host::accept::raise_descriptor_limit();
     match bottle_host::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

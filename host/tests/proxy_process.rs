@@ -329,3 +329,62 @@ async fn full_disk_audit_log_refuses_and_says_why() {
     }
     drop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_is_waited_out_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), 443);
+    let sock = dir.path().join("egress.sock");
+    let audit = dir.path().join("audit.jsonl");
+    let listen = format!("unix://{}", sock.display());
+    // A descriptor limit a few dozen guest connections reach (bash's
+    // `ulimit -n` sets the hard limit too, so the proxy cannot raise it).
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_bottle-host"))
+        .args(proxy_args(&listen, &m, dir.path(), &audit));
+    let mut child = spawn_ready(cmd).await;
+    let addr = Address::Unix(sock.clone());
+
+    // Connections held open, as a guest could, until one is not taken.
+    let mut held = Vec::new();
+    let mut ran_out = false;
+    for _ in 0..200 {
+        let mut s = tokio::time::timeout(LIMIT, connect(&addr))
+            .await
+            .expect("connect in time")
+            .expect("the socket still listens");
+        let hello = tokio::time::timeout(
+            Duration::from_millis(500),
+            dial_hello(&mut s, Role::Guest, Channel::Egress, "test"),
+        )
+        .await;
+        held.push(s);
+        if !matches!(hello, Ok(Ok(_))) {
+            ran_out = true;
+            break;
+        }
+    }
+    assert!(ran_out, "200 connections and descriptors never ran out");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "bottle-host proxy exited when it ran out of descriptors"
+    );
+
+    // Once the guest lets go, the proxy serves again.
+    drop(held);
+    let mut s = connect(&addr).await.unwrap();
+    tokio::time::timeout(
+        LIMIT,
+        dial_hello(&mut s, Role::Guest, Channel::Egress, "test"),
+    )
+    .await
+    .expect("hello in time")
+    .unwrap();
+    let mut s = BufReader::new(s);
+    let (status, rule, _) = request(&mut s, DENIED).await.unwrap();
+    assert_eq!((status, rule.as_str()), (403, "host-not-allowed"));
+    let _ = child.kill().await;
+}

@@ -25,19 +25,13 @@ pub const MAX_IN_FLIGHT: usize = 512;
 /// Our software string in the hello.
 pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 
-/// Serve `listener` forever. Accept errors (e.g. out of file descriptors)
-/// are logged and retried after a short pause.
+/// Serve `listener` until it breaks. Accept errors that pass (e.g. out
+/// of file descriptors) are logged and retried after a short pause
+/// ([`crate::accept`]).
 pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result<()> {
     tokio::spawn(upkeep(Arc::downgrade(&handler)));
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("dns: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = crate::accept::next(&listener, "dns").await?;
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             match connection(stream, handler).await {

@@ -21,11 +21,12 @@ const NO_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPE
 
 /// Accept connections on `listener` until the proxy goes away, handing
 /// each to it after the hello. Returns `Ok` when the proxy has stopped,
-/// an error when the listener fails.
+/// an error when the listener fails (running out of descriptors is
+/// waited out: [`crate::accept`]).
 pub async fn serve(listener: Listener, proxy: Sender<Incoming>) -> std::io::Result<()> {
     loop {
         let mut guest = tokio::select! {
-            s = listener.accept() => s?,
+            s = crate::accept::next(&listener, "proxy: egress channel") => s?,
             _ = proxy.closed() => return Ok(()),
         };
         let proxy = proxy.clone();

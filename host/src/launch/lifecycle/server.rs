@@ -19,8 +19,12 @@ pub fn serve(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let Ok(s) = listener.accept().await else {
-                continue;
+            let s = match crate::accept::next(&listener, "control").await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("control: the socket stopped accepting: {e}");
+                    return;
+                }
             };
             tokio::spawn(answer(s, info.clone(), cmds.clone()));
         }

@@ -1,0 +1,92 @@
+//! Accepting on the channels' listeners without giving up on errors that
+//! pass. Out of descriptors (`EMFILE`, `ENFILE`: a guest can open that
+//! many connections), out of memory or buffers, or a connection aborted
+//! before it was taken: the listener is still good, so the error is
+//! logged and the accept retried after [`PAUSE`] (retrying at once would
+//! spin). Any other error is returned: the listener itself is broken.
+
+use std::io;
+use std::time::Duration;
+
+use bottle_shared::transport::{BoxStream, Listener};
+
+/// How long to wait before accepting again after an error that passes.
+pub const PAUSE: Duration = Duration::from_millis(100);
+
+/// Does `e` leave the listener usable?
+pub fn passes(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+        )
+    ) || matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    )
+}
+
+/// The next connection on `listener`; `what` names it in the log.
+pub async fn next(listener: &Listener, what: &str) -> io::Result<BoxStream> {
+    loop {
+        match listener.accept().await {
+            Ok(s) => return Ok(s),
+            Err(e) if passes(&e) => {
+                tracing::warn!("{what}: cannot accept a connection now ({e}); retrying");
+                tokio::time::sleep(PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The most [`raise_descriptor_limit`] asks for: enough for thousands of
+/// proxied connections, small enough that a child process (QEMU, the
+/// daemons) that walks every possible descriptor stays quick.
+pub const DESCRIPTOR_LIMIT: u64 = 65_536;
+
+/// Raise this process's soft limit on open descriptors towards its hard
+/// limit, at most [`DESCRIPTOR_LIMIT`]: every proxied connection holds one
+/// or two, and Debian's default soft limit of 1,024 would run out at a
+/// few hundred. Returns the limit now in force.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let want = hard.min(DESCRIPTOR_LIMIT);
+    if soft >= want {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => Some(want),
+        Err(e) => {
+            tracing::debug!("cannot raise the descriptor limit from {soft} to {want}: {e}");
+            Some(soft)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_exhaustion_passes_a_broken_listener_does_not() {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ECONNABORTED,
+        ] {
+            assert!(passes(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK] {
+            assert!(!passes(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
+}
