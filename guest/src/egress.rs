@@ -15,14 +15,11 @@ use bottle_shared::io::{dial_hello, linger_close};
 use bottle_shared::message::Role;
 use bottle_shared::transport::connect;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Default listen port of the forwarder.
 pub const DEFAULT_PORT: u16 = 3128;
-
-/// Each direction's copy buffer, bytes.
-const PUMP_BUF: usize = 16 * 1024;
 
 /// Software string sent in the hello.
 const SOFTWARE: &str = concat!("bottle-guest/", env!("CARGO_PKG_VERSION"));
@@ -137,55 +134,28 @@ async fn forward(mut client: TcpStream, host: &Address, counters: &Counters) -> 
     relay(&mut client, upstream, counters).await
 }
 
-/// Carry bytes both ways until both directions have ended, and count them.
-///
-/// Unlike `tokio::io::copy_bidirectional`, a failure one way does not cut
-/// the other: when the host refuses a request and closes while the agent
-/// is still sending its body (a refused `git push`), writing the rest
-/// fails, yet the refusal already on its way back must reach the agent.
-/// The agent's side then ends with a linger (its unread bytes would make
-/// the kernel reset the connection, and a reset can overtake the reply).
+/// Carry bytes both ways ([`bottle_shared::io::relay`]: each direction on
+/// its own, unlike `tokio::io::copy_bidirectional`, so when the host
+/// refuses a request and closes while the agent is still sending its body
+/// (a refused `git push`), the refusal already on its way back still
+/// reaches the agent), and count them. When sending failed, the agent's
+/// side ends with a linger: its unread bytes would make the kernel reset
+/// the connection, and a reset can overtake the reply.
 async fn relay<U>(client: &mut TcpStream, upstream: U, counters: &Counters) -> io::Result<()>
 where
-    U: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite,
 {
-    let (mut ur, mut uw) = tokio::io::split(upstream);
-    let (mut cr, mut cw) = client.split();
-    let ((up, up_err), (down, down_err)) =
-        tokio::join!(pump(&mut cr, &mut uw), pump(&mut ur, &mut cw));
-    counters.bytes_up.fetch_add(up, Ordering::Relaxed);
-    counters.bytes_down.fetch_add(down, Ordering::Relaxed);
-    if up_err.is_some() {
+    let (up, down) = bottle_shared::io::relay(&mut *client, upstream).await;
+    if let Ok(n) = up {
+        counters.bytes_up.fetch_add(n, Ordering::Relaxed);
+    }
+    if let Ok(n) = down {
+        counters.bytes_down.fetch_add(n, Ordering::Relaxed);
+    }
+    if up.is_err() {
         linger_close(client).await;
     }
-    up_err.or(down_err).map_or(Ok(()), Err)
-}
-
-/// Copy `r` to `w` until `r` ends (then `w` is shut down, so the peer
-/// sees the end) or writing fails. Returns the bytes written and the
-/// error that stopped it, if any.
-async fn pump<R, W>(r: &mut R, w: &mut W) -> (u64, Option<io::Error>)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; PUMP_BUF];
-    let mut done = 0u64;
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) => return (done, w.shutdown().await.err()),
-            Ok(n) => {
-                if let Err(e) = w.write_all(&buf[..n]).await {
-                    return (done, Some(e));
-                }
-                done += n as u64;
-            }
-            Err(e) => {
-                let _ = w.shutdown().await;
-                return (done, Some(e));
-            }
-        }
-    }
+    up.and(down).map(|_| ())
 }
 
 #[cfg(test)]

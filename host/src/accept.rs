@@ -26,9 +26,6 @@ pub fn passes(e: &io::Error) -> bool {
                 | libc::EINTR
                 | libc::EPROTO
         )
-    ) || matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
     )
 }
 
@@ -54,19 +51,16 @@ pub const DESCRIPTOR_LIMIT: u64 = 65_536;
 /// Raise this process's soft limit on open descriptors towards its hard
 /// limit, at most [`DESCRIPTOR_LIMIT`]: every proxied connection holds one
 /// or two, and Debian's default soft limit of 1,024 would run out at a
-/// few hundred. Returns the limit now in force.
-pub fn raise_descriptor_limit() -> Option<u64> {
+/// few hundred.
+pub fn raise_descriptor_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
     let want = hard.min(DESCRIPTOR_LIMIT);
-    if soft >= want {
-        return Some(soft);
-    }
-    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
-        Ok(()) => Some(want),
-        Err(e) => {
+    if soft < want {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
             tracing::debug!("cannot raise the descriptor limit from {soft} to {want}: {e}");
-            Some(soft)
         }
     }
 }

@@ -153,6 +153,33 @@ pub async fn accept_hello<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(theirs)
 }
 
+/// Copy between `a` and `b` both ways until both directions have ended,
+/// each on its own: a direction that fails (the far side closed while
+/// this side was still sending) does not cut the other, whose bytes (a
+/// refusal, a command's last output) may still be on their way; each
+/// writer is shut down when its reader ends, so the far side sees the end.
+/// Returns each direction's bytes or error: `a` to `b`, then `b` to `a`.
+pub async fn relay<A, B>(a: A, b: B) -> (std::io::Result<u64>, std::io::Result<u64>)
+where
+    A: AsyncRead + AsyncWrite,
+    B: AsyncRead + AsyncWrite,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    tokio::join!(one_way(&mut ar, &mut bw), one_way(&mut br, &mut aw))
+}
+
+/// One direction of [`relay`].
+async fn one_way<R, W>(r: &mut R, w: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let copied = tokio::io::copy(r, w).await;
+    let _ = w.shutdown().await;
+    copied
+}
+
 /// How long [`linger_close`] waits for the peer to finish sending.
 pub const LINGER: Duration = Duration::from_millis(500);
 

@@ -206,15 +206,5 @@ async fn exec(
     }
     // Each direction on its own: the user's side ending (a hang-up) must
     // not cut the command's last output and exit code on their way back.
-    let (mut crd, mut cwr) = tokio::io::split(s);
-    let (mut grd, mut gwr) = tokio::io::split(guest);
-    let up = async {
-        let _ = tokio::io::copy(&mut crd, &mut gwr).await;
-        let _ = gwr.shutdown().await;
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut grd, &mut cwr).await;
-        let _ = cwr.shutdown().await;
-    };
-    tokio::join!(up, down);
+    let _ = bottle_shared::io::relay(s, guest).await;
 }

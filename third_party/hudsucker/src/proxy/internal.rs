@@ -205,7 +205,7 @@ where
                                 if buffer == *b"GET " {
                                     if let Err(e) = self
                                         .serve_stream(
-                                            TokioIo::new(Opening::new(upgraded)),
+                                            TokioIo::new(upgraded),
                                             Scheme::HTTP,
                                             authority,
                                         )
