@@ -1,5 +1,6 @@
 //! Hostile input to the egress proxy: bodies over the limit (declared,
-//! chunked, and through curl), garbage inside an allowed CONNECT tunnel;
+//! chunked, and through curl), garbage inside an allowed CONNECT tunnel,
+//! more connections on the egress channel than `egress.max_connections`;
 //! each refused cleanly while the proxy keeps serving others.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -206,5 +207,68 @@ async fn a_refused_request_with_a_body_is_answered_and_the_connection_stays_usab
         "the connection ended with the refusal: {second:?}"
     );
     let _wr = writer.await.unwrap().expect("the whole body was taken");
+    env.proxy.stop().await;
+}
+
+/// Open a connection on the egress channel at `addr`, do the hello and
+/// one request; `None` when the proxy closed it instead of answering.
+async fn egress_request(
+    addr: &bottle_shared::addr::Address,
+    port: u16,
+) -> Option<bottle_shared::transport::BoxStream> {
+    use bottle_shared::channel::Channel;
+    use bottle_shared::message::Role;
+    let mut s = bottle_shared::transport::connect(addr).await.unwrap();
+    let hello = bottle_shared::io::dial_hello(&mut s, Role::Guest, Channel::Egress, "test");
+    tokio::time::timeout(Duration::from_secs(10), hello)
+        .await
+        .expect("the hello is answered or the connection closed")
+        .ok()?;
+    let req = format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut head = [0u8; 12];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut head))
+        .await
+        .expect("answered or closed")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &head[..n]
+    );
+    (n > 0).then_some(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guest_cannot_hold_more_connections_than_the_cap() {
+    let (env, addr) = proxy_util::setup_egress("egress.sock").await;
+    let port = env.plain_port;
+    let mut held = Vec::new();
+    for i in 0..proxy_util::EGRESS_MAX_CONNECTIONS {
+        let s = egress_request(&addr, port).await;
+        held.push(s.unwrap_or_else(|| panic!("connection {i} under the cap was refused")));
+    }
+    // At the cap: the next connections are closed, not served.
+    for _ in 0..3 {
+        assert!(
+            egress_request(&addr, port).await.is_none(),
+            "a connection over egress.max_connections was served"
+        );
+    }
+    // One ends: its slot is free again once the proxy has seen it close.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = egress_request(&addr, port).await {
+            held.push(s);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no slot came free after a connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
     env.proxy.stop().await;
 }

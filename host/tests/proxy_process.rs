@@ -388,3 +388,67 @@ async fn running_out_of_descriptors_is_waited_out_not_fatal() {
     assert_eq!((status, rule.as_str()), (403, "host-not-allowed"));
     let _ = child.kill().await;
 }
+
+/// CPU time (user and system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command's `(name)`: field 3 (state) onwards; utime and
+    // stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz.max(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_proxy_out_of_descriptors_waits_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), 443);
+    let audit = dir.path().join("audit.jsonl");
+    let port = free_port();
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_bottle-host"))
+        .args(proxy_args(&listen, &m, dir.path(), &audit))
+        // hudsucker's accept loop logs each failure: unlogged, a loop that
+        // retried at once would spend a whole core on accept(2) alone.
+        .env("RUST_LOG", "info,hudsucker=off");
+    let mut child = spawn_ready(cmd).await;
+    let pid = child.id().unwrap();
+
+    // Connections held open until one is not served: the next one waits
+    // in the listen backlog while accept fails with EMFILE.
+    let mut held = Vec::new();
+    let mut ran_out = false;
+    for _ in 0..200 {
+        let s = tokio::time::timeout(LIMIT, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .expect("connect in time")
+            .unwrap();
+        let mut s = BufReader::new(s);
+        let r = tokio::time::timeout(Duration::from_millis(500), request_now(&mut s, DENIED)).await;
+        held.push(s);
+        if !matches!(r, Ok(Ok((403, _, _)))) {
+            ran_out = true;
+            break;
+        }
+    }
+    assert!(ran_out, "200 connections and descriptors never ran out");
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_time(pid) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "out of descriptors, the proxy used {used:?} of CPU in 1 s (its accept loop spins)"
+    );
+
+    // Once the connections are let go, it serves again.
+    drop(held);
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (status, rule, _) = request(&mut BufReader::new(s), DENIED).await.unwrap();
+    assert_eq!((status, rule.as_str()), (403, "host-not-allowed"));
+    let _ = child.kill().await;
+}

@@ -4,7 +4,8 @@
 //! Per connection: the hello, then one task that reads whatever frames have
 //! arrived, answers denials and cache hits inline, spawns one task per
 //! cache miss, and writes all ready answers at once. A bad frame closes
-//! that connection (logged); the server keeps serving others.
+//! that connection (logged); the server keeps serving others. At most
+//! [`MAX_CONNECTIONS`] connections are open at once.
 
 use std::sync::Arc;
 
@@ -22,6 +23,12 @@ use super::handler::Handler;
 /// Queries in flight per connection; the reader waits when this many are.
 pub const MAX_IN_FLIGHT: usize = 512;
 
+/// Connections open at once, at most; more are closed as they arrive.
+/// The guest's stub keeps one (and opens another only after losing it),
+/// so only a guest trying to make bottle-host hold memory and
+/// descriptors without bound reaches this.
+pub const MAX_CONNECTIONS: usize = 16;
+
 /// Our software string in the hello.
 pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 
@@ -30,10 +37,25 @@ pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 /// ([`crate::accept`]).
 pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result<()> {
     tokio::spawn(upkeep(Arc::downgrade(&handler)));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // The warning is logged once per run of refusals.
+    let mut refusing = false;
     loop {
         let stream = crate::accept::next(&listener, "dns").await?;
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(
+                    "dns: the guest holds {MAX_CONNECTIONS} connections; closing new ones until some end"
+                );
+                refusing = true;
+            }
+            drop(stream);
+            continue;
+        };
+        refusing = false;
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
+            let _slot = slot;
             match connection(stream, handler).await {
                 Ok(()) => {}
                 // A probe (e.g. a stale-socket check) that never said hello.

@@ -143,7 +143,9 @@ pub(super) async fn supervise(
                 Err(e) => break Ended::Failed(format!("control channel: {e}")),
             },
             st = vm.wait() => break Ended::VmStopped(st?),
-            s = session_listener.accept() => {
+            // `accept::next` waits out running out of descriptors
+            // instead of spinning on the error.
+            s = crate::accept::next(session_listener, "session channel") => {
                 if let Ok(s) = s {
                     if attaching.len() < session::MAX_ATTACHING {
                         attaching.spawn(session::accept(s));
@@ -200,7 +202,7 @@ pub(super) async fn supervise(
                 let _ = shutdown.send(grace.as_millis() as u64).await;
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
             }
-            extra = control.accept() => {
+            extra = crate::accept::next(control, "control channel") => {
                 // Only bottle-guest's session may exist; anyone else (the
                 // agent dialling port 6001) is refused, never left waiting.
                 if let Ok(s) = extra {

@@ -76,6 +76,7 @@ pub struct RawEgress {
     pub audit_log: Option<PathBuf>,
     pub proxy_port: Option<Spanned<i64>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// One `[[egress.routes]]` entry.

@@ -20,6 +20,7 @@ fn minimal_manifest_gets_defaults() {
     assert_eq!(m.agent.workdir, None);
     assert!(m.mounts.is_empty());
     assert_eq!(m.egress.proxy_port, 3128);
+    assert_eq!(m.egress.max_connections, 1024);
     assert!(m.egress.routes.is_empty());
     assert_eq!(m.dns.record_types, DEFAULT_RECORD_TYPES.to_vec());
     assert!(m.dns.upstreams.is_empty());
@@ -167,6 +168,8 @@ fn table_of_invalid_manifests() {
         ("[agent]\ncommand = [\"x\"]\n[dns]\ncache_min_ttl = 60\ncache_max_ttl = 10\n", "b.toml:5: dns.cache_max_ttl: 10 is below cache_min_ttl (60)"),
         ("[agent]\ncommand = [\"x\"]\n[dns.limits]\nmax_entropy = 1.5\n", "b.toml:4: dns.limits.max_entropy: is normalised: between 0.0 and 1.0"),
         ("[agent]\ncommand = [\"x\"]\n[egress]\nproxy_port = 70000\n", "b.toml:4: egress.proxy_port: 70000 is not a port (1..=65535)"),
+        ("[agent]\ncommand = [\"x\"]\n[egress]\nmax_connections = 0\n", "b.toml:4: egress.max_connections: 0 is not in 1..=16384"),
+        ("[agent]\ncommand = [\"x\"]\n[egress]\nmax_connections = 16385\n", "b.toml:4: egress.max_connections: 16385 is not in 1..=16384"),
     ];
     for (src, want) in cases {
         assert_eq!(&err(src), want, "manifest:\n{src}");

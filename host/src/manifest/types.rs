@@ -114,6 +114,9 @@ pub struct EgressConfig {
     pub proxy_port: u16,
     /// Largest request body the proxy accepts, bytes.
     pub max_body_bytes: u64,
+    /// Most connections the guest may hold open to the proxy at once;
+    /// more are closed as they arrive.
+    pub max_connections: u32,
 }
 
 /// One allowed destination.

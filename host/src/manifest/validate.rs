@@ -259,6 +259,10 @@ fn secrets(
 }
 
 const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
+/// Default and largest `egress.max_connections`: each connection holds a
+/// descriptor or two and some tens of KiB in bottle-host.
+const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+const MAX_CONNECTIONS: u32 = 16_384;
 
 fn egress(
     cx: &Ctx<'_>,
@@ -295,12 +299,26 @@ fn egress(
             }
         },
     };
+    let max_connections = match raw.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(m) => match u32::try_from(*m.get_ref()) {
+            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => n,
+            _ => {
+                return cx.err(
+                    m.span(),
+                    "egress.max_connections",
+                    format!("{} is not in 1..={MAX_CONNECTIONS}", m.get_ref()),
+                )
+            }
+        },
+    };
     Ok(EgressConfig {
         routes,
         allow_private: raw.allow_private,
         audit_log: raw.audit_log.map(|p| resolve(cx.file, &p)),
         proxy_port,
         max_body_bytes,
+        max_connections,
     })
 }
 

@@ -2,15 +2,25 @@
 //! (or vsock) listener first does the versioned hello, then is handed to
 //! the proxy as it is. No TCP listener is involved, so nothing on the
 //! host's loopback can reach the proxy (`docs/security.md`, host side).
+//!
+//! At most `egress.max_connections` connections are open at once; one
+//! arriving beyond that is closed at once, so a guest cannot make
+//! bottle-host hold descriptors and memory without bound.
 
+use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bottle_shared::channel::Channel;
 use bottle_shared::io::accept_hello;
 use bottle_shared::message::Role;
-use bottle_shared::transport::Listener;
+use bottle_shared::transport::{BoxStream, Listener};
 use hudsucker::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc::Sender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Software string sent in the hello.
 const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
@@ -20,25 +30,97 @@ const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
 const NO_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// Accept connections on `listener` until the proxy goes away, handing
-/// each to it after the hello. Returns `Ok` when the proxy has stopped,
-/// an error when the listener fails (running out of descriptors is
-/// waited out: [`crate::accept`]).
-pub async fn serve(listener: Listener, proxy: Sender<Incoming>) -> std::io::Result<()> {
+/// each to it after the hello, at most `max_connections` at once.
+/// Returns `Ok` when the proxy has stopped, an error when the listener
+/// fails (running out of descriptors is waited out: [`crate::accept`]).
+pub async fn serve(
+    listener: Listener,
+    proxy: Sender<Incoming>,
+    max_connections: u32,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
+    // Whether the last connection was refused: the warning is logged once
+    // per run of refusals, not once per connection.
+    let mut refusing = false;
     loop {
-        let mut guest = tokio::select! {
+        let guest = tokio::select! {
             s = crate::accept::next(&listener, "proxy: egress channel") => s?,
             _ = proxy.closed() => return Ok(()),
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(
+                    "proxy: the guest holds {max_connections} connections \
+                     (egress.max_connections); closing new ones until some end"
+                );
+                refusing = true;
+            }
+            drop(guest);
+            continue;
+        };
+        refusing = false;
+        let mut guest = Held {
+            stream: guest,
+            _slot: slot,
+        };
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            if let Err(e) = accept_hello(&mut guest, Role::Host, Channel::Egress, SOFTWARE).await {
+            if let Err(e) =
+                accept_hello(&mut guest.stream, Role::Host, Channel::Egress, SOFTWARE).await
+            {
                 tracing::warn!("proxy: egress channel hello failed: {e}");
-                bottle_shared::io::linger_close(&mut guest).await;
+                bottle_shared::io::linger_close(&mut guest.stream).await;
                 return;
             }
             if proxy.send((Box::new(guest), NO_ADDR)).await.is_err() {
                 tracing::debug!("proxy: stopped; egress connection dropped");
             }
         });
+    }
+}
+
+/// A guest connection holding one of the slots until it is dropped.
+struct Held {
+    stream: BoxStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Held {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Held {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -235,7 +235,8 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
         Listen::Tcp(listener) => (Proxy::builder().with_listener(listener), None),
         Listen::Egress(listener) => {
             let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
-            let task = tokio::spawn(bridge::serve(listener, tx));
+            let cap = cfg.manifest.egress.max_connections;
+            let task = tokio::spawn(bridge::serve(listener, tx, cap));
             (Proxy::builder().with_incoming(rx), Some(task))
         }
     };

@@ -369,6 +369,9 @@ pub async fn setup_with_audit(audit: &Path) -> Env {
     setup_full(true, Some(audit), None).await
 }
 
+/// `egress.max_connections` under [`setup_egress`].
+pub const EGRESS_MAX_CONNECTIONS: usize = 4;
+
 /// As [`setup`] (loopback allowed), serving the guest's egress channel on
 /// the Unix socket `name` in the env's directory instead of TCP.
 pub async fn setup_egress(name: &str) -> (Env, bottle_shared::addr::Address) {
@@ -392,6 +395,12 @@ async fn setup_full(
     let (up_ca, tls_port, plain_port) = upstreams().await;
     let up_ca_path = dir.path().join("upstream-ca.pem");
     std::fs::write(&up_ca_path, up_ca).unwrap();
+    // The egress channel's connection cap, low enough for a test to reach.
+    let cap = if egress.is_some() {
+        format!("max_connections = {EGRESS_MAX_CONNECTIONS}")
+    } else {
+        String::new()
+    };
     let text = format!(
         r#"
 [agent]
@@ -403,6 +412,7 @@ api = {{ env = "UNUSED_IN_TESTS" }}
 [egress]
 allow_private = {allow_private}
 max_body_bytes = 16777216
+{cap}
 
 [[egress.routes]]
 host = "api.test"

@@ -318,3 +318,48 @@ async fn a_bad_frame_closes_only_its_connection() {
     let resp: DnsResponse = read_message(&mut again, max).await.unwrap().unwrap();
     assert!(matches!(resp, DnsResponse::Answer { id: 8, .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_until_one_ends() {
+    let (up, _) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_server(dir.path(), up).await;
+    let mut held = Vec::new();
+    for _ in 0..crate::dns::server::MAX_CONNECTIONS {
+        held.push(dial(&addr).await);
+    }
+    // Over the cap: closed before the hello is answered.
+    for _ in 0..3 {
+        let mut s = connect(&addr).await.unwrap();
+        let hello = dial_hello(&mut s, Role::Guest, Channel::Dns, "test-guest");
+        let r = tokio::time::timeout(Duration::from_secs(5), hello)
+            .await
+            .expect("closed in time");
+        assert!(r.is_err(), "a connection over the cap was served");
+    }
+    // The held ones are still served.
+    let max = Channel::Dns.max_frame();
+    let req = DnsRequest::Query {
+        id: 9,
+        transport: DnsTransport::Udp,
+        wire: query(3, "n6.example.com.", T::A, false),
+    };
+    write_message(&mut held[0], &req, max).await.unwrap();
+    let resp: DnsResponse = read_message(&mut held[0], max).await.unwrap().unwrap();
+    assert!(matches!(resp, DnsResponse::Answer { id: 9, .. }));
+    // One ends: a new connection is taken once the server has seen it.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect(&addr).await.unwrap();
+        let hello = dial_hello(&mut s, Role::Guest, Channel::Dns, "test-guest");
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), hello).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no slot came free after a connection ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -31,6 +31,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 /// [`HttpContext`](crate::HttpContext) reports for it.
 pub type Incoming = (Box<dyn ClientIo>, std::net::SocketAddr);
 
+/// How long the accept loop waits after an accept error (bot-bottle).
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Where connections come from.
 enum Source {
     Tcp(TcpListener),
@@ -168,6 +171,10 @@ where
                         Some(Ok((tcp, client_addr))) => (tcp, client_addr),
                         Some(Err(e)) => {
                             error!(error = &e as &dyn StdError, "Failed to accept incoming connection");
+                            // bot-bottle: out of descriptors (EMFILE) the
+                            // listener stays readable; retrying at once
+                            // would spin on the same error.
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                             continue;
                         }
                     };
