@@ -31,6 +31,7 @@
 # mitmdump (both modes); ours-unix <= 1.05x ours in proxy CPU per request.
 #
 # Usage: [ROUNDS=3] [CONNS=32] [PATHS="direct ours ..."] [PROFILE=release]
+#        [MODES="keep-alive new-conn"]
 #        bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
 # Installs what it needs when missing: nginx-light, squid-openssl (apt),
 # mitmproxy (pip). Runs squid as the `proxy` user (needs root).
@@ -39,6 +40,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-keep-alive new-conn}
 CONNS=${CONNS:-32}
 PATHS=${PATHS:-direct hudsucker ours ours-unix squid mitmdump}
 PROFILE=${PROFILE:-release}
@@ -156,7 +158,7 @@ for round in $(seq "$ROUNDS"); do
     order=$PATHS
     # shellcheck disable=SC2086
     [ $((round % 2)) = 0 ] && order=$(printf '%s\n' $PATHS | tac | xargs)
-    for mode in keep-alive new-conn; do
+    for mode in $MODES; do
         for name in $order; do
             run "$round" "$mode" "$name"
         done
@@ -167,7 +169,10 @@ echo "    load at end: $(uptime)"
 echo "==> medians over $ROUNDS rounds (CPU: microseconds per completed request)"
 python3 bench/proxy_summary.py "$RESULTS"
 for listen in tcp unix; do
-    [ -f "$WORK/audit-$listen.jsonl" ] &&
+    if [ -f "$WORK/audit-$listen.jsonl" ]; then
         echo "==> audit lines written by ours ($listen): $(wc -l <"$WORK/audit-$listen.jsonl")"
+    fi
 done
-has squid && echo "==> squid access log lines: $(wc -l <"$WORK/squid/access.log")"
+if has squid; then
+    echo "==> squid access log lines: $(wc -l <"$WORK/squid/access.log")"
+fi
