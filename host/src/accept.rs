@@ -4,11 +4,14 @@
 //! before it was taken: the listener is still good, so the error is
 //! logged and the accept retried after [`PAUSE`] (retrying at once would
 //! spin). Any other error is returned: the listener itself is broken.
+//! [`Cap`] bounds how many of a listener's connections are open at once.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bottle_shared::transport::{BoxStream, Listener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long to wait before accepting again after an error that passes.
 pub const PAUSE: Duration = Duration::from_millis(100);
@@ -39,6 +42,48 @@ pub async fn next(listener: &Listener, what: &str) -> io::Result<BoxStream> {
                 tokio::time::sleep(PAUSE).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A cap on a listener's connections open at once: each accepted one
+/// takes a slot it holds until dropped; with none free, the caller closes
+/// the new connection. Refusals are logged once per run of them.
+#[derive(Debug)]
+pub struct Cap {
+    slots: Arc<Semaphore>,
+    max: usize,
+    refusing: bool,
+}
+
+impl Cap {
+    /// At most `max` connections at once.
+    pub fn new(max: usize) -> Cap {
+        Cap {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            refusing: false,
+        }
+    }
+
+    /// A slot for a connection just accepted, or `None` when all are
+    /// taken; `what` names the listener (and its setting) in the log.
+    pub fn take(&mut self, what: &str) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => {
+                self.refusing = false;
+                Some(slot)
+            }
+            Err(_) => {
+                if !self.refusing {
+                    tracing::warn!(
+                        "{what}: the guest holds {} connections; closing new ones until some end",
+                        self.max
+                    );
+                    self.refusing = true;
+                }
+                None
+            }
         }
     }
 }
@@ -82,5 +127,17 @@ mod tests {
         for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK] {
             assert!(!passes(&io::Error::from_raw_os_error(errno)), "{errno}");
         }
+    }
+
+    #[test]
+    fn a_cap_gives_out_its_slots_and_takes_them_back() {
+        let mut cap = Cap::new(2);
+        let a = cap.take("test");
+        let b = cap.take("test");
+        assert!(a.is_some() && b.is_some());
+        assert!(cap.take("test").is_none());
+        assert!(cap.take("test").is_none());
+        drop(a);
+        assert!(cap.take("test").is_some());
     }
 }

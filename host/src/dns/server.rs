@@ -37,22 +37,13 @@ pub const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 /// ([`crate::accept`]).
 pub async fn serve(listener: Listener, handler: Arc<Handler>) -> std::io::Result<()> {
     tokio::spawn(upkeep(Arc::downgrade(&handler)));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // The warning is logged once per run of refusals.
-    let mut refusing = false;
+    let mut cap = crate::accept::Cap::new(MAX_CONNECTIONS);
     loop {
         let stream = crate::accept::next(&listener, "dns").await?;
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            if !refusing {
-                tracing::warn!(
-                    "dns: the guest holds {MAX_CONNECTIONS} connections; closing new ones until some end"
-                );
-                refusing = true;
-            }
+        let Some(slot) = cap.take("dns") else {
             drop(stream);
             continue;
         };
-        refusing = false;
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let _slot = slot;

@@ -10,7 +10,6 @@
 use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bottle_shared::channel::Channel;
@@ -20,7 +19,7 @@ use bottle_shared::transport::{BoxStream, Listener};
 use hudsucker::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc::Sender;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Software string sent in the hello.
 const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
@@ -38,27 +37,16 @@ pub async fn serve(
     proxy: Sender<Incoming>,
     max_connections: u32,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(max_connections as usize));
-    // Whether the last connection was refused: the warning is logged once
-    // per run of refusals, not once per connection.
-    let mut refusing = false;
+    let mut cap = crate::accept::Cap::new(max_connections as usize);
     loop {
         let guest = tokio::select! {
             s = crate::accept::next(&listener, "proxy: egress channel") => s?,
             _ = proxy.closed() => return Ok(()),
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if !refusing {
-                tracing::warn!(
-                    "proxy: the guest holds {max_connections} connections \
-                     (egress.max_connections); closing new ones until some end"
-                );
-                refusing = true;
-            }
+        let Some(slot) = cap.take("proxy: egress channel (egress.max_connections)") else {
             drop(guest);
             continue;
         };
-        refusing = false;
         let mut guest = Held {
             stream: guest,
             _slot: slot,
