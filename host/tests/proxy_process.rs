@@ -330,6 +330,18 @@ async fn full_disk_audit_log_refuses_and_says_why() {
     drop(child);
 }
 
+/// `bottle-host proxy` under a descriptor limit a few dozen connections
+/// reach (bash's `ulimit -n` sets the hard limit too, so the proxy cannot
+/// raise it).
+fn proxy_with_few_descriptors(listen: &str, m: &Path, dir: &Path, audit: &Path) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_bottle-host"))
+        .args(proxy_args(listen, m, dir, audit));
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_is_waited_out_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,13 +349,7 @@ async fn running_out_of_descriptors_is_waited_out_not_fatal() {
     let sock = dir.path().join("egress.sock");
     let audit = dir.path().join("audit.jsonl");
     let listen = format!("unix://{}", sock.display());
-    // A descriptor limit a few dozen guest connections reach (bash's
-    // `ulimit -n` sets the hard limit too, so the proxy cannot raise it).
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_bottle-host"))
-        .args(proxy_args(&listen, &m, dir.path(), &audit));
+    let cmd = proxy_with_few_descriptors(&listen, &m, dir.path(), &audit);
     let mut child = spawn_ready(cmd).await;
     let addr = Address::Unix(sock.clone());
 
@@ -408,14 +414,10 @@ async fn a_tcp_proxy_out_of_descriptors_waits_instead_of_spinning() {
     let audit = dir.path().join("audit.jsonl");
     let port = free_port();
     let listen = format!("tcp://127.0.0.1:{port}");
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_bottle-host"))
-        .args(proxy_args(&listen, &m, dir.path(), &audit))
-        // hudsucker's accept loop logs each failure: unlogged, a loop that
-        // retried at once would spend a whole core on accept(2) alone.
-        .env("RUST_LOG", "info,hudsucker=off");
+    let mut cmd = proxy_with_few_descriptors(&listen, &m, dir.path(), &audit);
+    // hudsucker's accept loop logs each failure: unlogged, a loop that
+    // retried at once would spend a whole core on accept(2) alone.
+    cmd.env("RUST_LOG", "info,hudsucker=off");
     let mut child = spawn_ready(cmd).await;
     let pid = child.id().unwrap();
 
