@@ -25,13 +25,18 @@
 # completed request of the load generator (getrusage), nginx and the proxy
 # (/proc/PID/stat, children included): on a shared machine requests/s
 # favours whatever gets more of the CPU; CPU per request is steadier.
+# resumed% is the share of requests whose connection resumed a TLS
+# session (https-load keeps every ticket, as a long-lived client does;
+# with a new connection per request, a proxy that gives no tickets pays
+# a full handshake each time, and so does the client).
 #
 # Targets (ratios in the same run): ours >= 1.0x hudsucker's requests/s
 # and <= 1.0x its proxy CPU per request; ours >= 1.2x squid; ours >= 30x
 # mitmdump (both modes); ours-unix <= 1.05x ours in proxy CPU per request.
 #
 # Usage: [ROUNDS=3] [CONNS=32] [PATHS="direct ours ..."] [PROFILE=release]
-#        [MODES="keep-alive new-conn"]
+#        [MODES="keep-alive new-conn"] [TICKETS=256 (0: no resumption;
+#        8: rustls's default client store)]
 #        bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
 # Installs what it needs when missing: nginx-light, squid-openssl (apt),
 # mitmproxy (pip). Runs squid as the `proxy` user (needs root).
@@ -42,6 +47,7 @@ DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 MODES=${MODES:-keep-alive new-conn}
 CONNS=${CONNS:-32}
+TICKETS=${TICKETS:-256}
 PATHS=${PATHS:-direct hudsucker ours ours-unix squid mitmdump}
 PROFILE=${PROFILE:-release}
 OUT=${CARGO_TARGET_DIR:-target}/$PROFILE
@@ -126,10 +132,10 @@ run() { # round mode name
     [ "$mode" = new-conn ] && ARGS+=(--new-conn)
     n0=$(ticks "$NGINX_PID")
     [ ${#PPID_[@]} -gt 0 ] && p0=$(ticks "${PPID_[0]}")
-    line=$("$OUT/https-load" "$URL" -c "$CONNS" -d "$DURATION" "${ARGS[@]}")
+    line=$("$OUT/https-load" "$URL" -c "$CONNS" -d "$DURATION" --tickets "$TICKETS" "${ARGS[@]}")
     n1=$(ticks "$NGINX_PID")
     [ ${#PPID_[@]} -gt 0 ] && p1=$(ticks "${PPID_[0]}")
-    # round mode name requests errors rps p50 p99 client_us nginx_us proxy_us
+    # round mode name requests errors rps p50 p99 client_us nginx_us proxy_us resumed_pct
     python3 - "$round" "$mode" "$name" "$line" $((n1 - n0)) $((p1 - p0)) "$HZ" "${#PPID_[@]}" <<'PY' |
 import sys
 rnd, mode, name, line, dn, dp, hz, proxied = sys.argv[1:]
@@ -138,9 +144,9 @@ req = max(int(kv.get("requests", 0)), 1)
 us = lambda ticks: int(ticks) * 1e6 / int(hz) / req
 proxy = f"{us(dp):.0f}" if proxied != "0" else "-"
 print(rnd, mode, name, kv["requests"], kv["errors"], kv["rps"], kv["p50_ms"], kv["p99_ms"],
-      kv["cpu_us"], f"{us(dn):.0f}", proxy)
+      kv["cpu_us"], f"{us(dn):.0f}", proxy, f"{100 * int(kv.get('resumed', 0)) / req:.0f}")
 PY
-        tee -a "$RESULTS" | awk '{printf "%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}'
+        tee -a "$RESULTS" | awk '{printf "%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s %8s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12}'
 }
 
 # Warm up every proxy (leaf certificates, TLS session caches, pools).
@@ -152,8 +158,8 @@ done
 
 echo "==> $(nproc) cores, $CONNS connections, ${DURATION}s per run, $ROUNDS rounds, nginx on $URL"
 echo "    load at start: $(uptime)"
-printf '%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s\n' round mode path requests errors \
-    req/s p50_ms p99_ms client_us nginx_us proxy_us
+printf '%-5s %-10s %-10s %8s %6s %8s %8s %8s %9s %8s %8s %8s\n' round mode path requests errors \
+    req/s p50_ms p99_ms client_us nginx_us proxy_us resumed%
 for round in $(seq "$ROUNDS"); do
     order=$PATHS
     # shellcheck disable=SC2086

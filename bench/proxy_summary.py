@@ -2,7 +2,7 @@
 against the targets.
 
 Input lines: round mode path requests errors rps p50_ms p99_ms client_us
-nginx_us proxy_us ("-" when there is no proxy).
+nginx_us proxy_us ("-" when there is no proxy) resumed_pct.
 Usage: python3 bench/proxy_summary.py RESULTS
 """
 
@@ -11,14 +11,14 @@ import sys
 
 MODES = ("keep-alive", "new-conn")
 PATHS = ("direct", "hudsucker", "ours", "ours-unix", "squid", "mitmdump")
-COLS = ("rps", "p50", "p99", "client", "nginx", "proxy")
+COLS = ("rps", "p50", "p99", "client", "nginx", "proxy", "resumed")
 
 
 def load(path):
     runs = {}
     for line in open(path):
         f = line.split()
-        if len(f) != 11:
+        if len(f) != 12:
             continue
         rnd, mode, name = int(f[0]), f[1], f[2]
         vals = [float(v) if v != "-" else float("nan") for v in f[5:]]
@@ -35,8 +35,9 @@ def main():
     med = {k: {c: median(v, c) for c in COLS} for k, v in runs.items()}
     err = {k: sum(r[1] for r in v) for k, v in runs.items()}
 
-    print("| mode | path | req/s | p50 ms | p99 ms | client µs | nginx µs | proxy µs | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | path | req/s | p50 ms | p99 ms | client µs | nginx µs | proxy µs | errors "
+          "| resumed % |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in MODES:
         for name in PATHS:
             m = med.get((mode, name))
@@ -44,7 +45,8 @@ def main():
                 continue
             proxy = "–" if m["proxy"] != m["proxy"] else f"{m['proxy']:,.0f}"
             print(f"| {mode} | {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                  f"{m['client']:,.0f} | {m['nginx']:,.0f} | {proxy} | {err[(mode, name)]} |")
+                  f"{m['client']:,.0f} | {m['nginx']:,.0f} | {proxy} | {err[(mode, name)]} "
+                  f"| {m['resumed']:.0f} |")
 
     print("==> ratios of the medians, and of each round's pair")
     for mode in MODES:

@@ -6,11 +6,14 @@
 //! spin). Any other error is returned: the listener itself is broken.
 //! [`Cap`] bounds how many of a listener's connections are open at once.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bottle_shared::transport::{BoxStream, Listener};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long to wait before accepting again after an error that passes.
@@ -34,8 +37,22 @@ pub fn passes(e: &io::Error) -> bool {
 
 /// The next connection on `listener`; `what` names it in the log.
 pub async fn next(listener: &Listener, what: &str) -> io::Result<BoxStream> {
+    retrying(what, || listener.accept()).await
+}
+
+/// The next connection on a TCP listener, with its peer's address.
+pub async fn next_tcp(listener: &TcpListener, what: &str) -> io::Result<(TcpStream, SocketAddr)> {
+    retrying(what, || listener.accept()).await
+}
+
+/// `accept()` until it gives a connection or fails for good.
+async fn retrying<T, F, Fut>(what: &str, mut accept: F) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
     loop {
-        match listener.accept().await {
+        match accept().await {
             Ok(s) => return Ok(s),
             Err(e) if passes(&e) => {
                 tracing::warn!("{what}: cannot accept a connection now ({e}); retrying");
@@ -77,7 +94,7 @@ impl Cap {
             Err(_) => {
                 if !self.refusing {
                     tracing::warn!(
-                        "{what}: the guest holds {} connections; closing new ones until some end",
+                        "{what}: {} connections are open; closing new ones until some end",
                         self.max
                     );
                     self.refusing = true;

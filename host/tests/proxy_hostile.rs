@@ -7,10 +7,11 @@
 
 mod proxy_util;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use proxy_util::{file, read_body, read_head, setup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The test manifest's `egress.max_body_bytes`.
 const LIMIT: usize = 16 * 1024 * 1024;
@@ -224,6 +225,18 @@ async fn egress_request(
         .await
         .expect("the hello is answered or the connection closed")
         .ok()?;
+    plain_get(s, port).await
+}
+
+/// A plain GET through the standalone proxy's TCP listener: the stream
+/// if it was answered 200, `None` if the proxy closed it unanswered.
+async fn tcp_request(proxy: SocketAddr, port: u16) -> Option<tokio::net::TcpStream> {
+    plain_get(tokio::net::TcpStream::connect(proxy).await.unwrap(), port).await
+}
+
+/// One GET to the plain upstream on the proxy connection `s`: `s` again
+/// if it was answered 200, `None` if the proxy closed it unanswered.
+async fn plain_get<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, port: u16) -> Option<S> {
     let req = format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut head = [0u8; 12];
@@ -243,15 +256,35 @@ async fn egress_request(
 async fn the_guest_cannot_hold_more_connections_than_the_cap() {
     let (env, addr) = proxy_util::setup_egress("egress.sock").await;
     let port = env.plain_port;
+    holds_at_most_the_cap(|| egress_request(&addr, port)).await;
+    env.proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tcp_listener_holds_no_more_connections_than_the_cap() {
+    let env = proxy_util::setup_capped_tcp().await;
+    let (addr, port) = (env.proxy.addr.unwrap(), env.plain_port);
+    holds_at_most_the_cap(|| tcp_request(addr, port)).await;
+    env.proxy.stop().await;
+}
+
+/// `request` opens a connection and sends a request on it: the cap's
+/// worth are served and held, the next are closed, and a slot comes free
+/// once one of them ends.
+async fn holds_at_most_the_cap<S, F, Fut>(mut request: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<S>>,
+{
     let mut held = Vec::new();
     for i in 0..proxy_util::EGRESS_MAX_CONNECTIONS {
-        let s = egress_request(&addr, port).await;
+        let s = request().await;
         held.push(s.unwrap_or_else(|| panic!("connection {i} under the cap was refused")));
     }
     // At the cap: the next connections are closed, not served.
     for _ in 0..3 {
         assert!(
-            egress_request(&addr, port).await.is_none(),
+            request().await.is_none(),
             "a connection over egress.max_connections was served"
         );
     }
@@ -259,7 +292,7 @@ async fn the_guest_cannot_hold_more_connections_than_the_cap() {
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(s) = egress_request(&addr, port).await {
+        if let Some(s) = request().await {
             held.push(s);
             break;
         }
@@ -269,6 +302,4 @@ async fn the_guest_cannot_hold_more_connections_than_the_cap() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(held);
-    env.proxy.stop().await;
 }

@@ -415,8 +415,10 @@ async fn a_tcp_proxy_out_of_descriptors_waits_instead_of_spinning() {
     let port = free_port();
     let listen = format!("tcp://127.0.0.1:{port}");
     let mut cmd = proxy_with_few_descriptors(&listen, &m, dir.path(), &audit);
-    // hudsucker's accept loop logs each failure: unlogged, a loop that
-    // retried at once would spend a whole core on accept(2) alone.
+    // The TCP accept loop (`bridge::serve_tcp`, through `accept::next_tcp`)
+    // logs each failure and waits `accept::PAUSE`; one that retried at once
+    // (hudsucker's own did, before its patch 4) would spend a whole core
+    // on accept(2) and logging.
     cmd.env("RUST_LOG", "info,hudsucker=off");
     let mut child = spawn_ready(cmd).await;
     let pid = child.id().unwrap();

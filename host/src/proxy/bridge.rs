@@ -3,9 +3,13 @@
 //! the proxy as it is. No TCP listener is involved, so nothing on the
 //! host's loopback can reach the proxy (`docs/security.md`, host side).
 //!
+//! The standalone proxy's TCP listener (`bottle-host proxy --listen
+//! tcp://…`) is served the same way, without the hello.
+//!
 //! At most `egress.max_connections` connections are open at once; one
-//! arriving beyond that is closed at once, so a guest cannot make
-//! bottle-host hold descriptors and memory without bound.
+//! arriving beyond that is closed at once, so a guest (or, on TCP, any
+//! local client) cannot make bottle-host hold descriptors and memory
+//! without bound.
 
 use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,6 +22,7 @@ use bottle_shared::message::Role;
 use bottle_shared::transport::{BoxStream, Listener};
 use hudsucker::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -64,6 +69,33 @@ pub async fn serve(
                 tracing::debug!("proxy: stopped; egress connection dropped");
             }
         });
+    }
+}
+
+/// Accept connections on a TCP `listener` until the proxy goes away,
+/// handing each to it at once, at most `max_connections` at once.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    proxy: Sender<Incoming>,
+    max_connections: u32,
+) -> std::io::Result<()> {
+    let mut cap = crate::accept::Cap::new(max_connections as usize);
+    loop {
+        let (client, addr) = tokio::select! {
+            s = crate::accept::next_tcp(&listener, "proxy: tcp listener") => s?,
+            _ = proxy.closed() => return Ok(()),
+        };
+        let Some(slot) = cap.take("proxy: tcp listener (egress.max_connections)") else {
+            drop(client);
+            continue;
+        };
+        let client = Held {
+            stream: Box::new(client),
+            _slot: slot,
+        };
+        if proxy.send((Box::new(client), addr)).await.is_err() {
+            return Ok(());
+        }
     }
 }
 

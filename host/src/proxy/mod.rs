@@ -12,7 +12,8 @@
 //!   and server messages redacted.
 //! - [`redact`], [`redact_http`]: no host secret reaches the guest in a
 //!   response (head, body, trailers).
-//! - [`bridge`]: serving the guest's egress channel (`unix://`, vsock).
+//! - [`bridge`]: the accept loops: the guest's egress channel (`unix://`,
+//!   vsock) and the standalone TCP listener, both capped.
 //!
 //! Every CONNECT is intercepted; see `docs/proxy.md`.
 
@@ -110,7 +111,8 @@ impl std::fmt::Debug for ProxyConfig {
 #[derive(Debug)]
 pub enum Listen {
     /// A TCP listener: `bottle-host proxy --listen tcp://…` and tests.
-    /// Anyone who can reach it can use the proxy (`docs/proxy.md`).
+    /// Anyone who can reach it can use the proxy (`docs/proxy.md`), at
+    /// most `egress.max_connections` at once ([`bridge::serve_tcp`]).
     Tcp(TcpListener),
     /// The guest's egress channel (a Unix socket in the run directory, or
     /// vsock): each connection does the versioned hello and is then served
@@ -124,7 +126,7 @@ impl From<TcpListener> for Listen {
     }
 }
 
-/// How many accepted egress connections may wait for the proxy.
+/// How many accepted connections may wait for the proxy.
 const EGRESS_BACKLOG: usize = 256;
 
 /// A running proxy.
@@ -134,39 +136,32 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), hudsucker::Error>>,
-    bridge: Option<JoinHandle<std::io::Result<()>>>,
+    /// The accept loop ([`bridge`]) handing connections to the proxy.
+    bridge: JoinHandle<std::io::Result<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(b) = &self.bridge {
-            b.abort();
-        }
+        self.bridge.abort();
     }
 }
 
 impl Running {
     /// Stop accepting and wait for the proxy to finish.
     pub async fn stop(mut self) {
-        if let Some(b) = self.bridge.take() {
-            b.abort();
-        }
+        self.bridge.abort();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
     }
 
-    /// Wait until the proxy exits by itself (or its egress listener
-    /// fails).
+    /// Wait until the proxy exits by itself (or its listener fails).
     pub async fn wait(mut self) -> Result<(), ProxyError> {
         let bridge = async {
-            match self.bridge.as_mut() {
-                Some(b) => match b.await {
-                    Ok(r) => r,
-                    Err(e) => Err(std::io::Error::other(e)),
-                },
-                None => std::future::pending().await,
+            match (&mut self.bridge).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e)),
             }
         };
         tokio::select! {
@@ -175,7 +170,7 @@ impl Running {
                 Err(e) => Err(ProxyError::Io(std::io::Error::other(e))),
             },
             r = bridge => Err(ProxyError::Io(r.err().unwrap_or_else(|| {
-                std::io::Error::other("the egress listener stopped")
+                std::io::Error::other("the proxy's listener stopped")
             }))),
         }
     }
@@ -231,16 +226,19 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
         .preserve_header_case(true);
     server.http2().timer(TokioTimer::new());
     let (stop, stopped) = oneshot::channel::<()>();
-    let (builder, bridge) = match listen {
-        Listen::Tcp(listener) => (Proxy::builder().with_listener(listener), None),
+    let cap = cfg.manifest.egress.max_connections;
+    let (incoming, bridge) = match listen {
+        Listen::Tcp(listener) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
+            (rx, tokio::spawn(bridge::serve_tcp(listener, tx, cap)))
+        }
         Listen::Egress(listener) => {
             let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
-            let cap = cfg.manifest.egress.max_connections;
-            let task = tokio::spawn(bridge::serve(listener, tx, cap));
-            (Proxy::builder().with_incoming(rx), Some(task))
+            (rx, tokio::spawn(bridge::serve(listener, tx, cap)))
         }
     };
-    let proxy = builder
+    let proxy = Proxy::builder()
+        .with_incoming(incoming)
         .with_ca(cfg.ca.authority()?)
         .with_http_connector(connector)
         .with_http_handler(handler::Handler::new(shared))

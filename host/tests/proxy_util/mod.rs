@@ -361,15 +361,21 @@ pub async fn upstreams() -> (String, u16, u16) {
 
 /// Upstreams plus a proxy with the test manifest.
 pub async fn setup(allow_private: bool) -> Env {
-    setup_full(allow_private, None, None).await
+    setup_full(allow_private, None, None, false).await
 }
 
 /// As [`setup`] (loopback allowed) with the audit log at `audit`.
 pub async fn setup_with_audit(audit: &Path) -> Env {
-    setup_full(true, Some(audit), None).await
+    setup_full(true, Some(audit), None, false).await
 }
 
-/// `egress.max_connections` under [`setup_egress`].
+/// As [`setup`] (loopback allowed) on TCP, with `egress.max_connections`
+/// at [`EGRESS_MAX_CONNECTIONS`].
+pub async fn setup_capped_tcp() -> Env {
+    setup_full(true, None, None, true).await
+}
+
+/// `egress.max_connections` under [`setup_egress`] and [`setup_capped_tcp`].
 pub const EGRESS_MAX_CONNECTIONS: usize = 4;
 
 /// As [`setup`] (loopback allowed), serving the guest's egress channel on
@@ -380,13 +386,14 @@ pub async fn setup_egress(name: &str) -> (Env, bottle_shared::addr::Address) {
     let l = bottle_shared::transport::Listener::bind_owner_only(&addr)
         .await
         .unwrap();
-    (setup_full(true, None, Some((dir, l))).await, addr)
+    (setup_full(true, None, Some((dir, l)), true).await, addr)
 }
 
 async fn setup_full(
     allow_private: bool,
     audit_at: Option<&Path>,
     egress: Option<(tempfile::TempDir, bottle_shared::transport::Listener)>,
+    capped: bool,
 ) -> Env {
     let (dir, egress) = match egress {
         Some((d, l)) => (d, Some(l)),
@@ -395,8 +402,8 @@ async fn setup_full(
     let (up_ca, tls_port, plain_port) = upstreams().await;
     let up_ca_path = dir.path().join("upstream-ca.pem");
     std::fs::write(&up_ca_path, up_ca).unwrap();
-    // The egress channel's connection cap, low enough for a test to reach.
-    let cap = if egress.is_some() {
+    // The connection cap, low enough for a test to reach.
+    let cap = if capped {
         format!("max_connections = {EGRESS_MAX_CONNECTIONS}")
     } else {
         String::new()

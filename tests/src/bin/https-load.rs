@@ -10,10 +10,19 @@
 //! unix:///PATH`): the versioned hello (`Role::Guest`, `Channel::Egress`),
 //! then the CONNECT, as the guest's egress forwarder does.
 //!
+//! TLS sessions are resumed as a long-lived client does: every ticket the
+//! server sends is kept (up to `--tickets`, default 256 per server name;
+//! rustls's own store keeps 8, so with 32 workers a third of the new
+//! connections found none and verified the certificate chain again).
+//! `--tickets 0` turns resumption off. The line printed also counts
+//! `resumed=N` handshakes.
+//!
 //! Usage: https-load URL --cacert FILE [--proxy HOST:PORT | --unix PATH]
-//!        [-c 32] [-d SECONDS] [--new-conn]
+//!        [-c 32] [-d SECONDS] [--new-conn] [--tickets 256]
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,6 +33,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::pki_types::ServerName;
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
@@ -38,13 +52,14 @@ struct Opts {
     conns: usize,
     secs: u64,
     new_conn: bool,
+    tickets: usize,
 }
 
 fn parse() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     let mut url = None;
     let (mut proxy, mut unix, mut cacert) = (None, None, None);
-    let (mut conns, mut secs, mut new_conn) = (32, 10, false);
+    let (mut conns, mut secs, mut new_conn, mut tickets) = (32, 10, false, 256);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| anyhow!("{a} needs a value"));
         match a.as_str() {
@@ -54,6 +69,7 @@ fn parse() -> Result<Opts> {
             "-c" => conns = val()?.parse()?,
             "-d" => secs = val()?.parse()?,
             "--new-conn" => new_conn = true,
+            "--tickets" => tickets = val()?.parse()?,
             _ if url.is_none() => url = Some(a),
             _ => bail!("unexpected argument {a:?}"),
         }
@@ -76,10 +92,64 @@ fn parse() -> Result<Opts> {
         conns,
         secs,
         new_conn,
+        tickets,
     })
 }
 
-fn tls(cacert: &str) -> Result<TlsConnector> {
+/// Resumption state by server name, as rustls's own in-memory store
+/// keeps it (key-exchange hint, one TLS 1.2 session) but with up to `cap`
+/// TLS 1.3 tickets each instead of 8 (the oldest dropped first).
+#[derive(Debug)]
+struct Tickets {
+    cap: usize,
+    by_name: Mutex<HashMap<ServerName<'static>, Resumable>>,
+}
+
+#[derive(Debug, Default)]
+struct Resumable {
+    kx_hint: Option<rustls::NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+impl Tickets {
+    fn with<T>(&self, name: ServerName<'static>, f: impl FnOnce(&mut Resumable) -> T) -> T {
+        let mut map = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(name).or_default())
+    }
+}
+
+impl ClientSessionStore for Tickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.with(name, |r| r.kx_hint = Some(group));
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.with(name.to_owned(), |r| r.kx_hint)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.with(name, |r| r.tls12 = Some(value));
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.with(name.to_owned(), |r| r.tls12.clone())
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.with(name.clone(), |r| r.tls12 = None);
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        let cap = self.cap;
+        self.with(name, |r| {
+            if r.tls13.len() >= cap {
+                r.tls13.pop_front();
+            }
+            r.tls13.push_back(value);
+        });
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.with(name.clone(), |r| r.tls13.pop_back())
+    }
+}
+
+fn tls(cacert: &str, tickets: usize) -> Result<TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(cacert).with_context(|| cacert.to_string())?;
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -91,10 +161,21 @@ fn tls(cacert: &str) -> Result<TlsConnector> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.resumption = if tickets == 0 {
+        Resumption::disabled()
+    } else {
+        Resumption::store(Arc::new(Tickets {
+            cap: tickets,
+            by_name: Mutex::new(HashMap::new()),
+        }))
+    };
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
 type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// Handshakes that resumed a session.
+static RESUMED: AtomicU64 = AtomicU64::new(0);
 
 /// Software string sent in the egress channel's hello.
 const SOFTWARE: &str = concat!("https-load/", env!("CARGO_PKG_VERSION"));
@@ -152,6 +233,9 @@ where
 {
     let name = rustls::pki_types::ServerName::try_from(o.host.clone())?;
     let stream = tls.connect(name, io).await?;
+    if stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
+        RESUMED.fetch_add(1, Ordering::Relaxed);
+    }
     let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -218,7 +302,7 @@ fn own_cpu_secs() -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let o = Arc::new(parse()?);
-    let tls = tls(&o.cacert)?;
+    let tls = tls(&o.cacert, o.tickets)?;
     let start = Instant::now();
     let until = start + Duration::from_secs(o.secs);
     let tasks: Vec<_> = (0..o.conns)
@@ -240,12 +324,13 @@ async fn main() -> Result<()> {
         lat[i] as f64 / 1000.0
     };
     println!(
-        "requests={} errors={errors} rps={:.0} p50_ms={:.2} p99_ms={:.2} cpu_us={:.0}",
+        "requests={} errors={errors} rps={:.0} p50_ms={:.2} p99_ms={:.2} cpu_us={:.0} resumed={}",
         lat.len(),
         lat.len() as f64 / secs,
         pct(0.50),
         pct(0.99),
-        own_cpu_secs() * 1e6 / lat.len().max(1) as f64
+        own_cpu_secs() * 1e6 / lat.len().max(1) as f64,
+        RESUMED.load(Ordering::Relaxed)
     );
     Ok(())
 }
