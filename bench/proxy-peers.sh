@@ -122,7 +122,8 @@ EOF
         BENCH_SECRET="bench-secret-value-0123456789" BENCH_API_KEY="sk-bench-api-key-abcdefghijklmnop" \
             RUST_LOG=warn "$OUT/bottle-host" proxy --listen "$addr" --manifest "$WORK/bottle.toml" \
             --upstream-ca "$WORK/ca.pem" --state-dir "$WORK/state" \
-            --audit-log "$WORK/audit-$listen.jsonl" 2>"$WORK/ours-$listen.log" &
+            --audit-log "$WORK/audit-$listen.jsonl" ${OURS_THREADS:+--threads "$OURS_THREADS"} \
+            2>"$WORK/ours-$listen.log" &
         pid=$!
         PIDS+=("$pid")
         if [ "$listen" = tcp ]; then

@@ -36,7 +36,8 @@
 #
 # Usage: [ROUNDS=3] [CONNS=32] [PATHS="direct ours ..."] [PROFILE=release]
 #        [MODES="keep-alive new-conn"] [TICKETS=256 (0: no resumption;
-#        8: rustls's default client store)]
+#        8: rustls's default client store)] [OURS_THREADS=N (ours' tokio
+#        worker threads; default one per CPU)]
 #        bench/proxy.sh [DURATION_SECONDS]   (default 10 per run)
 # Installs what it needs when missing: nginx-light, squid-openssl (apt),
 # mitmproxy (pip). Runs squid as the `proxy` user (needs root).
