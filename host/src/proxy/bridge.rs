@@ -99,7 +99,7 @@ pub async fn serve_tcp(
     }
 }
 
-/// A guest connection holding one of the slots until it is dropped.
+/// A connection holding one of the slots until it is dropped.
 struct Held {
     stream: BoxStream,
     _slot: OwnedSemaphorePermit,

@@ -127,7 +127,7 @@ impl From<TcpListener> for Listen {
 }
 
 /// How many accepted connections may wait for the proxy.
-const EGRESS_BACKLOG: usize = 256;
+const BACKLOG: usize = 256;
 
 /// A running proxy.
 #[derive(Debug)]
@@ -227,15 +227,10 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
     server.http2().timer(TokioTimer::new());
     let (stop, stopped) = oneshot::channel::<()>();
     let cap = cfg.manifest.egress.max_connections;
-    let (incoming, bridge) = match listen {
-        Listen::Tcp(listener) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
-            (rx, tokio::spawn(bridge::serve_tcp(listener, tx, cap)))
-        }
-        Listen::Egress(listener) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(EGRESS_BACKLOG);
-            (rx, tokio::spawn(bridge::serve(listener, tx, cap)))
-        }
+    let (tx, incoming) = tokio::sync::mpsc::channel(BACKLOG);
+    let bridge = match listen {
+        Listen::Tcp(listener) => tokio::spawn(bridge::serve_tcp(listener, tx, cap)),
+        Listen::Egress(listener) => tokio::spawn(bridge::serve(listener, tx, cap)),
     };
     let proxy = Proxy::builder()
         .with_incoming(incoming)

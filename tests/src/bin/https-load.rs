@@ -231,7 +231,7 @@ async fn handshake<S>(o: &Opts, tls: &TlsConnector, io: S) -> Result<Sender>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let name = rustls::pki_types::ServerName::try_from(o.host.clone())?;
+    let name = ServerName::try_from(o.host.clone())?;
     let stream = tls.connect(name, io).await?;
     if stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
         RESUMED.fetch_add(1, Ordering::Relaxed);
