@@ -78,6 +78,28 @@ if MODE == "main":
             return f"{st} {h.get('x-bottle-rule', '')}"
         raise Refused(f"opaque encoding passed: {st}")
 
+    @probe("secrets_second_content_encoding")
+    def _():
+        # `identity`, then `gzip` in a second header: both count.
+        body = gzip.compress(("pad " * 100 + SECRET).encode())
+        conn = http.client.HTTPSConnection(PROXY[0], PROXY[1], timeout=1.8, context=tls_ctx())
+        conn.set_tunnel(SITE, PORT)
+        try:
+            conn.putrequest("POST", "/leak")
+            conn.putheader("Content-Encoding", "identity")
+            conn.putheader("Content-Encoding", "gzip")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            r = conn.getresponse()
+            data = r.read()
+            RECEIVED.append(data)
+            st, rule = r.status, r.getheader("x-bottle-rule", "")
+        finally:
+            conn.close()
+        if st in (403, 415):
+            return f"{st} {rule}"
+        raise Refused(f"a second Content-Encoding passed: {st}")
+
     for form in ["base64", "base64url", "hex", "base32", "urlencoded"]:
         probe(f"secrets_{form}_query")(
             lambda form=form: must_403("GET", "/leak?d=" + urllib.parse.quote(enc_forms(SECRET)[form], safe="%")))

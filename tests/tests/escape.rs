@@ -175,6 +175,7 @@ probes!(main_run:
     probe_secrets_split_across_requests_base64,
     probe_secrets_gzip_body,
     probe_secrets_unknown_content_encoding,
+    probe_secrets_second_content_encoding,
     probe_secrets_base64_query,
     probe_secrets_base64_body,
     probe_secrets_base64url_query,

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hudsucker::hyper::header::CONTENT_ENCODING;
 use hudsucker::hyper::{Method, Request, Response, Uri};
 use hudsucker::{Body, HttpContext, HttpHandler, RequestOrResponse};
 
@@ -220,10 +219,12 @@ impl Handler {
             return Box::pin(open).await;
         }
         let (mut parts, body) = req.into_parts();
-        let encoding = match parts.headers.get(CONTENT_ENCODING).map(|v| v.to_str()) {
-            Some(Ok(e)) => Some(e.to_string()),
-            Some(Err(_)) => Some("(not text)".to_string()),
-            None => None,
+        let encoding = match super::codings::request(&mut parts.headers, inject.is_some()) {
+            Ok(e) => e,
+            Err(r) => {
+                super::body::drain(body);
+                return self.refuse(rec, r, start).into();
+            }
         };
         let form = parts
             .headers

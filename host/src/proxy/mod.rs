@@ -21,6 +21,7 @@ pub mod audit;
 pub mod body;
 pub mod body_stream;
 pub mod bridge;
+pub mod codings;
 pub mod connector;
 pub mod dlp;
 pub mod handler;

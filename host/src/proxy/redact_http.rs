@@ -3,15 +3,18 @@
 //! so it reaches the guest uncompressed) and trailers. The body streams:
 //! [`RedactBody`] holds back at most [`Redactor::hold`] bytes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hudsucker::hyper::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
+use hudsucker::hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING};
 use hudsucker::hyper::Response;
 use hudsucker::Body;
+
+use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 
 use super::redact::{Redactor, StreamRedactor};
 
@@ -21,8 +24,38 @@ pub type OnHits = Box<dyn FnMut(&[String], &str) + Send + Sync>;
 
 /// Why a response cannot be passed on.
 #[derive(Debug, thiserror::Error)]
-#[error("the response's Content-Encoding {0:?} cannot be decoded to be checked")]
+#[error("the response cannot be checked: {0}")]
 pub struct Undecodable(pub String);
+
+/// Responses whose body is decoded with a large window (brotli: up to
+/// 16 MiB, zstd: up to 8 MiB) at once, across the proxy; another such
+/// response waits for a turn before its first byte is decoded. With at
+/// most [`super::codings::MAX_RESPONSE_CODINGS`] layers each, this bounds
+/// what responses can make the proxy hold (32 × 2 × 16 MiB) however many
+/// the guest keeps open.
+pub const MAX_LARGE_WINDOW_DECODES: usize = 32;
+static LARGE_WINDOWS: Semaphore = Semaphore::const_new(MAX_LARGE_WINDOW_DECODES);
+
+type Acquiring =
+    Pin<Box<dyn Future<Output = Result<SemaphorePermit<'static>, AcquireError>> + Send + Sync>>;
+
+/// A body's turn to decode with a large window.
+enum Gate {
+    /// No large window, or the turn has ended.
+    Open,
+    Waiting(Acquiring),
+    Held {
+        _turn: SemaphorePermit<'static>,
+    },
+}
+
+fn large_window(h: &HeaderMap) -> bool {
+    h.get_all(CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|c| matches!(c.trim_ascii(), b"br" | b"zstd"))
+    })
+}
 
 /// Redact `res`'s head now and its body as it streams. Returns the
 /// response and the head's hits as `RULE in PLACE`. `head_request`: the
@@ -38,15 +71,26 @@ pub fn response(
     }
     let s = res.status().as_u16();
     let bodiless = head_request || s == 204 || s == 304 || (100..200).contains(&s);
+    // Before decoding, which takes the Content-Encoding away.
+    let gate = if !bodiless && large_window(res.headers()) {
+        Gate::Waiting(Box::pin(LARGE_WINDOWS.acquire()))
+    } else {
+        Gate::Open
+    };
     let res = if bodiless {
         // Nothing to decode; the headers still describe the entity.
         res
     } else {
+        super::codings::response(res.headers()).map_err(Undecodable)?;
         let encoding = res
             .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        hudsucker::decode_response(res).map_err(|_| Undecodable(encoding.unwrap_or_default()))?
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        hudsucker::decode_response(res)
+            .map_err(|_| Undecodable(format!("Content-Encoding {encoding:?}")))?
     };
     let (mut parts, body) = res.into_parts();
     let mut hits = Vec::new();
@@ -67,6 +111,7 @@ pub fn response(
         hits.push(format!("{rule} in {place}"));
     }
     let body = RedactBody {
+        gate,
         inner: body,
         stream: StreamRedactor::new(Arc::clone(r)),
         redactor: Arc::clone(r),
@@ -81,19 +126,37 @@ pub fn response(
     ))
 }
 
-/// Redact every header value in place; `(rule, "KIND NAME")` per hit.
+/// Redact every header value in place, and remove every header whose
+/// name holds a secret (a name cannot be overwritten into another valid
+/// one that says anything); `(rule, "KIND NAME")` per hit, with the name
+/// given as `(name)` when it was the name.
 pub fn redact_headers(h: &mut HeaderMap, r: &Redactor, kind: &str) -> Vec<(String, String)> {
     let mut hits = Vec::new();
-    // One search over every value, joined by a byte no value holds, finds
-    // whatever a search of each would (a form inside one value is inside
-    // the whole); only a hit needs the values one by one.
-    let mut joined = Vec::with_capacity(h.iter().map(|(_, v)| v.len() + 1).sum());
-    for value in h.values() {
+    // One search over every name and value, joined by a byte neither
+    // holds, finds whatever a search of each would (a form inside one is
+    // inside the whole); only a hit needs them one by one.
+    let mut joined =
+        Vec::with_capacity(h.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum());
+    for (name, value) in h.iter() {
+        joined.extend_from_slice(name.as_str().as_bytes());
+        joined.push(b'\n');
         joined.extend_from_slice(value.as_bytes());
         joined.push(b'\n');
     }
     if !r.finds(&joined) {
         return hits;
+    }
+    let named: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| r.finds(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in named {
+        let mut bytes = name.as_str().as_bytes().to_vec();
+        for rule in r.redact_all(&mut bytes) {
+            hits.push((rule, format!("{kind} (name)")));
+        }
+        h.remove(&name);
     }
     for (name, value) in h.iter_mut() {
         // Copied (to be overwritten) only when there is something to redact.
@@ -120,6 +183,7 @@ pub fn redact_headers(h: &mut HeaderMap, r: &Redactor, kind: &str) -> Vec<(Strin
 
 /// A response body with every secret overwritten.
 struct RedactBody {
+    gate: Gate,
     inner: Body,
     stream: StreamRedactor,
     redactor: Arc<Redactor>,
@@ -158,7 +222,16 @@ impl http_body::Body for RedactBody {
                 return Poll::Ready(Some(Ok(Frame::trailers(t))));
             }
             if this.ended {
+                this.gate = Gate::Open;
                 return Poll::Ready(None);
+            }
+            if let Gate::Waiting(turn) = &mut this.gate {
+                this.gate = match turn.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(p)) => Gate::Held { _turn: p },
+                    // Never closed; were it, decoding goes on.
+                    Poll::Ready(Err(_)) => Gate::Open,
+                };
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,

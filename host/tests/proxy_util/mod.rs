@@ -188,12 +188,19 @@ pub async fn read_body<S: tokio::io::AsyncRead + Unpin>(s: &mut S, head: &str) -
     String::from_utf8_lossy(&body).to_string()
 }
 
+mod reflect;
+mod ws_echo;
+use ws_echo::websocket_echo;
+
 /// The upstream's echo: the body back, and what it saw in headers.
 async fn echo(
     mut req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<reflect::BoxBody>, hyper::Error> {
     if let Some(res) = websocket_echo(&mut req) {
-        return Ok(res);
+        return Ok(res.map(|b| b.map_err(|e| match e {}).boxed()));
+    }
+    if req.uri().path().starts_with("/v1/probe/") {
+        return Ok(reflect::respond(req).await);
     }
     let seen = |n: &str| {
         req.headers()
@@ -210,6 +217,15 @@ async fn echo(
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let version = format!("{:?}", req.version());
+    let seen_ce = req
+        .headers()
+        .get_all("content-encoding")
+        .iter()
+        .chain(req.headers().get_all("transfer-encoding").iter())
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join("|");
+    let (range, te) = (seen("range"), seen("te"));
     let mut body = req.into_body().collect().await?.to_bytes();
     // Like many real APIs' debug endpoints: the request's headers back in
     // the body.
@@ -220,6 +236,9 @@ async fn echo(
     }
     let injected = if api_key == API_KEY { "yes" } else { "no" };
     Ok(Response::builder()
+        .header("x-seen-codings", seen_ce)
+        .header("x-seen-range", range)
+        .header("x-seen-te", te)
         .header("x-api-key-injected", injected)
         // Reflected as it arrived: the proxy must redact it.
         .header("x-seen-api-key", api_key)
@@ -227,68 +246,8 @@ async fn echo(
         .header("x-seen-method", method)
         .header("x-seen-path", path)
         .header("x-seen-version", version)
-        .body(Full::new(body))
+        .body(Full::new(body).map_err(|e| match e {}).boxed())
         .unwrap())
-}
-
-/// A WebSocket upgrade: answer 101 and echo every text and binary
-/// message; the first message echoed is prefixed with the `x-api-key` the
-/// upstream saw (`key=VALUE;`).
-fn websocket_echo(req: &mut Request<hyper::body::Incoming>) -> Option<Response<Full<Bytes>>> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
-    let is_ws = req
-        .headers()
-        .get("upgrade")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if !is_ws {
-        return None;
-    }
-    let key = req.headers().get("sec-websocket-key")?.as_bytes().to_vec();
-    let api_key = req
-        .headers()
-        .get("x-api-key")
-        .map(|v| v.to_str().unwrap_or("").to_string())
-        .unwrap_or_default();
-    let extensions = req.headers().contains_key("sec-websocket-extensions");
-    let on = hyper::upgrade::on(req);
-    tokio::spawn(async move {
-        let Ok(up) = on.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(up),
-            Role::Server,
-            None,
-        )
-        .await;
-        let mut first = true;
-        while let Some(Ok(m)) = ws.next().await {
-            let reply = match m {
-                Message::Text(t) if first => {
-                    let injected = if api_key == API_KEY { "yes" } else { "no" };
-                    Message::text(format!(
-                        "key={api_key};injected={injected};ext={extensions};{}",
-                        t.as_str()
-                    ))
-                }
-                Message::Text(_) | Message::Binary(_) => m,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            first = false;
-            if ws.send(reply).await.is_err() {
-                break;
-            }
-        }
-    });
-    Some(
-        Response::builder()
-            .status(101)
-            .header("upgrade", "websocket")
-            .header("connection", "Upgrade")
-            .header("sec-websocket-accept", derive_accept_key(&key))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
 }
 
 /// Start the HTTPS upstream (h2 + http/1.1) and a plain HTTP one; returns

@@ -15,6 +15,10 @@ use std::{
 use tokio::io::{AsyncBufRead, AsyncRead, BufReader};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+/// bot-bottle: the largest zstd window a response may ask for, as a power
+/// of two (8 MiB, RFC 9659).
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 struct IoStream<T>(T);
 
 impl<T: HttpBody<Data = Bytes, Error = Error> + Unpin> Stream for IoStream<T> {
@@ -43,7 +47,14 @@ fn decode(
         b"gzip" | b"x-gzip" => Box::new(GzipDecoder::new(reader)),
         b"deflate" => Box::new(ZlibDecoder::new(reader)),
         b"br" => Box::new(BrotliDecoder::new(reader)),
-        b"zstd" => Box::new(ZstdDecoder::new(reader)),
+        // bot-bottle: a zstd window of at most 8 MiB (RFC 9659's limit for
+        // HTTP), not the decoder's default 128 MiB.
+        b"zstd" => Box::new(ZstdDecoder::with_params(
+            reader,
+            &[async_compression::zstd::DParameter::window_log_max(
+                ZSTD_WINDOW_LOG_MAX,
+            )],
+        )),
         _ => Err(Error::Decode)?,
     })
 }

@@ -53,7 +53,7 @@ pub use tokio_tungstenite;
 
 pub use body::Body;
 #[cfg(feature = "decoder")]
-pub use decoder::{decode_request, decode_response};
+pub use decoder::{ZSTD_WINDOW_LOG_MAX, decode_request, decode_response};
 pub use error::Error;
 pub use noop::*;
 pub use opening::OPENING_TIMEOUT;
