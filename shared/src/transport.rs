@@ -245,6 +245,11 @@ async fn hybrid_answer(s: &mut UnixStream, port: u32) -> io::Result<()> {
     }
 }
 
+/// Bind `path`, replacing a socket file nobody answers on. Check and
+/// removal are not atomic: two binders racing for one path can both
+/// succeed (the second removing the first's fresh socket), so callers
+/// that may race must serialise (a launch's name lock does, in
+/// `bottle-host`).
 async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
         Ok(l) => Ok(l),

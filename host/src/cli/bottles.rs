@@ -12,6 +12,8 @@ use crate::launch::lifecycle::{self, Info, Request};
 
 /// How often `-f` looks for more.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Most bytes of a log read at once: `logs` streams, however large.
+const READ_CHUNK: usize = 64 * 1024;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -155,30 +157,35 @@ fn running(state: &Path, name: &str) -> bool {
 }
 
 /// Print `files` (what exists of them) and, with `follow`, what is added
-/// until the bottle ends.
+/// until the bottle ends: `each` gets the file's index and its bytes, in
+/// chunks of at most [`READ_CHUNK`].
 fn tail(
     state: &Path,
     name: &str,
     files: &[PathBuf],
     follow: bool,
-    each: &mut dyn FnMut(&[u8]) -> Result<()>,
+    each: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut pos = vec![0u64; files.len()];
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         // Whether it still runs is read first: what it wrote before ending
         // is then printed before we stop.
         let alive = follow && running(state, name);
-        for (f, p) in files.iter().zip(pos.iter_mut()) {
+        for (i, (f, p)) in files.iter().zip(pos.iter_mut()).enumerate() {
             let Ok(mut file) = std::fs::File::open(f) else {
                 continue;
             };
             file.seek(SeekFrom::Start(*p))?;
-            buf.clear();
-            file.read_to_end(&mut buf)?;
-            *p += buf.len() as u64;
-            if !buf.is_empty() {
-                each(&buf)?;
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                *p += n as u64;
+                each(i, &buf[..n])?;
             }
         }
         if !alive {
@@ -194,7 +201,7 @@ pub fn logs(state: Option<&Path>, name: &str, follow: bool, console: bool) -> Re
     let (dir, _) = log_dir(&state, name)?;
     let file = dir.join(if console { "console.log" } else { "agent.log" });
     let mut out = std::io::stdout().lock();
-    tail(&state, name, &[file], follow, &mut |b| {
+    tail(&state, name, &[file], follow, &mut |_, b| {
         out.write_all(b)?;
         out.flush()?;
         Ok(())
@@ -208,6 +215,22 @@ pub fn audit(state: Option<&Path>, name: &str, follow: bool, json: bool) -> Resu
     let (dir, _) = log_dir(&state, name)?;
     let files = [dir.join("dns-audit.jsonl"), dir.join("audit.jsonl")];
     let mut out = std::io::stdout().lock();
+    audit_lines(&state, name, &files, follow, json, &mut out)?;
+    Ok(0)
+}
+
+/// The lines of the audit logs `files` to `out`, as JSON or as a table.
+/// Each file has its own partial line: one still being written (a torn
+/// last line) is held back until its end comes, never glued to another
+/// file's line.
+fn audit_lines(
+    state: &Path,
+    name: &str,
+    files: &[PathBuf],
+    follow: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     if !json {
         writeln!(
             out,
@@ -215,8 +238,9 @@ pub fn audit(state: Option<&Path>, name: &str, follow: bool, json: bool) -> Resu
             "TIME", "KIND", "VERDICT", "WHAT"
         )?;
     }
-    let mut partial = Vec::new();
-    tail(&state, name, &files, follow, &mut |b| {
+    let mut partial = vec![Vec::new(); files.len()];
+    tail(state, name, files, follow, &mut |i, b| {
+        let partial = &mut partial[i];
         partial.extend_from_slice(b);
         while let Some(nl) = partial.iter().position(|&c| c == b'\n') {
             let line: Vec<u8> = partial.drain(..=nl).collect();
@@ -228,8 +252,7 @@ pub fn audit(state: Option<&Path>, name: &str, follow: bool, json: bool) -> Resu
         }
         out.flush()?;
         Ok(())
-    })?;
-    Ok(0)
+    })
 }
 
 /// One audit line as a table row: DNS lines have a `name`, proxy lines a
@@ -288,6 +311,60 @@ mod tests {
             r.contains("proxy") && r.contains("GET api.x/v1 → 403"),
             "{r}"
         );
+    }
+
+    /// A DNS log ending mid-line (a line being written) is followed by
+    /// the proxy's log: each file has its own partial line, so the proxy's
+    /// first line is neither lost nor glued to the torn one.
+    #[test]
+    fn a_torn_line_in_one_audit_log_leaves_the_other_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dns = t.path().join("dns-audit.jsonl");
+        let proxy = t.path().join("audit.jsonl");
+        let t1 = r#"{"time":"t1","name":"a.example.com","type":"A","verdict":"allow","rule":"r"}"#;
+        let t3 = r#"{"time":"t3","method":"GET","host":"api.x","path":"/v1","verdict":"deny","rule":"github-token","status":403}"#;
+        std::fs::write(&dns, format!("{t1}\n{{\"time\":\"t2\",\"name\":\"b.exam")).unwrap();
+        std::fs::write(&proxy, format!("{t3}\n")).unwrap();
+        let files = [dns, proxy];
+        let mut out = Vec::new();
+        audit_lines(t.path(), "x", &files, false, true, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{t1}\n{t3}\n"));
+        let mut out = Vec::new();
+        audit_lines(t.path(), "x", &files, false, false, &mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        let rows: Vec<&str> = table.lines().skip(1).collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert!(
+            rows[0].starts_with("t1") && rows[0].contains("dns"),
+            "{table}"
+        );
+        assert!(
+            rows[1].starts_with("t3")
+                && rows[1].contains("deny")
+                && rows[1].contains("github-token"),
+            "{table}"
+        );
+    }
+
+    /// `logs` (`--console` too) streams a log in bounded pieces instead of
+    /// reading the whole file into memory.
+    #[test]
+    fn logs_are_read_in_bounded_chunks() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("console.log");
+        let data: Vec<u8> = (0..(4 * READ_CHUNK + 123)).map(|i| i as u8).collect();
+        std::fs::write(&log, &data).unwrap();
+        let mut got = Vec::new();
+        let mut largest = 0;
+        tail(t.path(), "x", &[log], false, &mut |i, b| {
+            assert_eq!(i, 0);
+            largest = largest.max(b.len());
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert!(largest <= READ_CHUNK, "read {largest} bytes at once");
+        assert_eq!(got, data);
     }
 
     #[test]

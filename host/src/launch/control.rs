@@ -6,14 +6,18 @@
 use bottle_shared::channel::Channel;
 use std::time::Duration;
 
+use bottle_shared::framebuf::FrameBuf;
 use bottle_shared::io::{accept_hello, linger_close, read_message, write_message, HandshakeError};
 use bottle_shared::message::{BootInfo, GuestConfig, GuestMessage, HelloReply, HostMessage, Role};
 use bottle_shared::transport::{BoxStream, Listener};
 use bottle_shared::{FrameError, Hello};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
 
 /// Software string sent in the hello.
 const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
+
+/// Room made in the receive buffer for each read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The control channel failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +48,7 @@ pub struct Session {
     pub peer: Hello,
     /// What the guest said about itself.
     pub boot: BootInfo,
-    rd: ReadHalf<BoxStream>,
+    rd: Reader,
     wr: WriteHalf<BoxStream>,
 }
 
@@ -73,6 +77,10 @@ pub async fn accept(listener: &Listener, config: &GuestConfig) -> Result<Session
     };
     write_message(&mut s, &HostMessage::Config(Box::new(config.clone())), max).await?;
     let (rd, wr) = tokio::io::split(s);
+    let rd = Reader {
+        rd,
+        buf: FrameBuf::new(max),
+    };
     Ok(Session { peer, boot, rd, wr })
 }
 
@@ -95,12 +103,36 @@ pub async fn refuse(mut s: BoxStream) {
     linger_close(&mut s).await;
 }
 
+/// The guest's messages, buffered: what has been read stays in `buf`
+/// until a whole frame is there, so dropping a [`Reader::next`] future
+/// (another branch of a `select!` firing) loses nothing.
+struct Reader {
+    rd: ReadHalf<BoxStream>,
+    buf: FrameBuf,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Result<Option<GuestMessage>, ControlError> {
+        loop {
+            if let Some(msg) = self.buf.next_message()? {
+                return Ok(Some(msg));
+            }
+            // `read_buf` is cancel-safe: cancelled, it has read nothing.
+            let n = self.rd.read_buf(self.buf.spare(READ_CHUNK)).await?;
+            if n == 0 {
+                self.buf.finish()?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
 impl Session {
     /// The next message; `None` when the guest closed the channel.
-    /// Cancel-safe only between messages: keep the future alive across a
-    /// `select!` loop, or call it from one task.
+    /// Cancel-safe: a frame partly read when the future is dropped is
+    /// kept for the next call.
     pub async fn next(&mut self) -> Result<Option<GuestMessage>, ControlError> {
-        Ok(read_message(&mut self.rd, Channel::Control.max_frame()).await?)
+        self.rd.next().await
     }
 
     /// Split into an event reader and a shutdown sender, so events can be
@@ -112,13 +144,15 @@ impl Session {
 
 /// The reading half of a [`Session`].
 pub struct Events {
-    rd: ReadHalf<BoxStream>,
+    rd: Reader,
 }
 
 impl Events {
     /// The next message; `None` when the guest closed the channel.
+    /// Cancel-safe, so it may be a branch of a `select!` loop: a frame
+    /// partly read when the future is dropped is kept for the next call.
     pub async fn next(&mut self) -> Result<Option<GuestMessage>, ControlError> {
-        Ok(read_message(&mut self.rd, Channel::Control.max_frame()).await?)
+        self.rd.next().await
     }
 }
 
@@ -208,6 +242,62 @@ mod tests {
         sd.send(5).await.unwrap();
         guest.await.unwrap();
         assert_eq!(ev.next().await.unwrap(), None);
+    }
+
+    /// `Events::next` dropped while a frame is half read (a `select!`
+    /// whose other branch fired) loses nothing: the next call returns the
+    /// whole message, and the ones after it.
+    #[tokio::test]
+    async fn a_frame_read_across_a_cancelled_next_is_kept() {
+        use bottle_shared::frame::encode_message;
+        use bottle_shared::message::ProcessEvent;
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Address::Unix(dir.path().join("c"));
+        let listener = Listener::bind(&addr).await.unwrap();
+        let (half_tx, half_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let ev = GuestMessage::Process(ProcessEvent::Started {
+            pid: 42,
+            attempt: 0,
+        });
+        let sent = ev.clone();
+        let guest = tokio::spawn(async move {
+            let mut s = connect(&addr).await.unwrap();
+            dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
+                .await
+                .unwrap();
+            let max = Channel::Control.max_frame();
+            let boot = GuestMessage::Boot(BootInfo::default());
+            write_message(&mut s, &boot, max).await.unwrap();
+            let _cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+            let frame = encode_message(&sent, max).unwrap();
+            // The header and a byte of the payload, then the rest later.
+            s.write_all(&frame[..5]).await.unwrap();
+            s.flush().await.unwrap();
+            let _ = half_tx.send(());
+            let _ = go_rx.await;
+            s.write_all(&frame[5..]).await.unwrap();
+            write_message(&mut s, &GuestMessage::Exit { code: 7 }, max)
+                .await
+                .unwrap();
+        });
+        let limit = Duration::from_secs(10);
+        let sess = tokio::time::timeout(limit, accept(&listener, &GuestConfig::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let (mut events, _shutdown) = sess.split();
+        tokio::time::timeout(limit, half_rx).await.unwrap().unwrap();
+        // `next` reads the partial frame, then is dropped.
+        let r = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+        assert!(r.is_err(), "a half frame made a message: {r:?}");
+        go_tx.send(()).unwrap();
+        let got = tokio::time::timeout(limit, events.next()).await.unwrap();
+        assert_eq!(got.unwrap(), Some(ev));
+        let got = tokio::time::timeout(limit, events.next()).await.unwrap();
+        assert_eq!(got.unwrap(), Some(GuestMessage::Exit { code: 7 }));
+        tokio::time::timeout(limit, guest).await.unwrap().unwrap();
     }
 
     #[tokio::test]

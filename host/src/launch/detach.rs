@@ -28,14 +28,23 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     check_name(&name)?;
     let names = lifecycle::names_dir(&state)?;
     let log_path = names.join(format!("{name}.launch.log"));
-    let log = crate::hardening::create_private(&log_path)?;
-    log.set_len(0)?;
     let sock = lifecycle::socket_path(&state, &name);
+    // The name must be free before its launch log is truncated: a running
+    // launch holds the name's lock (or, from before name locks, answers on
+    // its socket). The lock is only probed, held while the log is
+    // truncated: the background launch takes it for itself.
+    let Some(probe) = lifecycle::NameLock::try_take(&state, &name)? else {
+        bail!(
+            "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
+        );
+    };
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
         bail!(
             "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
         );
     }
+    let log = crate::hardening::create_private(&log_path)?;
+    drop(probe);
     let exe = std::env::current_exe().context("this program's path")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("launch")
@@ -94,5 +103,63 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
             );
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(state: &std::path::Path, name: &str) -> LaunchArgs {
+        LaunchArgs {
+            manifest: "/nonexistent/bottle.toml".into(),
+            state_dir: Some(state.into()),
+            upstream_ca: None,
+            guest_log: None,
+            tty: false,
+            interactive: false,
+            console: false,
+            name: Some(name.into()),
+        }
+    }
+
+    /// `launch --detach --name X` while X runs: X's launch log is kept,
+    /// not truncated before the name is found taken.
+    #[test]
+    fn detach_with_a_taken_name_keeps_the_running_bottles_log() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let names = lifecycle::names_dir(&state).unwrap();
+        let log = names.join("busy.launch.log");
+        std::fs::write(&log, "what the running bottle logged\n").unwrap();
+        // The running bottle: its name's lock and its control socket.
+        let _lock = lifecycle::NameLock::try_take(&state, "busy")
+            .unwrap()
+            .unwrap();
+        let _running = std::os::unix::net::UnixListener::bind(names.join("busy.sock")).unwrap();
+        let e = run(args(&state, "busy")).unwrap_err();
+        assert!(e.to_string().contains("already running"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "what the running bottle logged\n",
+            "the running bottle's launch log was truncated"
+        );
+    }
+
+    /// A launch holding the name's lock, its socket not bound yet: the
+    /// name is taken all the same (nothing is started).
+    #[test]
+    fn detach_sees_a_held_name_lock_as_taken() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let names = lifecycle::names_dir(&state).unwrap();
+        let log = names.join("early.launch.log");
+        std::fs::write(&log, "booting\n").unwrap();
+        let _lock = lifecycle::NameLock::try_take(&state, "early")
+            .unwrap()
+            .unwrap();
+        let e = run(args(&state, "early")).unwrap_err();
+        assert!(e.to_string().contains("already running"), "{e}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "booting\n");
     }
 }

@@ -170,7 +170,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         .build()
         .context("tokio runtime")?;
     let name = args.name.clone().unwrap_or_else(lifecycle::generate_name);
-    let ctl_listener = rt.block_on(lifecycle::claim(&state, &name))?;
+    // The name's lock and socket, held until this launch ends.
+    let claim = rt.block_on(lifecycle::claim(&state, &name))?;
     let _ = std::fs::write(logs.join("name"), &name);
     let info = std::sync::Arc::new(std::sync::Mutex::new(lifecycle::Info {
         name: name.clone(),
@@ -237,7 +238,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
             show: args.console,
         };
         let (cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
-        let ctl = lifecycle::serve(ctl_listener, info.clone(), cmd_tx);
+        let ctl = lifecycle::serve(claim, info.clone(), cmd_tx);
         let io = supervise::Io {
             wiring,
             console,
@@ -249,7 +250,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
             info,
         };
         let r = supervise::supervise(&*vmm, &spec, &svc.control, &guest_cfg, io, t0).await;
-        // The name is free again once the socket is gone.
+        // The name is free again once the socket is gone and its lock
+        // released (the task holds both).
         ctl.abort();
         let _ = ctl.await;
         svc.stop().await;

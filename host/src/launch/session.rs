@@ -140,25 +140,49 @@ pub fn spawn(
 /// Most bytes of agent output kept in a bottle's `agent.log`.
 pub const LOG_LIMIT: u64 = 64 << 20;
 
-/// Append to the agent log until [`LOG_LIMIT`], then say so once.
-struct AgentLog {
+/// Append to a log (the agent's `agent.log`, the console's
+/// `console.log`) until [`LOG_LIMIT`], then say so once and keep nothing
+/// more: what the guest writes must not fill the host's disk.
+pub(super) struct CappedLog {
     file: Option<tokio::fs::File>,
     written: u64,
+    what: &'static str,
 }
 
-impl AgentLog {
-    async fn put(&mut self, b: &[u8]) {
+impl CappedLog {
+    /// Append to `file` (none: keep nothing); `what` names it in the notice.
+    pub(super) fn new(file: Option<std::fs::File>, what: &'static str) -> CappedLog {
+        CappedLog {
+            file: file.map(tokio::fs::File::from_std),
+            written: 0,
+            what,
+        }
+    }
+
+    /// Append `b`, unless the limit is reached.
+    pub(super) async fn put(&mut self, b: &[u8]) {
         let Some(f) = &mut self.file else { return };
         if self.written + b.len() as u64 > LOG_LIMIT {
-            let _ = f
-                .write_all(b"\n[bot-bottle: agent.log is full (64 MiB); the rest is not kept]\n")
-                .await;
+            let notice = format!(
+                "\n[bot-bottle: {} is full ({} MiB); the rest is not kept]\n",
+                self.what,
+                LOG_LIMIT >> 20
+            );
+            let _ = f.write_all(notice.as_bytes()).await;
+            let _ = f.flush().await;
             self.file = None;
             return;
         }
         self.written += b.len() as u64;
         if f.write_all(b).await.is_err() {
             self.file = None;
+        }
+    }
+
+    /// Write out what is buffered.
+    pub(super) async fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush().await;
         }
     }
 }
@@ -170,10 +194,7 @@ async fn output(mut rd: ReadHalf<BoxStream>, log: Option<std::fs::File>) -> Opti
     let max = Channel::Session.max_frame();
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
-    let mut log = AgentLog {
-        file: log.map(tokio::fs::File::from_std),
-        written: 0,
-    };
+    let mut log = CappedLog::new(log, "agent.log");
     loop {
         match read_message::<_, SessionOutput>(&mut rd, max).await {
             Ok(Some(SessionOutput::Stdout(b))) => {
@@ -186,9 +207,7 @@ async fn output(mut rd: ReadHalf<BoxStream>, log: Option<std::fs::File>) -> Opti
             }
             Ok(Some(SessionOutput::Exit { code: c })) => code = Some(c),
             Ok(Some(SessionOutput::Done)) | Ok(None) => {
-                if let Some(f) = &mut log.file {
-                    let _ = f.flush().await;
-                }
+                log.flush().await;
                 break;
             }
             Ok(Some(other)) => tracing::debug!(?other, "session: ignored"),

@@ -14,6 +14,12 @@ use super::{console, control, lifecycle, session, terminal};
 use super::{BOOT_TIMEOUT, LAUNCH_FAILED, OUTPUT_DRAIN, POWEROFF_TIMEOUT};
 use crate::vmm::{VmExit, VmSpec, Vmm};
 
+/// Connections being refused at once, per port (the control port's
+/// extra connections, the session port's beyond
+/// [`session::MAX_ATTACHING`]); more are closed as soon as accepted, so a
+/// guest dialling in a loop cannot make the host hold descriptors.
+pub(super) const MAX_REFUSING: usize = 4;
+
 /// What ended the wait for the guest.
 enum Ended {
     Exit(i32),
@@ -73,6 +79,8 @@ pub(super) async fn supervise(
     let mut execs = session::Execs::default();
     let mut raw: Option<terminal::RawMode> = None;
     let mut agent_attached = false;
+    let mut refusing_control = crate::accept::Cap::new(MAX_REFUSING);
+    let mut refusing_session = crate::accept::Cap::new(MAX_REFUSING);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // 1. The guest connects and gets its config.
@@ -149,9 +157,13 @@ pub(super) async fn supervise(
                 if let Ok(s) = s {
                     if attaching.len() < session::MAX_ATTACHING {
                         attaching.spawn(session::accept(s));
-                    } else {
-                        drop(tokio::spawn(session::refuse(s)));
+                    } else if let Some(slot) = refusing_session.take("session channel (refusing)") {
+                        drop(tokio::spawn(async move {
+                            session::refuse(s).await;
+                            drop(slot);
+                        }));
                     }
+                    // Else `s` is dropped here: closed at once.
                 }
             }
             Some(a) = attaching.join_next(), if !attaching.is_empty() => match a {
@@ -204,9 +216,15 @@ pub(super) async fn supervise(
             }
             extra = crate::accept::next(control, "control channel") => {
                 // Only bottle-guest's session may exist; anyone else (the
-                // agent dialling port 6001) is refused, never left waiting.
+                // agent dialling port 6001) is refused, never left waiting;
+                // beyond a few at once, closed at once.
                 if let Ok(s) = extra {
-                    tokio::spawn(control::refuse(s));
+                    if let Some(slot) = refusing_control.take("control channel (refusing)") {
+                        drop(tokio::spawn(async move {
+                            control::refuse(s).await;
+                            drop(slot);
+                        }));
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
@@ -288,3 +306,7 @@ pub(super) async fn supervise(
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+#[cfg(test)]
+#[path = "supervise_tests.rs"]
+mod tests;

@@ -124,7 +124,7 @@ pub fn note_event(info: &mut Info, ev: &bottle_shared::message::ProcessEvent) {
             }
         }
         E::Restarting { .. } => {
-            info.restarts += 1;
+            info.restarts = info.restarts.saturating_add(1);
             info.agent_state = "restarting".into();
         }
         E::StartFailed { .. } => info.agent_state = "failed".into(),
@@ -183,25 +183,79 @@ pub fn socket_path(state: &Path, name: &str) -> PathBuf {
     state.join("names").join(format!("{name}.sock"))
 }
 
+/// The lock file of bottle `name`: `<state>/names/<NAME>.lock`.
+pub fn lock_path(state: &Path, name: &str) -> PathBuf {
+    state.join("names").join(format!("{name}.lock"))
+}
+
+/// An exclusive `flock` on a name's lock file, held by the launch that
+/// owns the name for as long as it runs (the kernel releases it when the
+/// process ends, however it ends). Only its holder binds the name's
+/// socket or removes a stale one. The file is never removed: removing a
+/// lock file another process has open would let two hold "the" lock.
+#[derive(Debug)]
+pub struct NameLock {
+    _file: std::fs::File,
+}
+
+impl NameLock {
+    /// Take the lock at `path` (created `0600` if missing) without
+    /// waiting; `Ok(None)` when another holds it.
+    fn try_take_at(path: &Path) -> std::io::Result<Option<NameLock>> {
+        use std::os::fd::AsRawFd;
+        let file = crate::hardening::open_private_append(path)?;
+        loop {
+            // SAFETY: flock(2) on a descriptor `file` owns; no memory is
+            // passed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(NameLock { _file: file }));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Take bottle `name`'s lock without waiting; `Ok(None)` when a
+    /// running launch holds it.
+    pub fn try_take(state: &Path, name: &str) -> Result<Option<NameLock>> {
+        names_dir(state)?;
+        let path = lock_path(state, name);
+        NameLock::try_take_at(&path).with_context(|| format!("name lock {}", path.display()))
+    }
+}
+
 /// Connect to the socket at `path`; `Ok(None)` when nobody is there: no
-/// file, or a file nobody listens on (its `bottle-host` was killed), which
-/// is removed.
-async fn dial_path(path: &Path) -> std::io::Result<Option<BoxStream>> {
+/// file, or a file nobody listens on (its `bottle-host` was killed).
+async fn connect_path(path: &Path) -> std::io::Result<Option<BoxStream>> {
     let addr = Address::Unix(path.into());
     match tokio::time::timeout(Duration::from_secs(2), connect(&addr)).await {
         Ok(Ok(s)) => Ok(Some(s)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            let _ = std::fs::remove_file(path);
-            Ok(None)
-        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(None),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
+/// [`connect_path`], and a socket file nobody listens on is removed, but
+/// only if its name's lock is free (taken and released here): a launch
+/// holding it may be about to listen on a socket it has just bound.
+async fn dial_path(path: &Path) -> std::io::Result<Option<BoxStream>> {
+    let s = connect_path(path).await?;
+    if s.is_none() && path.exists() {
+        if let Ok(Some(_lock)) = NameLock::try_take_at(&path.with_extension("lock")) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(s)
+}
+
 /// Whether a socket file has a live bottle behind it; a stale one is
-/// removed.
+/// removed (when its name's lock is free).
 pub async fn is_live(path: &Path) -> bool {
     match dial_path(path).await {
         Ok(s) => s.is_some(),
@@ -224,20 +278,50 @@ pub async fn dial(state: &Path, name: &str) -> Result<BoxStream> {
     }
 }
 
-/// Take `name` for this launch: bind its socket, after removing a stale
-/// one; a live one is a clash.
-pub async fn claim(state: &Path, name: &str) -> Result<Listener> {
+/// A name taken by this launch: its control socket's listener and the
+/// name's lock. Fields drop in order: the socket goes before the lock is
+/// released, so the next launch of that name never finds ours.
+#[derive(Debug)]
+pub struct Claim {
+    /// The control socket.
+    pub listener: Listener,
+    _lock: NameLock,
+}
+
+fn taken(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
+    )
+}
+
+/// Take `name` for this launch: its lock, held until the [`Claim`] is
+/// dropped; then its socket, after removing a stale one. A held lock, or
+/// a socket that answers (a launch from before name locks), is a clash.
+pub async fn claim(state: &Path, name: &str) -> Result<Claim> {
     check_name(name)?;
-    names_dir(state)?;
+    let Some(lock) = NameLock::try_take(state, name)? else {
+        return Err(taken(name));
+    };
     let path = socket_path(state, name);
-    if path.exists() && is_live(&path).await {
-        bail!(
-            "a bottle named {name:?} is already running (bottle-host ps; bottle-host stop {name})"
-        );
+    match connect_path(&path).await {
+        Ok(None) => {}
+        // Answering, or busy (not ours to judge): someone has it.
+        Ok(Some(_)) | Err(_) => return Err(taken(name)),
     }
-    Listener::bind_owner_only(&Address::Unix(path.clone()))
+    // Ours to clean: we hold the lock, and nobody answers.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing the stale {}", path.display()))
+        }
+        _ => {}
+    }
+    let listener = Listener::bind_owner_only(&Address::Unix(path.clone()))
         .await
-        .with_context(|| format!("cannot listen on {}", path.display()))
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    Ok(Claim {
+        listener,
+        _lock: lock,
+    })
 }
 
 /// Send `req` to bottle `name` and return its answer.

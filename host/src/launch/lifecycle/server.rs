@@ -5,21 +5,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bottle_shared::message::{ExecSpec, SessionSpec};
-use bottle_shared::transport::{BoxStream, Listener};
+use bottle_shared::transport::BoxStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Command, Info, Reply, Request, MAX_REQUEST, REQUEST_TIMEOUT, STATUS_TIMEOUT};
+use super::{Claim, Command, Info, Reply, Request, MAX_REQUEST, REQUEST_TIMEOUT, STATUS_TIMEOUT};
 
-/// Serve the control socket until the task is dropped.
+/// Serve the control socket until the task is dropped; the name (socket
+/// and lock) is released then.
 pub fn serve(
-    listener: Listener,
+    claim: Claim,
     info: Arc<Mutex<Info>>,
     cmds: mpsc::Sender<Command>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let s = match crate::accept::next(&listener, "control").await {
+            let s = match crate::accept::next(&claim.listener, "control").await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("control: the socket stopped accepting: {e}");

@@ -71,3 +71,111 @@ async fn a_stale_socket_is_cleaned_and_a_live_name_clashes() {
     assert!(e.contains("no running bottle"), "{e}");
     loop_.abort();
 }
+
+/// `note_event` counts the guest's `Restarting` events: a guest that
+/// sends enough of them must not panic `launch` (debug builds) or wrap
+/// the count (release). Here from the top.
+#[test]
+fn restart_count_from_the_guest_does_not_overflow() {
+    let mut info = Info {
+        restarts: u32::MAX,
+        ..Default::default()
+    };
+    let ev = bottle_shared::message::ProcessEvent::Restarting {
+        attempt: 0,
+        delay_ms: 0,
+    };
+    note_event(&mut info, &ev);
+    assert_eq!(info.restarts, u32::MAX);
+    assert_eq!(info.agent_state, "restarting");
+}
+
+/// A stale socket, as a SIGKILLed launch leaves: bound, not listening.
+fn stale_socket(path: &std::path::Path) {
+    drop(std::os::unix::net::UnixListener::bind(path).unwrap());
+    assert!(path.exists());
+}
+
+/// A launch holding the name's lock (say, between binding its socket and
+/// listening on it, when connections are refused): another launch of
+/// that name neither wins nor removes the socket.
+#[tokio::test]
+async fn a_held_name_lock_is_a_clash_even_over_a_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let _held = NameLock::try_take(state, "x").unwrap().unwrap();
+    let path = socket_path(state, "x");
+    stale_socket(&path);
+    let e = claim(state, "x").await.unwrap_err().to_string();
+    assert!(e.contains("already running"), "{e}");
+    assert!(path.exists(), "the lock holder's socket was removed");
+}
+
+/// `ps` (and `dial`) remove a socket that refuses connections only when
+/// its name's lock is free: never the freshly bound socket of a launch
+/// about to listen on it.
+#[tokio::test]
+async fn ps_never_removes_the_socket_of_a_held_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let held = NameLock::try_take(state, "x").unwrap().unwrap();
+    let path = socket_path(state, "x");
+    stale_socket(&path);
+    assert!(list(state).await.is_empty());
+    assert!(dial(state, "x").await.is_err());
+    assert!(path.exists(), "ps removed the lock holder's socket");
+    // Once the lock is free, the socket is stale: removed.
+    drop(held);
+    assert!(list(state).await.is_empty());
+    assert!(!path.exists(), "stale socket left behind");
+}
+
+/// The name lock is a `0600` file beside the socket, kept after the
+/// launch, and the listener goes before the lock: the next launch of that
+/// name finds no socket.
+#[tokio::test]
+async fn a_claim_holds_the_lock_until_dropped() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let c = claim(state, "x").await.unwrap();
+    let lock = lock_path(state, "x");
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(NameLock::try_take(state, "x").unwrap().is_none());
+    drop(c);
+    assert!(!socket_path(state, "x").exists());
+    assert!(lock.exists());
+    assert!(NameLock::try_take(state, "x").unwrap().is_some());
+    drop(claim(state, "x").await.unwrap());
+}
+
+/// Two launches with the same name, racing over a stale socket left by a
+/// killed launch: at most one wins (the other finds the lock held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_launches_racing_for_a_stale_name_do_not_both_win() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    names_dir(&state).unwrap();
+    let path = socket_path(&state, "x");
+    for round in 0..500 {
+        stale_socket(&path);
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let s = state.clone();
+                async move { claim(&s, "x").await }
+            }),
+            tokio::spawn({
+                let s = state.clone();
+                async move { claim(&s, "x").await }
+            }),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let both = a.is_ok() && b.is_ok();
+        // Dropping a claim removes its socket; leave none behind.
+        drop(a);
+        drop(b);
+        let _ = std::fs::remove_file(&path);
+        assert!(!both, "round {round}: both launches claimed the name \"x\"");
+    }
+}

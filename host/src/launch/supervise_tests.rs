@@ -1,0 +1,293 @@
+//! The supervision loop against a fake VM and a fake guest: a control
+//! frame split around another event, and connections beyond the
+//! guest's own refused without holding descriptors.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bottle_shared::channel::Channel;
+use bottle_shared::frame::encode_message;
+use bottle_shared::io::{dial_hello, read_message, write_message};
+use bottle_shared::message::{
+    BootInfo, GuestConfig, GuestMessage, HostMessage, ProcessEvent, Role,
+};
+use bottle_shared::transport::{connect, BoxStream, Listener};
+use bottle_shared::Address;
+use tokio::io::AsyncWriteExt;
+
+use super::{supervise, ConsoleOut, Io};
+use crate::launch::lifecycle;
+use crate::vmm::{BoxFuture, Console, RunningVm, VmExit, VmSpec, Vmm, VmmError};
+
+/// Longest any of these tests waits for the loop.
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct FakeVmm {
+    off: tokio::sync::watch::Receiver<bool>,
+}
+struct FakeVm {
+    off: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Vmm for FakeVmm {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn accelerator(&self) -> String {
+        "none".into()
+    }
+    fn start(&self, _: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
+        let off = self.off.clone();
+        Box::pin(async move { Ok(Box::new(FakeVm { off }) as Box<dyn RunningVm>) })
+    }
+}
+
+impl RunningVm for FakeVm {
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<VmExit>> {
+        let mut off = self.off.clone();
+        Box::pin(async move {
+            let _ = off.wait_for(|v| *v).await;
+            Ok(VmExit::Killed)
+        })
+    }
+    fn kill(&mut self) {}
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn console(&mut self) -> Option<Console> {
+        None
+    }
+}
+
+/// The control channel is read with `events.next()` inside the
+/// `select!` of `supervise` (launch/supervise.rs), re-created on every
+/// turn of the loop. `read_message` is not cancel-safe: when any other
+/// branch fires (here: the agent dialling the session port, 6004) while a
+/// frame is half read, the bytes already read are lost and the stream
+/// is out of step. An honest guest's exit code is then lost and the
+/// launch fails (125) instead of returning the agent's code (7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_split_across_another_event_is_not_lost() {
+    assert_eq!(
+        split_frame_run(true).await,
+        7,
+        "the guest's exit code was lost"
+    );
+}
+
+/// Control: the same split frame with no other event meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_split_frame_alone_is_fine() {
+    assert_eq!(split_frame_run(false).await, 7);
+}
+
+async fn split_frame_run(agent_dials: bool) -> i32 {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl_addr = Address::Unix(dir.path().join("vsock_6001"));
+    let ses_addr = Address::Unix(dir.path().join("vsock_6004"));
+    let control = Listener::bind_owner_only(&ctl_addr).await.unwrap();
+    let session = Listener::bind_owner_only(&ses_addr).await.unwrap();
+    let (off_tx, off) = tokio::sync::watch::channel(false);
+    let vmm = FakeVmm { off };
+
+    // The guest's init: hello, Boot, Config; then a Process event whose
+    // frame arrives in two pieces, then Exit { code: 7 }.
+    let guest = tokio::spawn(async move {
+        let max = Channel::Control.max_frame();
+        let mut s = connect(&ctl_addr).await.unwrap();
+        dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
+            .await
+            .unwrap();
+        let boot = GuestMessage::Boot(BootInfo {
+            software: "fake".into(),
+            init_ms: 1,
+            kernel: "6.1".into(),
+        });
+        write_message(&mut s, &boot, max).await.unwrap();
+        let cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+        assert!(matches!(cfg, Some(HostMessage::Config(_))));
+        let ev = GuestMessage::Process(ProcessEvent::Started {
+            pid: 42,
+            attempt: 0,
+        });
+        let frame = encode_message(&ev, max).unwrap();
+        s.write_all(&frame[..2]).await.unwrap();
+        s.flush().await.unwrap();
+        // Meanwhile the agent dials the session port (any branch will do).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _agent = if agent_dials {
+            Some(connect(&ses_addr).await.unwrap())
+        } else {
+            None
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(&frame[2..]).await.unwrap();
+        write_message(&mut s, &GuestMessage::Exit { code: 7 }, max)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = off_tx.send(true);
+        s
+    });
+
+    let (_cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
+    let io = Io {
+        wiring: Default::default(),
+        console: ConsoleOut {
+            log: None,
+            show: false,
+        },
+        session: &session,
+        agent_log: None,
+        cmds,
+        info: Arc::new(Mutex::new(lifecycle::Info::default())),
+    };
+    let code = tokio::time::timeout(
+        LIMIT,
+        supervise(
+            &vmm,
+            &VmSpec::default(),
+            &control,
+            &GuestConfig::default(),
+            io,
+            Instant::now(),
+        ),
+    )
+    .await
+    .expect("supervise hung")
+    .unwrap();
+    let guest = tokio::time::timeout(LIMIT, guest)
+        .await
+        .expect("guest hung");
+    drop(guest.unwrap());
+    code
+}
+
+/// Connections accepted from the Unix socket `path` and still open: in
+/// `/proc/net/unix`, those with its path (a client's end has none) in
+/// state `03`, connected (the listener is `01`, a connection waiting in
+/// its backlog `02`). Other tests of this process do not count.
+fn sockets_on(path: &std::path::Path) -> i64 {
+    let path = format!(" {}", path.display());
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(&path) && l.split_whitespace().nth(5) == Some("03"))
+        .count() as i64
+}
+
+/// Which port the agent floods.
+#[derive(Clone, Copy)]
+enum Port {
+    Control,
+    Session,
+}
+
+/// The agent dialling `port` `N` times and staying silent, while the
+/// guest's own control session runs; the most descriptors the host held
+/// for them meanwhile.
+async fn flood_run(port: Port) -> i64 {
+    const N: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let ctl_addr = Address::Unix(dir.path().join("vsock_6001"));
+    let ses_addr = Address::Unix(dir.path().join("vsock_6004"));
+    let control = Listener::bind_owner_only(&ctl_addr).await.unwrap();
+    let session = Listener::bind_owner_only(&ses_addr).await.unwrap();
+    let (off_tx, off) = tokio::sync::watch::channel(false);
+    let vmm = FakeVmm { off };
+    let host_fds = Arc::new(Mutex::new(0i64));
+    let seen = host_fds.clone();
+    let target_path = match port {
+        Port::Control => dir.path().join("vsock_6001"),
+        Port::Session => dir.path().join("vsock_6004"),
+    };
+    let target = Address::Unix(target_path.clone());
+    let guest = tokio::spawn(async move {
+        let max = Channel::Control.max_frame();
+        let mut s = connect(&ctl_addr).await.unwrap();
+        dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
+            .await
+            .unwrap();
+        let boot = GuestMessage::Boot(BootInfo::default());
+        write_message(&mut s, &boot, max).await.unwrap();
+        let _cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = sockets_on(&target_path);
+        let mut agent: Vec<BoxStream> = Vec::new();
+        for _ in 0..N {
+            agent.push(connect(&target).await.unwrap());
+        }
+        // The most held over the next half second (refusals linger).
+        let mut most = 0;
+        for _ in 0..25 {
+            most = most.max(sockets_on(&target_path) - before);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        *seen.lock().unwrap() = most;
+        drop(agent);
+        write_message(&mut s, &GuestMessage::Exit { code: 0 }, max)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = off_tx.send(true);
+        s
+    });
+    let (_cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
+    let io = Io {
+        wiring: Default::default(),
+        console: ConsoleOut {
+            log: None,
+            show: false,
+        },
+        session: &session,
+        agent_log: None,
+        cmds,
+        info: Arc::new(Mutex::new(lifecycle::Info::default())),
+    };
+    let code = tokio::time::timeout(
+        LIMIT,
+        supervise(
+            &vmm,
+            &VmSpec::default(),
+            &control,
+            &GuestConfig::default(),
+            io,
+            Instant::now(),
+        ),
+    )
+    .await
+    .expect("supervise hung")
+    .unwrap();
+    let guest = tokio::time::timeout(LIMIT, guest)
+        .await
+        .expect("guest hung");
+    drop(guest.unwrap());
+    assert_eq!(code, 0);
+    let held = *host_fds.lock().unwrap();
+    drop(dir);
+    held
+}
+
+/// The agent dialling the control port (6001) again and again: each
+/// extra connection is refused, a few at a time ([`super::MAX_REFUSING`]);
+/// beyond them it is closed at once, so the host's descriptors do not
+/// grow with the number of connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_control_port_are_capped() {
+    let held = flood_run(Port::Control).await;
+    assert!(
+        held <= 64,
+        "bottle-host held {held} descriptors for 3000 connections to the control port"
+    );
+}
+
+/// The same on the session port (6004), beyond the
+/// [`super::session::MAX_ATTACHING`] being attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_session_port_are_capped() {
+    let held = flood_run(Port::Session).await;
+    assert!(
+        held <= 64,
+        "bottle-host held {held} descriptors for 3000 connections to the session port"
+    );
+}
