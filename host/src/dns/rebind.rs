@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// True if `ip` is loopback, link-local (incl. 169.254.169.254), RFC 1918,
 /// CGNAT, ULA, unspecified, multicast, broadcast, reserved, a documentation
-/// or benchmark range, or an IPv4-mapped/compatible form of one of those.
+/// or benchmark range, local-use NAT64 (64:ff9b:1::/48, which translates
+/// to private networks), or an IPv4-mapped, -compatible, NAT64 or
+/// SIIT-translated form of one of those.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
@@ -38,9 +40,11 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         return is_forbidden_v4(v4);
     }
     let s = ip.segments();
-    // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96).
+    // IPv4-compatible (::a.b.c.d, deprecated), NAT64 (64:ff9b::/96) and
+    // SIIT's IPv4-translated form (::ffff:0:a.b.c.d).
     if (s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified())
         || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
     {
         let [a, b] = s[6].to_be_bytes();
         let [c, d] = s[7].to_be_bytes();
@@ -49,6 +53,7 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
         || (s[0] & 0xfe00) == 0xfc00 // ULA fc00::/7
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::rundir::RunDir;
 use crate::ca::Ca;
+use crate::dns::policy::NameScan;
 use crate::dns::{Audit, Handler, HickoryUpstream};
 use crate::manifest::{Manifest, Secret};
 use crate::proxy::{self, ProxyConfig};
@@ -63,7 +64,11 @@ pub async fn start(inp: Inputs, run: &RunDir) -> Result<Services> {
         .context("DNS upstream")?;
     let audit = Audit::to_file(&inp.dns_audit)
         .with_context(|| format!("DNS audit log {}", inp.dns_audit.display()))?;
-    let handler = Arc::new(Handler::new(&m, Arc::new(upstream), audit));
+    // Names holding a host secret or a credential never go upstream, from
+    // the guest's queries or the proxy's own lookups.
+    let dlp = crate::proxy::dlp::Dlp::new(&inp.secrets).context("DLP rules")?;
+    let names = NameScan(Arc::new(move |name: &str| dlp.scan_name(name).is_some()));
+    let handler = Arc::new(Handler::new(&m, Arc::new(upstream), audit).scan_names(names));
     let learned = handler.learned();
     let cfg = ProxyConfig {
         manifest: m,

@@ -24,6 +24,9 @@ use crate::manifest::Route;
 
 pub use super::tunnel::SENTINEL_AUTHORITY;
 
+#[path = "handler_connect.rs"]
+mod connect;
+
 /// What every handler clone shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -107,45 +110,6 @@ impl Handler {
         self.refuse(rec, r, start)
     }
 
-    /// CONNECT: check host and port, remember the tunnel.
-    fn connect(&mut self, mut req: Request<Body>, start: Instant) -> RequestOrResponse {
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        let mut rec = Record {
-            time: audit::now(),
-            method: "CONNECT".into(),
-            host: authority.clone().unwrap_or_default(),
-            ..Record::default()
-        };
-        let checked = (|| {
-            let authority =
-                authority.ok_or(Denied::Unsupported("CONNECT without host:port".into()))?;
-            let (host, port) = policy::split_host_port(&authority);
-            let port: u16 = port
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| Denied::Unsupported(format!("CONNECT {authority:?} has no port")))?;
-            let host = policy::check_name(host)?;
-            policy::route_for(&self.shared.routes, &host, port)?;
-            Ok::<_, Denied>((host, port))
-        })();
-        let (host, port) = match checked {
-            Ok(hp) => hp,
-            Err(d) => return self.refuse(rec, d.into(), start).into(),
-        };
-        rec.host = host.clone();
-        rec.verdict = "allow";
-        rec.status = 200;
-        if let Err(e) = self.shared.audit.write(&rec) {
-            return audit_failed(&e).into();
-        }
-        self.tunnel = Some(Arc::new(Tunnel {
-            host,
-            port,
-            sni: None,
-        }));
-        *req.uri_mut() = Uri::from_static(SENTINEL_AUTHORITY);
-        req.into()
-    }
-
     /// Everything but CONNECT.
     async fn request(&mut self, req: Request<Body>, start: Instant) -> RequestOrResponse {
         let pq = target(req.uri());
@@ -165,6 +129,12 @@ impl Handler {
             Ok(d) => d,
             Err(d) => return self.refuse_unread(req, rec, d.into(), start).into(),
         };
+        if self.tunnel.is_none() {
+            if let Some(r) = self.name_hit(&host) {
+                rec.host = String::new();
+                return self.refuse_unread(req, rec, r, start).into();
+            }
+        }
         rec.host = host.clone();
         let shared = self.shared.clone();
         let route = match policy::route_for(&shared.routes, &host, port).and_then(|r| {

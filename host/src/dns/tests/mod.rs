@@ -10,6 +10,7 @@ mod handler;
 mod learned;
 mod policy;
 mod rebind;
+mod secret_names;
 mod server;
 
 pub(crate) mod support;

@@ -12,6 +12,7 @@
 //! secret split across two chunks is still found.
 
 pub mod fragments;
+mod names;
 pub mod rules;
 pub mod secrets;
 mod stream;
@@ -88,6 +89,8 @@ pub struct Dlp {
     longest_prefix: usize,
     secrets: secrets::SecretMatcher,
     fragments: fragments::FragmentMatcher,
+    /// Pieces in any case, for host names only.
+    names: names::NameMatcher,
     /// Every secret form and piece block searched for, in as few SIMD
     /// searchers as they fit: one pass each over the text as it is and
     /// the lowercased text tells whether the exact searches (a pass per
@@ -104,6 +107,7 @@ impl Dlp {
     /// Compile the built-in rules and the secrets' forms.
     pub fn new(secrets: &[Secret]) -> Result<Arc<Dlp>, BuildError> {
         let fragments = fragments::FragmentMatcher::new(secrets)?;
+        let names = names::NameMatcher::new(secrets)?;
         let secrets = secrets::SecretMatcher::new(secrets)?;
         let any = |folded: bool| {
             let texts: Vec<&[u8]> = secrets
@@ -127,6 +131,7 @@ impl Dlp {
             longest_prefix: rules::PREFIXES.iter().map(|p| p.len()).max().unwrap_or(0),
             secrets,
             fragments,
+            names,
             any_plain,
             any_folded,
             useful,
@@ -146,6 +151,29 @@ impl Dlp {
     /// one, and both views can be stacked.
     pub fn hold(&self) -> usize {
         3 * unescape::MAX_EXPANSION * self.overlap + 64
+    }
+
+    /// [`Self::scan`] for a host name: as it is, and with its labels
+    /// joined (a secret cut into labels, `3f9a1c7e5b2d8f0.a4c6e1b3d5f7a9c`,
+    /// is whole again without the dots).
+    /// A piece of a secret is also found in any letter case (a DNS name's
+    /// case does not survive the trip upstream).
+    pub fn scan_name(&self, name: &str) -> Option<Hit> {
+        let place = "host name";
+        let joined: Vec<u8> = name.bytes().filter(|b| *b != b'.').collect();
+        self.scan(name.as_bytes(), place)
+            .or_else(|| {
+                (joined.len() != name.len())
+                    .then(|| self.scan(&joined, place))
+                    .flatten()
+            })
+            .or_else(|| {
+                let owner = self.names.find(&joined)?;
+                Some(Hit {
+                    rule: format!("secret-piece:{owner}:any-case"),
+                    place: place.into(),
+                })
+            })
     }
 
     /// Scan one complete piece of text: as it is, and with its text
