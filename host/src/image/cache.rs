@@ -183,19 +183,26 @@ fn unpack_into(
     let rootfs = tmp.join("rootfs");
     std::fs::create_dir(&rootfs)
         .map_err(|e| ImageError::io(format!("creating {}", rootfs.display()), e))?;
-    let mut u = Unpacker::new(&rootfs)?;
     let total = r.layers.len();
+    // The cache key names the config (docker-archive) or a manifest that
+    // names it: an image with fewer (or more) layers than the config's
+    // `diff_ids` would be cached under the key of a different root.
+    if checked.diff_ids.len() != total {
+        return Err(ImageError::Format(format!(
+            "the image config lists {} layers (rootfs.diff_ids), the {} {total}",
+            checked.diff_ids.len(),
+            if r.layers.iter().any(|l| l.check_diff_id) {
+                "archive's manifest.json"
+            } else {
+                "manifest"
+            }
+        )));
+    }
+    let mut u = Unpacker::new(&rootfs)?;
     for (i, l) in r.layers.iter().enumerate() {
-        let diff_id = if l.check_diff_id {
-            let d = checked.diff_ids.get(i).ok_or_else(|| {
-                ImageError::Format(format!(
-                    "the image config lists {} layers, the archive {total}",
-                    checked.diff_ids.len()
-                ))
-            })?;
-            Some(Digest::parse(d)?)
-        } else {
-            None
+        let diff_id = match (l.check_diff_id, checked.diff_ids.get(i)) {
+            (true, Some(d)) => Some(Digest::parse(d)?),
+            _ => None,
         };
         progress.begin(
             &format!("layer {}/{total} {}", i + 1, short(&l.blob.expect.name)),

@@ -218,8 +218,20 @@ impl Layout {
 
     /// A manifest for `layers` (blob, media type) with this config; its
     /// descriptor (not yet in the index).
+    /// A config whose `rootfs.diff_ids` is empty gets one per layer (the
+    /// blob's digest: an OCI image's layers are checked by their
+    /// descriptors, only the count of `diff_ids` is).
     pub fn manifest(&self, config: &[u8], layers: &[(Vec<u8>, String)]) -> Value {
-        let cfg = self.blob(config, "application/vnd.oci.image.config.v1+json");
+        let mut c: Value = serde_json::from_slice(config).unwrap();
+        if c["rootfs"]["diff_ids"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            let ids: Vec<String> = layers.iter().map(|(b, _)| digest(b)).collect();
+            c["rootfs"]["diff_ids"] = json!(ids);
+        }
+        let config = serde_json::to_vec(&c).unwrap();
+        let cfg = self.blob(&config, "application/vnd.oci.image.config.v1+json");
         let ls: Vec<Value> = layers.iter().map(|(b, mt)| self.blob(b, mt)).collect();
         let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "config": cfg, "layers": ls});
@@ -261,6 +273,18 @@ impl Layout {
 /// A `docker save` tar: `manifest.json`, `<hex>.json`, `<n>/layer.tar`
 /// (gzipped when `gzip`).
 pub fn docker_archive(path: &Path, tag: &str, layers: &[Vec<u8>], gzip: bool) {
+    docker_archive_listing(path, tag, layers, gzip, layers.len());
+}
+
+/// [`docker_archive`] whose `manifest.json` lists (and holds) only the
+/// first `listed` layers; the config names them all.
+pub fn docker_archive_listing(
+    path: &Path,
+    tag: &str,
+    layers: &[Vec<u8>],
+    gzip: bool,
+    listed: usize,
+) {
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
     let cfg = config("amd64", json!({"Cmd": ["/bin/sh"]}), &diff_ids);
     let cfg_name = format!("{}.json", Digest::of(&cfg).hex());
@@ -273,7 +297,7 @@ pub fn docker_archive(path: &Path, tag: &str, layers: &[Vec<u8>], gzip: bool) {
         b.append_data(&mut h, name, data).unwrap();
     };
     let mut names = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
+    for (i, l) in layers.iter().enumerate().take(listed) {
         let name = format!("{i}/layer.tar");
         let data = if gzip {
             blob(l.clone(), Comp::Gzip).0

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use tar::EntryType;
 
-use super::testimg::Layer;
+use super::testimg::{blob, config, digest, docker_archive_listing, Comp, Layer, Layout};
 use super::unpack::Unpacker;
-use super::ImageError;
+use super::{prepare, ImageError, ImageSource, NoProgress};
 
 struct Sandbox {
     _t: tempfile::TempDir,
@@ -268,4 +268,50 @@ fn a_file_where_a_directory_is_expected_refused() {
     let sb = sandbox();
     let l = Layer::new().file("f", "x", 0o644).file("f/x", "x", 0o644);
     refused(&sb, vec![l.tar()], "not a directory");
+}
+
+/// `docker save`'s `manifest.json` listing fewer layers than the config's
+/// `rootfs.diff_ids`: refused, and nothing is cached under the image ID
+/// (the config's digest) for the genuine archive to find.
+#[test]
+fn a_docker_archive_missing_layers_is_refused_and_not_cached() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let layers = vec![
+        Layer::new().file("etc/base", "base", 0o644).tar(),
+        Layer::new()
+            .file("etc/.wh.base", "", 0o644)
+            .file("etc/security-fix", "fixed", 0o644)
+            .tar(),
+    ];
+    docker_archive_listing(&t.path().join("evil.tar"), "app:1", &layers, false, 1);
+    docker_archive_listing(&t.path().join("real.tar"), "app:1", &layers, false, 2);
+    let evil = ImageSource::parse("docker-archive:evil.tar", t.path()).unwrap();
+    let err = prepare(&evil, &state, &NoProgress).unwrap_err().to_string();
+    assert!(err.contains("lists 2 layers"), "{err}");
+    let real = ImageSource::parse("docker-archive:real.tar", t.path()).unwrap();
+    let p = prepare(&real, &state, &NoProgress).unwrap();
+    assert!(p.root.join("etc/security-fix").exists());
+    assert!(!p.root.join("etc/base").exists());
+}
+
+/// The same for an OCI manifest: its layers must match the config's
+/// `diff_ids` in number.
+#[test]
+fn an_oci_manifest_with_a_layer_count_not_the_configs_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Layout::new(&t.path().join("layout"));
+    let layer = Layer::new().file("etc/base", "base", 0o644).tar();
+    let ids = [digest(&layer), digest(b"missing")];
+    let m = l.manifest(
+        &config("amd64", serde_json::json!({}), &ids),
+        &[blob(layer, Comp::None)],
+    );
+    let mut l = l;
+    l.add(m, Some("x"), None);
+    let src = ImageSource::parse("oci:layout:x", t.path()).unwrap();
+    let err = prepare(&src, &t.path().join("state"), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lists 2 layers"), "{err}");
 }
