@@ -50,6 +50,7 @@ mod tests_unpack;
 pub use cache::{list, prune, remove, CachedImage};
 pub use source::{ImageSource, RegistryRef};
 pub use spec::ImageConfig;
+pub use unpack::read_file_beneath;
 
 /// An image ready to be a bottle's root.
 #[derive(Debug, Clone, PartialEq)]

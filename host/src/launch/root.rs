@@ -213,24 +213,16 @@ pub fn agent_ids(user: &str, root: Option<&Path>) -> Result<(u32, u32)> {
     }
 }
 
-/// The root's `/etc/passwd`, refusing symlinks on the way (the tree may
-/// come from an untrusted image; the host must not read its own files
-/// through it).
+/// The most of the image's `/etc/passwd` the host reads.
+const MAX_PASSWD: u64 = 4 << 20;
+
+/// The root's `/etc/passwd`: the tree may come from an untrusted image,
+/// so no symlink is followed on the way (the host must not read its own
+/// files through it), and a FIFO, device or over-large file is refused
+/// rather than read (`image::read_file_beneath`).
 fn read_passwd(root: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    for p in [root.join("etc"), root.join("etc/passwd")] {
-        if std::fs::symlink_metadata(&p)?.file_type().is_symlink() {
-            return Err(std::io::Error::other("symlink"));
-        }
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(root.join("etc/passwd"))?;
-    let mut s = String::new();
-    f.by_ref().take(1 << 20).read_to_string(&mut s)?;
-    Ok(s)
+    let b = crate::image::read_file_beneath(root, "etc/passwd", MAX_PASSWD)?;
+    String::from_utf8(b).map_err(std::io::Error::other)
 }
 
 fn passwd_ids(text: &str, name: &str) -> Option<(u32, u32)> {

@@ -84,3 +84,50 @@ fn agent_ids_from_numbers_and_passwd() {
     .unwrap();
     assert!(agent_ids("agent", Some(evil.path())).is_err());
 }
+
+/// The image's `/etc/passwd` as a FIFO (which the unpacker makes): refused
+/// at once, not waited on for a writer (that hung `launch`).
+#[test]
+fn a_fifo_passwd_does_not_block() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    let fifo = dir.path().join("etc/passwd");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(agent_ids("agent", Some(&root)).map_err(|e| e.to_string()));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+    // Release a blocked reader, if any (non-blocking: fails with no reader).
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    let got = got.expect("agent_ids blocked on a FIFO /etc/passwd for 5 s");
+    assert!(got.is_err(), "{got:?}");
+}
+
+/// A directory symlink on the way (`/etc` -> elsewhere), or a passwd over
+/// the bound, is not read either.
+#[test]
+fn passwd_through_a_symlinked_dir_or_too_large_is_not_read() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("etc")).unwrap();
+    std::fs::write(
+        host.path().join("etc/passwd"),
+        "agent:x:1000:1000::/:/bin/sh\n",
+    )
+    .unwrap();
+    let evil = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(host.path().join("etc"), evil.path().join("etc")).unwrap();
+    assert!(agent_ids("agent", Some(evil.path())).is_err());
+    assert_eq!(agent_ids("agent", Some(host.path())).unwrap(), (1000, 1000));
+    let big = tempfile::tempdir().unwrap();
+    std::fs::create_dir(big.path().join("etc")).unwrap();
+    let mut text = "agent:x:1000:1000::/:/bin/sh\n".to_string();
+    text.push_str(&"#".repeat((MAX_PASSWD + 1) as usize));
+    std::fs::write(big.path().join("etc/passwd"), text).unwrap();
+    assert!(agent_ids("agent", Some(big.path())).is_err());
+}

@@ -393,6 +393,44 @@ fn mark_ancestors(made: &mut HashSet<CleanPath>, path: &CleanPath) {
     }
 }
 
+/// Read the regular file `rel` under the (untrusted) tree `root`, as the
+/// host must: resolved beneath `root` with no symlink anywhere
+/// (`openat2`), opened `O_NONBLOCK` (a FIFO or device cannot block the
+/// open), refused unless a regular file, and refused if over `max` bytes.
+pub fn read_file_beneath(root: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel_c = CString::new(rel)?;
+    let fd = open_beneath(
+        dir.as_fd(),
+        &rel_c,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+    )?;
+    let f = File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is not a regular file"
+        )));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is over {max} bytes"
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is over {max} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 /// Remove the directory tree (or file) at `path` without following
 /// symlinks, making read-only directories writable on the way.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
