@@ -11,8 +11,10 @@
 //! - `archive.rs`: tar archives read in place (an index of member
 //!   offsets) and `docker save`'s `manifest.json`.
 //! - `unpack/`: applying layers: `safe.rs` (path resolution with
-//!   `openat2`, `*at` calls), `whiteout.rs` (whiteouts, opaque
-//!   directories, removing subtrees without following links).
+//!   `openat2`, `*at` calls, reading an image's file safely),
+//!   `whiteout.rs` (whiteouts, opaque directories, removing subtrees
+//!   without following links), `limits.rs` (bytes, entries and header
+//!   size per image).
 //! - `registry.rs`: `docker://` images pulled (oci-client over rustls),
 //!   blobs downloaded into `tmp/`, then unpacked as a layout's.
 //! - `cache.rs`: `<state>/images/sha256/<hex>/`, `list`, `remove`, `prune`.
@@ -38,6 +40,8 @@ mod unpack;
 mod testimg;
 #[cfg(test)]
 mod tests_hostile;
+#[cfg(test)]
+mod tests_limits;
 #[cfg(test)]
 mod tests_prepare;
 #[cfg(test)]

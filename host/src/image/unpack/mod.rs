@@ -19,14 +19,18 @@
 //! - mtimes: files, links and fifos as they are written; directories'
 //!   modes, owners and mtimes once every layer is applied, deepest first
 //!   (until then they stay `0700` so that later entries can be written).
+//! - limits (`limits.rs`): bytes written and entries per image, bytes of
+//!   one member's headers; sparse holes stay holes.
 
+mod limits;
 mod safe;
 mod whiteout;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -40,6 +44,9 @@ use nix::unistd::{
     fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
 };
 
+pub use limits::Limits;
+use limits::{bytes_exceeded, entries_exceeded, Budgeted, MAX_HEADERS};
+pub use safe::read_file_beneath;
 use safe::{make_dirs, open_beneath, open_dir, unsafe_entry, CleanPath, EntryError};
 
 use super::ImageError;
@@ -69,13 +76,23 @@ pub struct Unpacker {
     privileged: bool,
     dirs: BTreeMap<CleanPath, DirMeta>,
     stats: Stats,
+    limits: Limits,
+    /// Bytes counted against `limits.max_bytes`.
+    used: u64,
+    entries: u64,
 }
 
 type Xattrs = Vec<(CString, Vec<u8>)>;
 
 impl Unpacker {
-    /// Unpack into `root`, an existing empty directory.
+    /// Unpack into `root`, an existing empty directory, within the
+    /// environment's limits (`limits.rs`).
     pub fn new(root: &Path) -> Result<Unpacker, ImageError> {
+        Unpacker::with_limits(root, Limits::from_env()?)
+    }
+
+    /// [`Unpacker::new`] within `limits`.
+    pub fn with_limits(root: &Path, limits: Limits) -> Result<Unpacker, ImageError> {
         let fd = nix::fcntl::open(
             root,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -87,30 +104,75 @@ impl Unpacker {
             privileged: nix::unistd::geteuid().is_root(),
             dirs: BTreeMap::new(),
             stats: Stats::default(),
+            limits,
+            used: 0,
+            entries: 0,
         })
     }
 
     /// Apply one layer's (uncompressed) tar stream; `layer` names it in
     /// errors.
     pub fn apply_layer(&mut self, layer: &str, r: impl Read) -> Result<(), ImageError> {
-        let mut ar = tar::Archive::new(r);
+        // While the parser looks for the next member it reads (and holds)
+        // PAX records and GNU long names whole: it gets MAX_HEADERS bytes.
+        let budget = Cell::new(None);
+        let mut ar = tar::Archive::new(Budgeted {
+            inner: r,
+            left: &budget,
+        });
         let mut made: HashSet<CleanPath> = HashSet::new();
-        let entries = ar.entries().map_err(|e| read_error(layer, "", e))?;
-        for entry in entries {
+        let mut entries = ar.entries().map_err(|e| read_error(layer, "", e))?;
+        loop {
+            budget.set(Some(MAX_HEADERS));
+            let next = entries.next();
+            budget.set(None);
+            let Some(entry) = next else {
+                break;
+            };
             let mut entry = entry.map_err(|e| read_error(layer, "", e))?;
             let raw = entry.path_bytes().into_owned();
             let shown = String::from_utf8_lossy(&raw).into_owned();
-            self.entry(&mut entry, &raw, &mut made)
-                .map_err(|e| match e {
-                    EntryError::Unsafe(reason) => ImageError::UnsafeEntry {
-                        layer: layer.to_string(),
-                        entry: shown.clone(),
-                        reason,
-                    },
-                    EntryError::Io(e) => read_error(layer, &shown, e),
-                })?;
+            let map = |e: EntryError| match e {
+                EntryError::Unsafe(reason) => ImageError::UnsafeEntry {
+                    layer: layer.to_string(),
+                    entry: shown.clone(),
+                    reason,
+                },
+                EntryError::Io(e) => read_error(layer, &shown, e),
+            };
+            self.entries += 1;
+            if self.entries > self.limits.max_entries {
+                return Err(map(entries_exceeded(self.limits.max_entries).into()));
+            }
+            self.entry(&mut entry, &raw, &mut made).map_err(map)?;
+            // What the entry did not read (a skipped type's data) is read
+            // here, counted, so that the parser's skip stays within its
+            // header budget.
+            self.drain(&mut entry).map_err(|e| map(e.into()))?;
         }
         Ok(())
+    }
+
+    /// Count `n` more bytes against the image's limit.
+    fn count(&mut self, n: u64) -> std::io::Result<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.limits.max_bytes {
+            return Err(bytes_exceeded(self.limits.max_bytes));
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, r: &mut impl Read) -> std::io::Result<()> {
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.count(k as u64)?;
+        }
     }
 
     /// Set directories' metadata (deepest first) and report.
@@ -317,7 +379,12 @@ impl Unpacker {
                     Mode::from_bits_truncate(0o600),
                 )?;
                 let mut f = File::from(fd);
-                self.stats.bytes += copy(entry, &mut f)?;
+                // The declared size (a sparse file's full size) first, so
+                // that an entry over the limit writes nothing.
+                if self.used.saturating_add(entry.size()) > self.limits.max_bytes {
+                    return Err(bytes_exceeded(self.limits.max_bytes).into());
+                }
+                self.stats.bytes += self.copy(entry, &mut f)?;
                 if self.privileged {
                     fchown(&f, Some(uid), Some(gid))?;
                 }
@@ -393,44 +460,6 @@ fn mark_ancestors(made: &mut HashSet<CleanPath>, path: &CleanPath) {
     }
 }
 
-/// Read the regular file `rel` under the (untrusted) tree `root`, as the
-/// host must: resolved beneath `root` with no symlink anywhere
-/// (`openat2`), opened `O_NONBLOCK` (a FIFO or device cannot block the
-/// open), refused unless a regular file, and refused if over `max` bytes.
-pub fn read_file_beneath(root: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
-    let dir = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let rel_c = CString::new(rel)?;
-    let fd = open_beneath(
-        dir.as_fd(),
-        &rel_c,
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-    )?;
-    let f = File::from(fd);
-    let meta = f.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(std::io::Error::other(format!(
-            "{rel} in the image is not a regular file"
-        )));
-    }
-    if meta.len() > max {
-        return Err(std::io::Error::other(format!(
-            "{rel} in the image is over {max} bytes"
-        )));
-    }
-    let mut out = Vec::new();
-    f.take(max + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > max {
-        return Err(std::io::Error::other(format!(
-            "{rel} in the image is over {max} bytes"
-        )));
-    }
-    Ok(out)
-}
-
 /// Remove the directory tree (or file) at `path` without following
 /// symlinks, making read-only directories writable on the way.
 pub fn remove_tree(path: &Path) -> std::io::Result<()> {
@@ -481,24 +510,43 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, EntryError> 
     Ok(out)
 }
 
-fn copy(r: &mut impl Read, w: &mut File) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => return Ok(n),
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(buf.get(..k).unwrap_or_default())?;
-        n += k as u64;
+impl Unpacker {
+    /// Copy a file's content, counted against the limit as it goes; runs
+    /// of zeros a read returns whole (a sparse file's holes, as the tar
+    /// parser hands them out) are skipped over and left as holes.
+    fn copy(&mut self, r: &mut impl Read, w: &mut File) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.count(k as u64)?;
+            let chunk = buf.get(..k).unwrap_or_default();
+            if chunk.iter().all(|&b| b == 0) {
+                w.seek(SeekFrom::Current(k as i64))?;
+            } else {
+                w.write_all(chunk)?;
+            }
+            n += k as u64;
+        }
+        // A trailing hole.
+        if w.metadata()?.len() < n {
+            w.set_len(n)?;
+        }
+        Ok(n)
     }
 }
 
 /// An I/O error while applying `layer`: a digest or size mismatch of the
 /// blob being read is reported as such.
 fn read_error(layer: &str, entry: &str, e: std::io::Error) -> ImageError {
+    if let Some(reason) = limits::limit_reason(&e) {
+        return ImageError::Format(format!("layer {layer}: {reason}"));
+    }
     match super::blob::mismatch_reason(&e) {
         Some(reason) => ImageError::Verify {
             blob: layer.to_string(),

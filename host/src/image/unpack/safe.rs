@@ -6,7 +6,10 @@
 //! with an `*at` call on that parent fd, never following a link.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -222,4 +225,42 @@ fn walk_error(root: BorrowedFd<'_>, e: Errno, comps: &[CString]) -> EntryError {
         )),
         e => e.into(),
     }
+}
+
+/// Read the regular file `rel` under the (untrusted) tree `root`, as the
+/// host must: resolved beneath `root` with no symlink anywhere
+/// (`openat2`), opened `O_NONBLOCK` (a FIFO or device cannot block the
+/// open), refused unless a regular file, and refused if over `max` bytes.
+pub fn read_file_beneath(root: &Path, rel: &str, max: u64) -> std::io::Result<Vec<u8>> {
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel_c = CString::new(rel)?;
+    let fd = open_beneath(
+        dir.as_fd(),
+        &rel_c,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+    )?;
+    let f = File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is not a regular file"
+        )));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is over {max} bytes"
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "{rel} in the image is over {max} bytes"
+        )));
+    }
+    Ok(out)
 }
