@@ -6,9 +6,12 @@
 //!
 //! HTTPS with rustls (ring); plain HTTP only for a registry on loopback
 //! (`localhost`, `127.0.0.0/8`, `[::1]`). Credentials: the environment's
-//! `BOTTLE_REGISTRY_USER` / `BOTTLE_REGISTRY_PASSWORD`, else
+//! `BOTTLE_REGISTRY_USER` / `BOTTLE_REGISTRY_PASSWORD` for the registry
+//! `BOTTLE_REGISTRY_HOST` names (an error without it), else
 //! `auths.<registry>.auth` in `$DOCKER_CONFIG/config.json` or
-//! `~/.docker/config.json`, else anonymous.
+//! `~/.docker/config.json`, else anonymous. Before credentials go out,
+//! the registry's `WWW-Authenticate` challenge is read: a token realm over
+//! plain HTTP is refused unless it is the registry's own loopback host.
 //!
 //! The pull runs on a thread of its own with its own runtime, so `prepare`
 //! may be called from async code too; progress comes back over a channel.
@@ -82,11 +85,26 @@ pub(crate) fn pull_with(
     progress: &dyn Progress,
     read: Duration,
 ) -> Result<PreparedImage, ImageError> {
+    pull_env(src, r, images, progress, read, &|n| std::env::var(n).ok())
+}
+
+/// The environment's variable `name`, or a test's.
+pub(crate) type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// [`pull_with`] reading credentials' settings from `env`.
+pub(crate) fn pull_env(
+    src: &ImageSource,
+    r: &RegistryRef,
+    images: &Images,
+    progress: &dyn Progress,
+    read: Duration,
+    env: Env<'_>,
+) -> Result<PreparedImage, ImageError> {
     let dl = images.new_tmp()?;
     let result = (|| {
         let (tx, rx) = mpsc::channel();
         let fetched = std::thread::scope(|s| {
-            let h = s.spawn(|| fetch_blocking(r, &dl, images, tx, read));
+            let h = s.spawn(|| fetch_blocking(r, &dl, images, tx, read, env));
             for ev in rx {
                 match ev {
                     Event::Begin(step, total) => progress.begin(&step, Some(total)),
@@ -117,12 +135,13 @@ fn fetch_blocking(
     images: &Images,
     tx: mpsc::Sender<Event>,
     read: Duration,
+    env: Env<'_>,
 ) -> Result<Fetched, ImageError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ImageError::io("tokio runtime", e))?;
-    rt.block_on(fetch(r, dl, images, &tx, read))
+    rt.block_on(fetch(r, dl, images, &tx, read, env))
 }
 
 /// Whether `registry` (`host[:port]`) is on loopback.
@@ -144,6 +163,7 @@ async fn fetch(
     images: &Images,
     tx: &mpsc::Sender<Event>,
     read: Duration,
+    env: Env<'_>,
 ) -> Result<Fetched, ImageError> {
     let shown = r.to_string();
     let reg_err = |e: oci_client::errors::OciDistributionError| ImageError::Registry {
@@ -165,7 +185,18 @@ async fn fetch(
         ..Default::default()
     })
     .map_err(reg_err)?;
-    let auth = credentials(&r.registry);
+    let auth = credentials(&r.registry, env).map_err(|reason| ImageError::Registry {
+        reference: shown.clone(),
+        reason,
+    })?;
+    if matches!(auth, RegistryAuth::Basic(..)) {
+        check_realm(&r.registry, read)
+            .await
+            .map_err(|reason| ImageError::Registry {
+                reference: shown.clone(),
+                reason,
+            })?;
+    }
     let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
     let reference = match &r.digest {
         Some(d) => Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone()),
@@ -264,25 +295,111 @@ async fn fetch(
     Ok(Fetched::Downloaded(resolved))
 }
 
-/// Credentials for `registry`: the environment, then Docker's config.
-fn credentials(registry: &str) -> RegistryAuth {
-    if let (Ok(u), Ok(p)) = (
-        std::env::var("BOTTLE_REGISTRY_USER"),
-        std::env::var("BOTTLE_REGISTRY_PASSWORD"),
-    ) {
-        return RegistryAuth::Basic(u, p);
+/// Whether two registry names are the same registry (Docker Hub's
+/// aliases are one).
+fn same_registry(a: &str, b: &str) -> bool {
+    let hub = |r: &str| matches!(r, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    a.eq_ignore_ascii_case(b) || (hub(a) && hub(b))
+}
+
+/// Credentials for `registry`: the environment's (`var`) when
+/// `BOTTLE_REGISTRY_HOST` names it, then Docker's config. User and
+/// password set without `BOTTLE_REGISTRY_HOST` are an error: they would
+/// otherwise go to whatever registry an image names.
+pub(crate) fn credentials(registry: &str, var: Env<'_>) -> Result<RegistryAuth, String> {
+    if let (Some(u), Some(p)) = (var("BOTTLE_REGISTRY_USER"), var("BOTTLE_REGISTRY_PASSWORD")) {
+        match var("BOTTLE_REGISTRY_HOST") {
+            None => {
+                return Err(
+                    "BOTTLE_REGISTRY_USER and BOTTLE_REGISTRY_PASSWORD are set but \
+                            BOTTLE_REGISTRY_HOST is not: set it to the registry (host[:port]) \
+                            the credentials are for"
+                        .into(),
+                )
+            }
+            Some(h) if same_registry(h.trim(), registry) => return Ok(RegistryAuth::Basic(u, p)),
+            Some(_) => {}
+        }
     }
-    let path = match std::env::var_os("DOCKER_CONFIG") {
+    let path = match var("DOCKER_CONFIG") {
         Some(d) => Path::new(&d).join("config.json"),
-        None => match std::env::var_os("HOME") {
+        None => match var("HOME") {
             Some(h) => Path::new(&h).join(".docker").join("config.json"),
-            None => return RegistryAuth::Anonymous,
+            None => return Ok(RegistryAuth::Anonymous),
         },
     };
-    std::fs::read(&path)
+    Ok(std::fs::read(&path)
         .ok()
         .and_then(|b| docker_config_auth(&b, registry))
-        .map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p))
+        .map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p)))
+}
+
+/// The realm of a `Bearer` challenge, if `www_authenticate` is one.
+pub(crate) fn bearer_realm(www_authenticate: &str) -> Option<String> {
+    let h = www_authenticate.trim_start();
+    if !h.get(..7)?.eq_ignore_ascii_case("bearer ") {
+        return None;
+    }
+    let lower = h.to_ascii_lowercase();
+    let at = lower.find("realm=\"")? + 7;
+    let rest = h.get(at..)?;
+    Some(rest.get(..rest.find('"')?)?.to_string())
+}
+
+/// Whether credentials for `registry` may go to the token `realm`: over
+/// HTTPS, or over plain HTTP only to the registry's own host when that is
+/// on loopback (the one plain-HTTP registry allowed).
+pub(crate) fn realm_allowed(registry: &str, realm: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(realm) else {
+        return false;
+    };
+    let reg_host = registry
+        .strip_prefix('[')
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_else(|| registry.split(':').next().unwrap_or_default());
+    match (u.scheme(), u.host_str()) {
+        ("https", Some(_)) => true,
+        ("http", Some(h)) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            is_loopback(registry) && h.eq_ignore_ascii_case(reg_host)
+        }
+        _ => false,
+    }
+}
+
+/// Ask the registry for its challenge (`GET /v2/`, nothing sent but the
+/// request) and refuse a token realm the credentials must not go to. A
+/// hostile registry can still ask for them itself (a `Basic` challenge):
+/// this keeps them from a third host over plain HTTP.
+async fn check_realm(registry: &str, read: Duration) -> Result<(), String> {
+    let scheme = if is_loopback(registry) {
+        "http"
+    } else {
+        "https"
+    };
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(read)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let res = http
+        .get(format!("{scheme}://{registry}/v2/"))
+        .send()
+        .await
+        .map_err(|e| format!("asking the registry how to authenticate: {e}"))?;
+    for h in res.headers().get_all(reqwest::header::WWW_AUTHENTICATE) {
+        let Some(realm) = h.to_str().ok().and_then(bearer_realm) else {
+            continue;
+        };
+        if !realm_allowed(registry, &realm) {
+            return Err(format!(
+                "the registry sends clients to the token service {realm:?}: plain HTTP to \
+                 another host; the credentials for {registry} are not sent there"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `auths.<registry>.auth` (base64 `user:password`) of a Docker config.

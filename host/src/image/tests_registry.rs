@@ -4,14 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::registry::{docker_config_auth, is_loopback};
+use oci_client::secrets::RegistryAuth;
+
+use super::registry::{bearer_realm, credentials, docker_config_auth, is_loopback, realm_allowed};
 use super::testimg::{blob, config, Comp, Layer, Layout};
-use super::{prepare, ImageSource, Progress};
+use super::{prepare, ImageSource, NoProgress, Progress};
 
 fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -245,4 +250,192 @@ fn a_silent_registry_times_out() {
         .unwrap_or_default();
     assert!(tmp.is_empty(), "{tmp:?}");
     drop(held);
+}
+
+// ---------------------------------------------------------------------------
+// Hostile registries, served by a tiny HTTP/1.1 server on loopback:
+// `handle(head, stream)` per connection, until the guard is dropped.
+
+struct Server(Arc<AtomicBool>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    addr: &str,
+    handle: impl Fn(String, TcpStream) + Send + Sync + 'static,
+) -> (SocketAddr, Server) {
+    let l = TcpListener::bind(addr).unwrap();
+    let a = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let handle = Arc::new(handle);
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let h = handle.clone();
+                    std::thread::spawn(move || {
+                        let mut head = Vec::new();
+                        let mut b = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if c.read(&mut b).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(b[0]);
+                        }
+                        h(String::from_utf8_lossy(&head).into_owned(), c);
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (a, Server(stop))
+}
+
+/// Pull `addr/x/img:t` with a Docker config holding `alice:hunter2` for
+/// `addr` (no process environment changed); the `auth` value.
+fn pull_with_docker_config(
+    addr: SocketAddr,
+    t: &Path,
+) -> (Result<super::PreparedImage, super::ImageError>, String) {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:hunter2");
+    std::fs::write(
+        t.join("config.json"),
+        serde_json::json!({"auths": {addr.to_string(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let src = ImageSource::parse(&format!("docker://{addr}/x/img:t"), Path::new("/")).unwrap();
+    let ImageSource::Registry(r) = &src else {
+        panic!()
+    };
+    let images = super::cache::Images::open(&t.join("state")).unwrap();
+    let dir = t.to_string_lossy().into_owned();
+    let env = move |n: &str| (n == "DOCKER_CONFIG").then(|| dir.clone());
+    let got =
+        super::registry::pull_env(&src, r, &images, &NoProgress, Duration::from_secs(5), &env);
+    (got, auth)
+}
+
+/// The registry 127.0.0.1:A (the only one the Docker config has
+/// credentials for) names a token realm on 127.0.0.2:B over plain HTTP:
+/// the pull is refused and B never sees `Authorization`.
+#[test]
+fn credentials_do_not_follow_a_plain_http_realm_to_another_host() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let (thief, _thief) = serve("127.0.0.2:0", move |head, mut c| {
+        s2.lock().unwrap().push(head);
+        let _ = c.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    });
+    let realm = format!("http://{thief}/token");
+    let (addr, _reg) = serve("127.0.0.1:0", move |_head, mut c| {
+        let _ = write!(
+            c,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\"\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    });
+    let t = tempfile::tempdir().unwrap();
+    let (got, _) = pull_with_docker_config(addr, t.path());
+    let err = got.unwrap_err().to_string();
+    assert!(err.contains("are not sent there"), "{err}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .all(|h| !h.to_ascii_lowercase().contains("authorization")),
+        "{thief} got credentials: {seen:?}"
+    );
+}
+
+/// A redirect to another host does not carry the credentials (reqwest
+/// drops `Authorization` across hosts).
+#[test]
+fn a_redirect_to_another_host_drops_credentials() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let (other, _other) = serve("127.0.0.2:0", move |head, mut c| {
+        s2.lock().unwrap().push(head);
+        let _ = c
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    });
+    let (addr, _reg) = serve("127.0.0.1:0", move |head, mut c| {
+        if !head.to_ascii_lowercase().contains("authorization: basic") {
+            let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        } else {
+            let _ = write!(c, "HTTP/1.1 302 Found\r\nLocation: http://{other}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let (got, _) = pull_with_docker_config(addr, t.path());
+    assert!(got.is_err());
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty(), "no redirect followed");
+    assert!(
+        seen.iter()
+            .all(|h| !h.to_ascii_lowercase().contains("authorization")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn realms_credentials_may_go_to() {
+    assert_eq!(
+        bearer_realm(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#)
+            .as_deref(),
+        Some("https://auth.docker.io/token")
+    );
+    assert_eq!(bearer_realm(r#"Basic realm="r""#), None);
+    assert!(realm_allowed(
+        "registry-1.docker.io",
+        "https://auth.docker.io/token"
+    ));
+    assert!(realm_allowed(
+        "127.0.0.1:5000",
+        "http://127.0.0.1:5001/token"
+    ));
+    assert!(realm_allowed("[::1]:5000", "http://[::1]:5001/token"));
+    assert!(!realm_allowed(
+        "127.0.0.1:5000",
+        "http://127.0.0.2:5001/token"
+    ));
+    assert!(!realm_allowed("ghcr.io", "http://ghcr.io/token"));
+    assert!(!realm_allowed("ghcr.io", "ftp://ghcr.io/token"));
+    assert!(!realm_allowed("ghcr.io", "not a url"));
+}
+
+/// `BOTTLE_REGISTRY_USER`/`_PASSWORD` go only to `BOTTLE_REGISTRY_HOST`,
+/// and are an error without it.
+#[test]
+fn environment_credentials_are_for_one_registry() {
+    let env = |host: Option<&'static str>| {
+        move |n: &str| match n {
+            "BOTTLE_REGISTRY_USER" => Some("u".to_string()),
+            "BOTTLE_REGISTRY_PASSWORD" => Some("p".to_string()),
+            "BOTTLE_REGISTRY_HOST" => host.map(String::from),
+            _ => None,
+        }
+    };
+    let basic = |a: Result<RegistryAuth, String>| matches!(a, Ok(RegistryAuth::Basic(u, p)) if u == "u" && p == "p");
+    assert!(basic(credentials("ghcr.io", &env(Some("ghcr.io")))));
+    assert!(basic(credentials(
+        "docker.io",
+        &env(Some("registry-1.docker.io"))
+    )));
+    assert!(matches!(
+        credentials("evil.example", &env(Some("ghcr.io"))),
+        Ok(RegistryAuth::Anonymous)
+    ));
+    let err = credentials("ghcr.io", &env(None)).unwrap_err();
+    assert!(err.contains("BOTTLE_REGISTRY_HOST"), "{err}");
 }
