@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use super::blob::{Digest, MAX_JSON};
 use super::cache::Images;
@@ -202,10 +202,22 @@ async fn fetch(
         Some(d) => Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone()),
         None => Reference::with_tag(r.registry.clone(), r.repository.clone(), tag),
     };
-    let (mut bytes, _) = client
-        .pull_manifest_raw(&reference, &auth, &ACCEPT)
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(read)
+        .build()
+        .map_err(|e| ImageError::Registry {
+            reference: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    let manifest_err = |reason: String| ImageError::Registry {
+        reference: shown.clone(),
+        reason,
+    };
+    let deadline = CONNECT_TIMEOUT + read;
+    let mut bytes = get_manifest(&client, &http, &reference, &auth, deadline)
         .await
-        .map_err(reg_err)?;
+        .map_err(manifest_err)?;
     let mut digest = Digest::of(&bytes);
     if let Some(want) = &r.digest {
         if &digest.to_string() != want {
@@ -226,11 +238,9 @@ async fn fetch(
                 let refs: Vec<&spec::Descriptor> = idx.manifests.iter().collect();
                 let child = Digest::parse(&layout::pick_platform(&refs)?.digest)?;
                 let by_digest = reference.clone_with_digest(child.to_string());
-                bytes = client
-                    .pull_manifest_raw(&by_digest, &auth, &ACCEPT)
+                bytes = get_manifest(&client, &http, &by_digest, &auth, deadline)
                     .await
-                    .map_err(reg_err)?
-                    .0;
+                    .map_err(manifest_err)?;
                 if Digest::of(&bytes) != child {
                     return Err(ImageError::Verify {
                         blob: child.to_string(),
@@ -300,6 +310,68 @@ async fn fetch(
 fn same_registry(a: &str, b: &str) -> bool {
     let hub = |r: &str| matches!(r, "docker.io" | "index.docker.io" | "registry-1.docker.io");
     a.eq_ignore_ascii_case(b) || (hub(a) && hub(b))
+}
+
+/// The manifest `reference` names, read by us rather than by oci-client
+/// (which reads a body whole before we could check its size): at most
+/// [`MAX_JSON`] bytes, all of it within `deadline`. oci-client does the
+/// authentication (its token, or the Basic credentials when the registry
+/// asks for those); an error answer's body is not read.
+async fn get_manifest(
+    client: &Client,
+    http: &reqwest::Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    deadline: Duration,
+) -> Result<Vec<u8>, String> {
+    let registry = reference.resolve_registry();
+    let scheme = if is_loopback(registry) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!(
+        "{scheme}://{registry}/v2/{}/manifests/{}",
+        reference.repository(),
+        reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or("latest")
+    );
+    let work = async {
+        let token = client
+            .auth(reference, auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+        let req = match (token, auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            (None, _) => req,
+        };
+        let mut res = req.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(format!("{url}: the registry answered {status}"));
+        }
+        let too_large = || format!("{url}: the manifest is over {MAX_JSON} bytes");
+        if res.content_length().is_some_and(|n| n > MAX_JSON) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            if (body.len() + chunk.len()) as u64 > MAX_JSON {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| format!("{url}: no complete manifest within {deadline:?}"))?
 }
 
 /// Credentials for `registry`: the environment's (`var`) when

@@ -439,3 +439,50 @@ fn environment_credentials_are_for_one_registry() {
     let err = credentials("ghcr.io", &env(None)).unwrap_err();
     assert!(err.contains("BOTTLE_REGISTRY_HOST"), "{err}");
 }
+
+/// A registry whose manifest is endless (256 MiB, with or without a
+/// `Content-Length`): refused after about MAX_JSON (16 MiB), not read
+/// whole into memory.
+#[test]
+fn a_huge_manifest_is_not_read_whole() {
+    for declared in [true, false] {
+        const BIG: u64 = 256 << 20;
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let s2 = sent.clone();
+        let (addr, _reg) = serve("127.0.0.1:0", move |head, mut c| {
+            if head.starts_with("GET /v2/ ") {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                return;
+            }
+            let length = if declared {
+                format!("Content-Length: {BIG}\r\n")
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 {length}Connection: close\r\n\r\n"
+            );
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..(BIG >> 20) {
+                if c.write_all(&chunk).is_err() {
+                    return;
+                }
+                s2.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+        });
+        let t = tempfile::tempdir().unwrap();
+        let (got, _) = pull_with_docker_config(addr, t.path());
+        let err = got.unwrap_err().to_string();
+        assert!(err.contains("over 16777216 bytes"), "{err}");
+        let got = sent.load(Ordering::Relaxed);
+        assert!(
+            got <= (16 << 20) + (8 << 20),
+            "declared {declared}: the client took {} MiB of a manifest",
+            got >> 20
+        );
+    }
+}
