@@ -17,9 +17,11 @@
 //! variable that raises it; nothing is cached.
 
 use std::cell::Cell;
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::super::ImageError;
+use super::Unpacker;
 
 /// Default of `BOTTLE_IMAGE_MAX_BYTES`: 16 GiB (an agent image is about
 /// 2.5 GiB unpacked).
@@ -141,6 +143,60 @@ impl<R: Read> Read for Budgeted<'_, R> {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let n = self.inner.read(buf.get_mut(..want).unwrap_or_default())?;
         self.left.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+/// Counting, as the unpacker writes.
+impl Unpacker {
+    /// Count `n` more bytes against the image's limit.
+    pub(super) fn count(&mut self, n: u64) -> std::io::Result<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.limits.max_bytes {
+            return Err(bytes_exceeded(self.limits.max_bytes));
+        }
+        Ok(())
+    }
+
+    pub(super) fn drain(&mut self, r: &mut impl Read) -> std::io::Result<()> {
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.count(k as u64)?;
+        }
+    }
+
+    /// Copy a file's content, counted against the limit as it goes; runs
+    /// of zeros a read returns whole (a sparse file's holes, as the tar
+    /// parser hands them out) are skipped over and left as holes.
+    pub(super) fn copy(&mut self, r: &mut impl Read, w: &mut File) -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.count(k as u64)?;
+            let chunk = buf.get(..k).unwrap_or_default();
+            if chunk.iter().all(|&b| b == 0) {
+                w.seek(SeekFrom::Current(k as i64))?;
+            } else {
+                w.write_all(chunk)?;
+            }
+            n += k as u64;
+        }
+        // A trailing hole.
+        if w.metadata()?.len() < n {
+            w.set_len(n)?;
+        }
         Ok(n)
     }
 }

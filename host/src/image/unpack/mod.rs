@@ -30,7 +30,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -151,28 +151,6 @@ impl Unpacker {
             self.drain(&mut entry).map_err(|e| map(e.into()))?;
         }
         Ok(())
-    }
-
-    /// Count `n` more bytes against the image's limit.
-    fn count(&mut self, n: u64) -> std::io::Result<()> {
-        self.used = self.used.saturating_add(n);
-        if self.used > self.limits.max_bytes {
-            return Err(bytes_exceeded(self.limits.max_bytes));
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self, r: &mut impl Read) -> std::io::Result<()> {
-        let mut buf = [0u8; 64 << 10];
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.count(k as u64)?;
-        }
     }
 
     /// Set directories' metadata (deepest first) and report.
@@ -508,37 +486,6 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, EntryError> 
         }
     }
     Ok(out)
-}
-
-impl Unpacker {
-    /// Copy a file's content, counted against the limit as it goes; runs
-    /// of zeros a read returns whole (a sparse file's holes, as the tar
-    /// parser hands them out) are skipped over and left as holes.
-    fn copy(&mut self, r: &mut impl Read, w: &mut File) -> std::io::Result<u64> {
-        let mut buf = vec![0u8; 256 << 10];
-        let mut n = 0u64;
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.count(k as u64)?;
-            let chunk = buf.get(..k).unwrap_or_default();
-            if chunk.iter().all(|&b| b == 0) {
-                w.seek(SeekFrom::Current(k as i64))?;
-            } else {
-                w.write_all(chunk)?;
-            }
-            n += k as u64;
-        }
-        // A trailing hole.
-        if w.metadata()?.len() < n {
-            w.set_len(n)?;
-        }
-        Ok(n)
-    }
 }
 
 /// An I/O error while applying `layer`: a digest or size mismatch of the
