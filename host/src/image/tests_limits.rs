@@ -68,6 +68,7 @@ fn limits(max_bytes: u64, max_entries: u64) -> Limits {
     Limits {
         max_bytes,
         max_entries,
+        ..Limits::default()
     }
 }
 
@@ -220,4 +221,72 @@ fn limits_from_the_environment() {
         let err = get(Some(bad), None).unwrap_err().to_string();
         assert!(err.contains("BOTTLE_IMAGE_MAX_BYTES"), "{err}");
     }
+}
+
+/// A layer of `n` directories, each `depth` components of 30 bytes deep
+/// under a top directory of its own, built by `tar` on a thread as it is
+/// read (GNU long names).
+fn deep_dirs(n: usize, depth: usize) -> impl Read {
+    let (rd, wr) = std::io::pipe().unwrap();
+    std::thread::spawn(move || {
+        let mut b = tar::Builder::new(wr);
+        let comp = "c".repeat(30);
+        for i in 0..n {
+            let mut path = format!("top{i}");
+            for _ in 1..depth {
+                path.push('/');
+                path.push_str(&comp);
+            }
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            // A closed pipe (the unpacker refused the layer) ends this.
+            if b.append_data(&mut h, &path, io::empty()).is_err() {
+                return;
+            }
+        }
+        let _ = b.finish();
+    });
+    rd
+}
+
+/// Paths deeper than MAX_DEPTH are refused; many deep directories, each
+/// under a top directory of its own, hit the bookkeeping cap instead of
+/// growing the unpacker's memory with the square of their depth.
+#[test]
+fn deep_paths_are_bounded() {
+    use super::unpack::{MAX_DEPTH, PATH_COMPONENT_COST};
+    let r = root();
+    let mut u = Unpacker::new(&r.root).unwrap();
+    let e = u
+        .apply_layer("deep", deep_dirs(1, MAX_DEPTH + 1))
+        .unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("deeper than"),
+        "{}",
+        &e[e.len().saturating_sub(300)..]
+    );
+
+    let r = root();
+    let cap = 8 << 20;
+    let lim = Limits {
+        max_bookkeeping: cap,
+        ..Limits::default()
+    };
+    // Each directory's ancestors: about depth^2 / 2 components.
+    let per_dir = MAX_DEPTH * MAX_DEPTH / 2 * (30 + PATH_COMPONENT_COST);
+    let n = 4 * cap / per_dir + 4;
+    let mut u = Unpacker::with_limits(&r.root, lim).unwrap();
+    let e = u.apply_layer("deep", deep_dirs(n, MAX_DEPTH)).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("to keep track of"),
+        "{}",
+        &e[e.len().saturating_sub(300)..]
+    );
 }

@@ -30,6 +30,15 @@ pub const MAX_BYTES: u64 = 16 << 30;
 pub const MAX_ENTRIES: u64 = 2_000_000;
 /// Bytes of one member's headers (PAX, GNU long names, sparse map).
 pub const MAX_HEADERS: u64 = 1 << 20;
+/// Deepest path an entry may have, in components (real images: a few
+/// dozen); a path's bookkeeping grows with its depth.
+pub const MAX_DEPTH: usize = 128;
+/// Memory the unpacker may use to remember paths (each directory's
+/// metadata until the end, and what a layer made, for opaque whiteouts),
+/// counted as each component's bytes plus [`PATH_COMPONENT_COST`].
+pub const MAX_BOOKKEEPING: usize = 512 << 20;
+/// What one remembered path component costs besides its bytes.
+pub const PATH_COMPONENT_COST: usize = 48;
 
 pub const BYTES_ENV: &str = "BOTTLE_IMAGE_MAX_BYTES";
 pub const ENTRIES_ENV: &str = "BOTTLE_IMAGE_MAX_ENTRIES";
@@ -39,6 +48,9 @@ pub const ENTRIES_ENV: &str = "BOTTLE_IMAGE_MAX_ENTRIES";
 pub struct Limits {
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// Path bookkeeping, bytes ([`MAX_BOOKKEEPING`]; not from the
+    /// environment: it only bounds memory).
+    pub max_bookkeeping: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +58,7 @@ impl Default for Limits {
         Limits {
             max_bytes: MAX_BYTES,
             max_entries: MAX_ENTRIES,
+            max_bookkeeping: MAX_BOOKKEEPING,
         }
     }
 }
@@ -75,6 +88,7 @@ impl Limits {
         Ok(Limits {
             max_bytes: get(BYTES_ENV, MAX_BYTES)?,
             max_entries: get(ENTRIES_ENV, MAX_ENTRIES)?,
+            max_bookkeeping: MAX_BOOKKEEPING,
         })
     }
 }
@@ -112,6 +126,19 @@ pub fn bytes_exceeded(max: u64) -> io::Error {
     hit(format!(
         "the image writes more than {max} bytes ({BYTES_ENV}, default {MAX_BYTES}; \
          set it to allow a larger image)"
+    ))
+}
+
+/// The error for a path deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> io::Error {
+    hit(format!("a path deeper than {MAX_DEPTH} components"))
+}
+
+/// The error for paths past `max` bytes of bookkeeping.
+pub fn bookkeeping_exceeded(max: usize) -> io::Error {
+    hit(format!(
+        "the image's paths need more than {} MiB to keep track of (many deep directories)",
+        max >> 20
     ))
 }
 
@@ -198,5 +225,44 @@ impl Unpacker {
             w.set_len(n)?;
         }
         Ok(n)
+    }
+}
+
+impl super::Unpacker {
+    /// Every directory above `path` belongs to this layer's changes too (an
+    /// opaque marker in an ancestor keeps them, with what this layer put in
+    /// them, whether they were made now or existed before). From the
+    /// deepest: a directory already marked has its ancestors marked.
+    pub(super) fn mark_ancestors(
+        &mut self,
+        made: &mut std::collections::HashSet<super::safe::CleanPath>,
+        path: &super::safe::CleanPath,
+    ) -> Result<(), super::safe::EntryError> {
+        for n in (1..path.comps().len()).rev() {
+            let above = path.prefix(n);
+            if made.contains(&above) {
+                break;
+            }
+            self.remember(&above)?;
+            made.insert(above);
+        }
+        Ok(())
+    }
+
+    /// Count a remembered path against `limits.max_bookkeeping`.
+    pub(super) fn remember(
+        &mut self,
+        path: &super::safe::CleanPath,
+    ) -> Result<(), super::safe::EntryError> {
+        let cost: usize = path
+            .comps()
+            .iter()
+            .map(|c| c.as_bytes().len() + PATH_COMPONENT_COST)
+            .sum();
+        self.book = self.book.saturating_add(cost);
+        if self.book > self.limits.max_bookkeeping {
+            return Err(bookkeeping_exceeded(self.limits.max_bookkeeping).into());
+        }
+        Ok(())
     }
 }

@@ -46,6 +46,8 @@ use nix::unistd::{
 
 pub use limits::Limits;
 use limits::{bytes_exceeded, entries_exceeded, Budgeted, MAX_HEADERS};
+#[cfg(test)]
+pub(crate) use limits::{MAX_DEPTH, PATH_COMPONENT_COST};
 pub use safe::read_file_beneath;
 use safe::{make_dirs, open_beneath, open_dir, unsafe_entry, CleanPath, EntryError};
 
@@ -80,6 +82,8 @@ pub struct Unpacker {
     /// Bytes counted against `limits.max_bytes`.
     used: u64,
     entries: u64,
+    /// Path memory counted against `MAX_BOOKKEEPING`.
+    book: usize,
 }
 
 type Xattrs = Vec<(CString, Vec<u8>)>;
@@ -107,6 +111,7 @@ impl Unpacker {
             limits,
             used: 0,
             entries: 0,
+            book: 0,
         })
     }
 
@@ -220,6 +225,9 @@ impl Unpacker {
             }
         }
         let path = CleanPath::parse(raw)?;
+        if path.comps().len() > limits::MAX_DEPTH {
+            return Err(limits::too_deep().into());
+        }
         let Some((parents, name)) = path.split_last() else {
             return Ok(()); // `./`: the root keeps its own mode.
         };
@@ -233,7 +241,7 @@ impl Unpacker {
         if nb == b".wh..wh..opq" {
             let dir_path = path.prefix(parents.len());
             let dir = make_dirs(root, parents)?;
-            mark_ancestors(made, &path);
+            self.mark_ancestors(made, &path)?;
             whiteout::opaque(dir.as_fd(), &dir_path, made)?;
             return Ok(());
         }
@@ -294,8 +302,10 @@ impl Unpacker {
         };
 
         let parent = make_dirs(root, parents)?;
-        mark_ancestors(made, &path);
-        made.insert(path.clone());
+        self.mark_ancestors(made, &path)?;
+        if made.insert(path.clone()) {
+            self.remember(&path)?;
+        }
         let p = parent.as_fd();
         let existing_dir = clear_slot(p, name, kind == T::Directory)?;
         match kind {
@@ -307,6 +317,7 @@ impl Unpacker {
                     let fd = open_beneath(p, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
                     set_xattrs(&mut self.stats, self.privileged, fd.as_fd(), &xattrs)?;
                 }
+                self.remember(&path)?;
                 self.dirs.insert(
                     path.clone(),
                     DirMeta {
@@ -426,15 +437,6 @@ fn set_xattrs(
             }
         }
         Ok(())
-    }
-}
-
-/// Every directory above `path` belongs to this layer's changes too (an
-/// opaque marker in an ancestor keeps them, with what this layer put in
-/// them, whether they were made now or existed before).
-fn mark_ancestors(made: &mut HashSet<CleanPath>, path: &CleanPath) {
-    for n in 1..path.comps().len() {
-        made.insert(path.prefix(n));
     }
 }
 
