@@ -75,15 +75,43 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         file: path.display().to_string(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_MANIFEST_BYTES {
-        return Err(read_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {MAX_MANIFEST_BYTES} bytes"),
-        )));
-    }
-    let src = std::fs::read_to_string(path).map_err(read_err)?;
+    let src = read_bounded(path, MAX_MANIFEST_BYTES).map_err(read_err)?;
     parse(&src, path)
+}
+
+/// Longest secret value read from a file.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Shortest secret value: a shorter one would be found in ordinary text
+/// (every request refused, every response redacted) while protecting
+/// almost nothing.
+pub const MIN_SECRET_BYTES: usize = 8;
+
+/// Read the text at `path`, at most `max` bytes. Opened without blocking,
+/// so a named pipe nobody writes to reads as empty instead of hanging;
+/// a pipe that is written to (`<(…)`) is read as it comes, and a device
+/// that never ends (`/dev/zero`) stops at the limit.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // Reads block again (a pipe's writer may be slow).
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    let mut buf = Vec::new();
+    file.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    String::from_utf8(buf)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Validate manifest text; `path` is used in errors and to resolve
@@ -129,13 +157,19 @@ impl Manifest {
             let value = match source {
                 SecretSource::Env(var) => std::env::var(var)
                     .map_err(|_| fail(format!("environment variable {var} is not set")))?,
-                SecretSource::File(p) => std::fs::read_to_string(p)
+                SecretSource::File(p) => read_bounded(p, MAX_SECRET_BYTES)
                     .map_err(|e| fail(format!("cannot read {}: {e}", p.display())))?
                     .trim_end_matches(['\r', '\n'])
                     .to_string(),
             };
             if value.is_empty() {
                 return Err(fail("is empty".into()));
+            }
+            if value.len() < MIN_SECRET_BYTES {
+                return Err(fail(format!(
+                    "is shorter than {MIN_SECRET_BYTES} bytes: the proxy would find it in \
+                     ordinary text (refusing requests, redacting answers) while it protects little"
+                )));
             }
             out.push(Secret {
                 name: name.clone(),

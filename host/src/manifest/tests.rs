@@ -233,3 +233,46 @@ fn load_refuses_missing_and_huge_files() {
     std::fs::write(&big, vec![b'#'; (MAX_MANIFEST_BYTES + 1) as usize]).unwrap();
     assert!(load(&big).unwrap_err().to_string().contains("larger than"));
 }
+
+/// Run `f` on a thread; fail if it takes more than 5 s (a hang).
+fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("blocked for 5 s")
+}
+
+fn fifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_manifest_or_secret_file_that_never_ends_or_is_a_silent_pipe_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The manifest: a named pipe nobody writes to, and a device that
+    // never ends.
+    let pipe = dir.path().join("m.toml");
+    fifo(&pipe);
+    let e = within_5s(move || load(&pipe).unwrap_err().to_string());
+    assert!(e.contains("agent"), "{e}");
+    let e = within_5s(|| load(Path::new("/dev/zero")).unwrap_err().to_string());
+    assert!(e.contains("larger than"), "{e}");
+
+    // Secret files: the same, and one too large.
+    fifo(&dir.path().join("silent"));
+    std::fs::write(dir.path().join("big"), vec![b'x'; 1 << 20]).unwrap();
+    std::fs::write(dir.path().join("short"), "abc\n").unwrap();
+    for (file, want) in [
+        ("silent", "is empty"),
+        ("/dev/zero", "larger than 65536 bytes"),
+        ("big", "larger than 65536 bytes"),
+        ("short", "shorter than 8 bytes"),
+    ] {
+        let src = format!("[agent]\ncommand = [\"x\"]\n[secrets]\ns = {{ file = \"{file}\" }}\n");
+        let m = parse(&src, &dir.path().join("b.toml")).unwrap();
+        let e = within_5s(move || m.load_secrets().unwrap_err().to_string());
+        assert!(e.contains(want), "{file}: {e}");
+    }
+}

@@ -36,7 +36,26 @@ pub enum BodyRefusal {
     /// The client's body stream failed.
     #[error("reading the request body failed: {0}")]
     Read(String),
+    /// Nothing of the body came for [`BODY_IDLE`].
+    #[error("no request body data for {} s", BODY_IDLE.as_secs())]
+    Idle,
+    /// The proxy holds [`MAX_BUFFERED`] bytes of request bodies already
+    /// and none came free within [`BODY_IDLE`].
+    #[error("the proxy is holding {} MiB of request bodies; try again", MAX_BUFFERED >> 20)]
+    Busy,
 }
+
+/// Longest wait for the next piece of a request body (and for room to
+/// hold it): a client that stops sending mid-body gets 408.
+pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Bytes of request bodies the proxy holds while reading them, across all
+/// requests: many clients each sending part of a body and then nothing
+/// cannot make it hold more (the rest wait for room, then get 503).
+pub const MAX_BUFFERED: usize = 256 << 20;
+
+/// [`MAX_BUFFERED`] in KiB permits.
+static BUFFERED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_BUFFERED >> 10);
 
 impl BodyRefusal {
     /// Status code and rule name for the reply and the audit line.
@@ -48,6 +67,8 @@ impl BodyRefusal {
             BodyRefusal::Encoding(_) => (415, "unsupported-encoding".into()),
             BodyRefusal::Corrupt(_) => (400, "bad-compressed-body".into()),
             BodyRefusal::Read(_) => (400, "body-read-error".into()),
+            BodyRefusal::Idle => (408, "request-body-idle".into()),
+            BodyRefusal::Busy => (503, "proxy-busy".into()),
         }
     }
 }
@@ -279,9 +300,34 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    read_within(body, scan, stop_at, &BUFFERED).await
+}
+
+/// [`read_into`], holding what it reads within `budget` (KiB permits).
+async fn read_within<B>(
+    body: &mut B,
+    scan: &mut Scan,
+    stop_at: usize,
+    budget: &tokio::sync::Semaphore,
+) -> Result<(BytesMut, bool), BodyRefusal>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut buf = BytesMut::new();
+    // Room in the budget for what is held here, until it is handed on.
+    let mut room: Option<tokio::sync::SemaphorePermit<'_>> = None;
     while let Some(data) = next_data(body).await? {
         scan.push(&data)?;
+        let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let more = tokio::time::timeout(BODY_IDLE, budget.acquire_many(kib))
+            .await
+            .map_err(|_| BodyRefusal::Busy)?
+            .map_err(|_| BodyRefusal::Busy)?;
+        match room.as_mut() {
+            Some(r) => r.merge(more),
+            None => room = Some(more),
+        }
         buf.extend_from_slice(&data);
         if buf.len() >= stop_at {
             return Ok((buf, false));
@@ -296,7 +342,13 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Some(frame) = tokio::time::timeout(BODY_IDLE, body.frame())
+            .await
+            .map_err(|_| BodyRefusal::Idle)?
+        else {
+            break;
+        };
         let frame = frame.map_err(|e| BodyRefusal::Read(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             return Ok(Some(data));
@@ -331,171 +383,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::Secret;
-    use flate2::write::GzEncoder;
-    use flate2::Compression;
-    use http_body_util::{Full, StreamBody};
-
-    fn dlp() -> Arc<Dlp> {
-        Dlp::new(&[Secret {
-            name: "k".into(),
-            value: "horse-battery-stpl".into(),
-        }])
-        .unwrap()
-    }
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = GzEncoder::new(Vec::new(), Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    fn zlib(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    async fn run(
-        chunks: Vec<Vec<u8>>,
-        enc: Option<&str>,
-        limit: u64,
-    ) -> Result<Bytes, BodyRefusal> {
-        let form = enc == Some("form");
-        let enc = enc.filter(|e| *e != "form");
-        let frames = chunks
-            .into_iter()
-            .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c))));
-        let body = StreamBody::new(futures_util_stream(frames));
-        read_scanned(&mut { body }, enc, form, dlp(), limit).await
-    }
-
-    fn futures_util_stream<I: Iterator + Unpin>(
-        it: I,
-    ) -> impl hudsucker::futures::Stream<Item = I::Item> + Unpin {
-        hudsucker::futures::stream::iter(it)
-    }
-
-    #[tokio::test]
-    async fn bodies_table() {
-        // Short enough (under 20 bytes) that piece matching (dlp::fragments)
-        // stays out of the way: these cases test whole-secret seams.
-        let secret = b"horse-battery-stpl".to_vec();
-        let mut with_secret = vec![b'a'; 10_000];
-        with_secret.extend_from_slice(&secret);
-        let clean = vec![b'b'; 100_000];
-        let (head, tail) = with_secret.split_at(10_010);
-        // (name, chunks, encoding, limit, expected rule or None)
-        type Case<'a> = (&'a str, Vec<Vec<u8>>, Option<&'a str>, u64, Option<&'a str>);
-        let table: Vec<Case<'_>> = vec![
-            ("clean", vec![clean.clone()], None, 1 << 20, None),
-            (
-                "form, escape split",
-                vec![b"a=horse%2Dbattery%2".to_vec(), b"Dstpl".to_vec()],
-                Some("form"),
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                // Escape probe regression: every character escaped, in a
-                // body that does not say it is a form.
-                "plain body, all escaped",
-                vec![b"data=%68%6F%72%73%65%2D%62%61%74%74%65%72%79%2D%73%74%70%6C".to_vec()],
-                None,
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                // The first `%` arrives after part of the secret.
-                "plain body, escapes start mid-secret",
-                vec![b"x horse-bat".to_vec(), b"tery-%73tpl".to_vec()],
-                None,
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                "secret",
-                vec![with_secret.clone()],
-                None,
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                "split",
-                vec![head.to_vec(), tail.to_vec()],
-                None,
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                "too large",
-                vec![clean.clone()],
-                None,
-                1000,
-                Some("body-too-large"),
-            ),
-            (
-                "gzip clean",
-                vec![gzip(&clean)],
-                Some("gzip"),
-                1 << 20,
-                None,
-            ),
-            (
-                "gzip secret",
-                vec![gzip(&with_secret)],
-                Some("gzip"),
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                "deflate secret",
-                vec![zlib(&with_secret)],
-                Some("deflate"),
-                1 << 20,
-                Some("secret:k:raw"),
-            ),
-            (
-                "gzip bomb",
-                vec![gzip(&vec![0u8; 5 << 20])],
-                Some("gzip"),
-                1 << 20,
-                Some("decompression-limit"),
-            ),
-            (
-                "brotli",
-                vec![clean.clone()],
-                Some("br"),
-                1 << 20,
-                Some("unsupported-encoding"),
-            ),
-            (
-                "corrupt gzip",
-                vec![b"not gzip at all".to_vec()],
-                Some("gzip"),
-                1 << 20,
-                Some("bad-compressed-body"),
-            ),
-        ];
-        for (name, chunks, enc, limit, want) in table {
-            let total: usize = chunks.iter().map(|c| c.len()).sum();
-            let got = run(chunks, enc, limit).await;
-            match (want, got) {
-                (None, Ok(b)) => assert_eq!(b.len(), total, "{name}"),
-                (Some(rule), Err(e)) => assert_eq!(e.status_rule().1, rule, "{name}"),
-                (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
-            }
-        }
-        let full = read_scanned(
-            &mut Full::new(Bytes::from_static(b"ok")),
-            None,
-            false,
-            dlp(),
-            10,
-        )
-        .await;
-        assert_eq!(full.unwrap(), Bytes::from_static(b"ok"));
-    }
-}
+#[path = "body_tests.rs"]
+mod tests;

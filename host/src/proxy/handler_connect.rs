@@ -34,7 +34,14 @@ impl Handler {
             host: authority.clone().unwrap_or_default(),
             ..Record::default()
         };
+        // Only over HTTP/1: a CONNECT on an HTTP/2 stream would make every
+        // stream of one guest connection a tunnel of its own, each a MITM
+        // connection `egress.max_connections` never counted.
+        let h1 = req.version() <= hudsucker::hyper::Version::HTTP_11;
         let checked = (|| {
+            if !h1 {
+                return Err(Denied::Unsupported("CONNECT over HTTP/2".into()));
+            }
             let authority =
                 authority.ok_or(Denied::Unsupported("CONNECT without host:port".into()))?;
             let (host, port) = policy::split_host_port(&authority);

@@ -127,6 +127,10 @@ impl From<TcpListener> for Listen {
     }
 }
 
+/// Streams an HTTP/2 client may have open at once on one connection
+/// (hyper's default is 200; browsers and API clients stay well under 100).
+pub const MAX_STREAMS: u32 = 100;
+
 /// How many accepted connections may wait for the proxy.
 const BACKLOG: usize = 256;
 
@@ -225,7 +229,10 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
         .header_read_timeout(HEADER_TIMEOUT)
         .title_case_headers(true)
         .preserve_header_case(true);
-    server.http2().timer(TokioTimer::new());
+    server
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS);
     let (stop, stopped) = oneshot::channel::<()>();
     let cap = cfg.manifest.egress.max_connections;
     let (tx, incoming) = tokio::sync::mpsc::channel(BACKLOG);

@@ -45,11 +45,18 @@ const DROPPED: &[&str] = &[
     "keep-alive",
     "te",
     "trailer",
+    // The upgrade request goes up without a body.
+    "content-length",
+    "transfer-encoding",
 ];
 
-/// Is this an HTTP/1.1 `Upgrade: websocket` request?
+/// Is this an HTTP/1.1 `GET` with `Upgrade: websocket`? (The upstream is
+/// sent a GET whatever the guest's method: any other method asking for
+/// the upgrade would pass a route's method rule as itself and arrive as
+/// a GET, so it is not an upgrade, and is refused as another one.)
 pub fn is_upgrade(req: &Request<Body>) -> bool {
     req.version() <= Version::HTTP_11
+        && req.method() == hudsucker::hyper::Method::GET
         && req
             .headers()
             .get(header::UPGRADE)
