@@ -51,10 +51,21 @@ pub fn socket(base: &Path, i: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The capabilities a daemon running as root gives up, in
+/// `virtiofsd --modcaps` syntax: `mknod` (device nodes: a guest root could
+/// otherwise make `/dev/sda` or `/dev/mem` in a host directory; FIFOs and
+/// sockets need no capability and still work), `setfcap` (setting
+/// `security.capability`, file capabilities) and `fsetid` (so a write
+/// clears setuid/setgid, and setgid is dropped where the group is not the
+/// daemon's). `fowner` stays: without it the guest cannot chmod or set
+/// times on the host user's files when they are not root's.
+pub const ROOT_MODCAPS: &str = "--modcaps=-mknod:-setfcap:-fsetid";
+
 /// The daemon's arguments (pure; tested). `as_root`: the daemon may use
 /// its namespace sandbox (mount, PID and network namespaces, pivoted into
-/// the shared directory); otherwise it runs unsandboxed and relies on its
-/// own path handling (docs/workspaces.md).
+/// the shared directory) and gives up [`ROOT_MODCAPS`]; otherwise it runs
+/// unsandboxed, with no capabilities to give up, and relies on its own
+/// path handling (docs/workspaces.md).
 pub fn daemon_args(share: &FsShare, socket: &Path, as_root: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--shared-dir".into(),
@@ -69,6 +80,9 @@ pub fn daemon_args(share: &FsShare, socket: &Path, as_root: bool) -> Vec<OsStrin
         "warn".into(),
         "--xattr".into(),
     ];
+    if as_root {
+        a.push(ROOT_MODCAPS.into());
+    }
     if share.readonly {
         a.push("--readonly".into());
     }
@@ -119,6 +133,26 @@ mod tests {
         );
         assert!(a.contains(&"--readonly"));
         assert!(!a.iter().any(|s| s.starts_with("--translate")));
+        assert!(a.contains(&ROOT_MODCAPS));
+    }
+
+    #[test]
+    fn root_daemon_gives_up_mknod_setfcap_fsetid() {
+        let share = FsShare {
+            tag: "ws0".into(),
+            dir: "/srv/repo".into(),
+            readonly: false,
+            owner: Some(IdMap::default()),
+        };
+        let a = daemon_args(&share, Path::new("/s"), true);
+        let a = strs(&a);
+        assert!(a.windows(2).any(|w| w == ["--sandbox", "namespace"]));
+        // One argument: "-mknod…" after a separate "--modcaps" would read
+        // as an option.
+        assert!(a.contains(&"--modcaps=-mknod:-setfcap:-fsetid"), "{a:?}");
+        // An unprivileged daemon has nothing to give up.
+        let a = daemon_args(&share, Path::new("/s"), false);
+        assert!(!strs(&a).iter().any(|s| s.starts_with("--modcaps")));
     }
 
     #[test]
@@ -138,6 +172,7 @@ mod tests {
         let a = strs(&a);
         assert!(a.windows(2).any(|w| w == ["--sandbox", "none"]));
         assert!(!a.contains(&"--readonly"));
+        assert!(!a.iter().any(|s| s.starts_with("--modcaps")));
         let joined = a.join(" ");
         for want in [
             "--translate-uid squash-guest:0:501:4294967295",
