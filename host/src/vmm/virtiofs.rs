@@ -61,6 +61,18 @@ pub fn socket(base: &Path, i: usize) -> PathBuf {
 /// times on the host user's files when they are not root's.
 pub const ROOT_MODCAPS: &str = "--modcaps=-mknod:-setfcap:-fsetid";
 
+/// The extended attributes a workspace passes, in `virtiofsd --xattrmap`
+/// syntax: `user.*` both ways, everything else (`security.*` with
+/// `security.capability` and `security.selinux`, `trusted.*`, `system.*`)
+/// refused. The guest's setxattr of those gets `EPERM`, its getxattr
+/// `ENODATA` (what tools see for an absent attribute: `cp -a` and git go
+/// on), and the host's are left out of listxattr. POSIX ACLs
+/// (`system.posix_acl_*`) are not offered at all: the daemon answers
+/// `EOPNOTSUPP` without `--posix-acl`, which id translation excludes. Not
+/// used on the image's root share, whose file capabilities the guest
+/// needs.
+pub const WORKSPACE_XATTRMAP: &str = "--xattrmap=:ok:all:user.:user.::bad:all:::";
+
 /// The daemon's arguments (pure; tested). `as_root`: the daemon may use
 /// its namespace sandbox (mount, PID and network namespaces, pivoted into
 /// the shared directory) and gives up [`ROOT_MODCAPS`]; otherwise it runs
@@ -87,6 +99,7 @@ pub fn daemon_args(share: &FsShare, socket: &Path, as_root: bool) -> Vec<OsStrin
         a.push("--readonly".into());
     }
     if let Some(m) = share.owner {
+        a.push(WORKSPACE_XATTRMAP.into());
         // Guest → host: whatever id the guest writes with becomes the host
         // user's. Host → guest: the host user's files show as the agent's.
         for (flag, guest, host) in [
@@ -134,6 +147,8 @@ mod tests {
         assert!(a.contains(&"--readonly"));
         assert!(!a.iter().any(|s| s.starts_with("--translate")));
         assert!(a.contains(&ROOT_MODCAPS));
+        // The image's file capabilities reach the guest.
+        assert!(!a.iter().any(|s| s.starts_with("--xattrmap")));
     }
 
     #[test]
@@ -147,6 +162,10 @@ mod tests {
         let a = daemon_args(&share, Path::new("/s"), true);
         let a = strs(&a);
         assert!(a.windows(2).any(|w| w == ["--sandbox", "namespace"]));
+        assert!(
+            a.contains(&"--xattrmap=:ok:all:user.:user.::bad:all:::"),
+            "{a:?}"
+        );
         // One argument: "-mknod…" after a separate "--modcaps" would read
         // as an option.
         assert!(a.contains(&"--modcaps=-mknod:-setfcap:-fsetid"), "{a:?}");
@@ -173,6 +192,7 @@ mod tests {
         assert!(a.windows(2).any(|w| w == ["--sandbox", "none"]));
         assert!(!a.contains(&"--readonly"));
         assert!(!a.iter().any(|s| s.starts_with("--modcaps")));
+        assert!(a.contains(&WORKSPACE_XATTRMAP));
         let joined = a.join(" ");
         for want in [
             "--translate-uid squash-guest:0:501:4294967295",
