@@ -129,6 +129,16 @@ pub fn resolve(
             host_gid: nix::unistd::getegid().as_raw(),
         };
         for (i, mnt) in m.mounts.iter().enumerate() {
+            if let Some(w) = open_root_workspace(
+                &mnt.host,
+                owner.host_uid == 0 && !mnt.readonly,
+                std::fs::metadata(&mnt.host).ok().map(|md| {
+                    use std::os::unix::fs::PermissionsExt;
+                    md.permissions().mode()
+                }),
+            ) {
+                tracing::warn!("{w}");
+            }
             let tag = format!("ws{i}");
             shares.push(FsShare {
                 tag: tag.clone(),
@@ -162,6 +172,28 @@ pub fn resolve(
         config,
         describe,
     })
+}
+
+/// The warning for a writable workspace shared by a daemon running as root
+/// (`root_writable`) whose directory lets group or others in (`mode &
+/// 0o077`; `None`: unreadable, the daemon will say). The agent can leave
+/// setuid/setgid files and FIFOs there owned by root (docs/workspaces.md);
+/// a warning, not a refusal, since a project directory is usually 0755
+/// (the README's `host = "."`). Only the directory itself is looked at,
+/// not its parents.
+fn open_root_workspace(host: &Path, root_writable: bool, mode: Option<u32>) -> Option<String> {
+    let mode = mode?;
+    if !root_writable || mode & 0o077 == 0 {
+        return None;
+    }
+    Some(format!(
+        "[[mounts]] host {} is writable, shared as root and open to group/others \
+         (mode {:o}): the agent can leave setuid-root files in it; run bottle-host \
+         as an ordinary user, mount it read-only, or chmod 700 it \
+         (docs/workspaces.md)",
+        host.display(),
+        mode & 0o7777
+    ))
 }
 
 /// A workspace may neither hold the state directory (the CA key, other

@@ -131,3 +131,15 @@ fn passwd_through_a_symlinked_dir_or_too_large_is_not_read() {
     std::fs::write(big.path().join("etc/passwd"), text).unwrap();
     assert!(agent_ids("agent", Some(big.path())).is_err());
 }
+
+#[test]
+fn a_writable_workspace_shared_as_root_and_open_to_others_is_warned_about() {
+    let p = Path::new("/srv/repo");
+    let w = open_root_workspace(p, true, Some(0o40755)).expect("0755 as root warns");
+    assert!(w.contains("/srv/repo") && w.contains("755"), "{w}");
+    assert!(open_root_workspace(p, true, Some(0o40770)).is_some());
+    // Private, read-only, not root, or not there: nothing to say.
+    assert!(open_root_workspace(p, true, Some(0o40700)).is_none());
+    assert!(open_root_workspace(p, false, Some(0o40777)).is_none());
+    assert!(open_root_workspace(p, true, None).is_none());
+}
