@@ -191,11 +191,32 @@ pub fn lock_path(state: &Path, name: &str) -> PathBuf {
 /// An exclusive `flock` on a name's lock file, held by the launch that
 /// owns the name for as long as it runs (the kernel releases it when the
 /// process ends, however it ends). Only its holder binds the name's
-/// socket or removes a stale one. The file is never removed: removing a
-/// lock file another process has open would let two hold "the" lock.
+/// socket or removes a stale one. The holder removes the file when it
+/// lets go (so generated names leave nothing behind); whoever takes a
+/// lock checks that its file is still the one at the path, since a file
+/// removed (and another made) while it waited guards nothing.
 #[derive(Debug)]
 pub struct NameLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // Still held here: nobody else can have replaced the file.
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Is `file` the file at `path` now?
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 impl NameLock {
@@ -203,12 +224,18 @@ impl NameLock {
     /// waiting; `Ok(None)` when another holds it.
     fn try_take_at(path: &Path) -> std::io::Result<Option<NameLock>> {
         use std::os::fd::AsRawFd;
-        let file = crate::hardening::open_private_append(path)?;
         loop {
+            let file = crate::hardening::open_private_append(path)?;
             // SAFETY: flock(2) on a descriptor `file` owns; no memory is
             // passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Some(NameLock { _file: file }));
+                if same_file(&file, path) {
+                    return Ok(Some(NameLock {
+                        file,
+                        path: path.to_path_buf(),
+                    }));
+                }
+                continue; // its holder removed it on the way out: again
             }
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {

@@ -145,9 +145,40 @@ async fn a_claim_holds_the_lock_until_dropped() {
     assert!(NameLock::try_take(state, "x").unwrap().is_none());
     drop(c);
     assert!(!socket_path(state, "x").exists());
-    assert!(lock.exists());
+    // Let go, the lock file goes too (generated names leave nothing).
+    assert!(!lock.exists());
     assert!(NameLock::try_take(state, "x").unwrap().is_some());
     drop(claim(state, "x").await.unwrap());
+    assert!(!lock.exists());
+}
+
+/// A waiter that opened the lock file before its holder removed it on the
+/// way out takes a lock on a file that is no longer the name's: it must
+/// not count. Here: the holder's file removed and another made while a
+/// second handle to the old one exists.
+#[test]
+fn a_lock_on_a_removed_file_is_not_the_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let first = NameLock::try_take(state, "x").unwrap().unwrap();
+    let lock = lock_path(state, "x");
+    // Stale handle: the same inode, opened before the removal.
+    let old = std::fs::File::open(&lock).unwrap();
+    drop(first); // removes the file
+    assert!(!lock.exists());
+    let now = NameLock::try_take(state, "x").unwrap().unwrap();
+    // Whoever locks the old inode now does not hold the name: the path
+    // is another file.
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this test owns.
+    let r = unsafe { libc::flock(old.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(r, 0, "the old inode is free to lock");
+    assert!(!super::same_file(&old, &lock));
+    assert!(
+        NameLock::try_take(state, "x").unwrap().is_none(),
+        "the name's lock is held"
+    );
+    drop(now);
 }
 
 /// Two launches with the same name, racing over a stale socket left by a
