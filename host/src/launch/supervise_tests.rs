@@ -130,36 +130,7 @@ async fn split_frame_run(agent_dials: bool) -> i32 {
         s
     });
 
-    let (_cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
-    let io = Io {
-        wiring: Default::default(),
-        console: ConsoleOut {
-            log: None,
-            show: false,
-        },
-        session: &session,
-        agent_log: None,
-        cmds,
-        info: Arc::new(Mutex::new(lifecycle::Info::default())),
-    };
-    let code = tokio::time::timeout(
-        LIMIT,
-        supervise(
-            &vmm,
-            &VmSpec::default(),
-            &control,
-            &GuestConfig::default(),
-            io,
-            Instant::now(),
-        ),
-    )
-    .await
-    .expect("supervise hung")
-    .unwrap();
-    let guest = tokio::time::timeout(LIMIT, guest)
-        .await
-        .expect("guest hung");
-    drop(guest.unwrap());
+    let code = supervise_with(&vmm, &control, &session, guest).await;
     code
 }
 
@@ -232,36 +203,7 @@ async fn flood_run(port: Port) -> i64 {
         let _ = off_tx.send(true);
         s
     });
-    let (_cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
-    let io = Io {
-        wiring: Default::default(),
-        console: ConsoleOut {
-            log: None,
-            show: false,
-        },
-        session: &session,
-        agent_log: None,
-        cmds,
-        info: Arc::new(Mutex::new(lifecycle::Info::default())),
-    };
-    let code = tokio::time::timeout(
-        LIMIT,
-        supervise(
-            &vmm,
-            &VmSpec::default(),
-            &control,
-            &GuestConfig::default(),
-            io,
-            Instant::now(),
-        ),
-    )
-    .await
-    .expect("supervise hung")
-    .unwrap();
-    let guest = tokio::time::timeout(LIMIT, guest)
-        .await
-        .expect("guest hung");
-    drop(guest.unwrap());
+    let code = supervise_with(&vmm, &control, &session, guest).await;
     assert_eq!(code, 0);
     let held = *host_fds.lock().unwrap();
     drop(dir);
@@ -290,4 +232,45 @@ async fn connections_to_the_session_port_are_capped() {
         held <= 64,
         "bottle-host held {held} descriptors for 3000 connections to the session port"
     );
+}
+
+/// Run `supervise` with the fake VM until it ends, then wait for the fake
+/// guest; the exit code.
+async fn supervise_with<T>(
+    vmm: &FakeVmm,
+    control: &Listener,
+    session: &Listener,
+    guest: tokio::task::JoinHandle<T>,
+) -> i32 {
+    let (_cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
+    let io = Io {
+        wiring: Default::default(),
+        console: ConsoleOut {
+            log: None,
+            show: false,
+        },
+        session,
+        agent_log: None,
+        cmds,
+        info: Arc::new(Mutex::new(lifecycle::Info::default())),
+    };
+    let code = tokio::time::timeout(
+        LIMIT,
+        supervise(
+            vmm,
+            &VmSpec::default(),
+            control,
+            &GuestConfig::default(),
+            io,
+            Instant::now(),
+        ),
+    )
+    .await
+    .expect("supervise hung")
+    .unwrap();
+    let guest = tokio::time::timeout(LIMIT, guest)
+        .await
+        .expect("guest hung");
+    drop(guest.unwrap());
+    code
 }
