@@ -132,13 +132,19 @@ pub fn check_request(route: &Route, host: &str, method: &str, path: &str) -> Res
 /// check and then resolve elsewhere upstream.
 fn has_dot_segment(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "\\"]
+    // `%25` too: an upstream that decodes twice sees `%2e%2e` as `..`.
+    if ["%2e", "%2f", "%5c", "%25", "\\"]
         .iter()
         .any(|s| lower.contains(s))
     {
         return true;
     }
-    lower.split('/').any(|seg| seg == "." || seg == "..")
+    // A segment's path parameters (`..;x`) do not hide it: Tomcat and
+    // Spring read `/v1/..;/admin` as `/admin`.
+    lower.split('/').any(|seg| {
+        let name = seg.split(';').next().unwrap_or(seg);
+        name == "." || name == ".."
+    })
 }
 
 #[cfg(test)]
@@ -194,6 +200,28 @@ mod tests {
                 "/v1/%2e%2e/admin",
                 Some("path-not-allowed"),
             ),
+            (
+                "api.example.com",
+                443,
+                "GET",
+                "/v1/..;/admin",
+                Some("path-not-allowed"),
+            ),
+            (
+                "api.example.com",
+                443,
+                "GET",
+                "/v1/.;x/../admin",
+                Some("path-not-allowed"),
+            ),
+            (
+                "api.example.com",
+                443,
+                "GET",
+                "/v1/%252e%252e/admin",
+                Some("path-not-allowed"),
+            ),
+            ("api.example.com", 443, "GET", "/v1/a;b/c", None),
             (
                 "api.example.com",
                 80,
