@@ -61,11 +61,12 @@ impl RunningVm for FakeVm {
 
 /// The control channel is read with `events.next()` inside the
 /// `select!` of `supervise` (launch/supervise.rs), re-created on every
-/// turn of the loop. `read_message` is not cancel-safe: when any other
-/// branch fires (here: the agent dialling the session port, 6004) while a
-/// frame is half read, the bytes already read are lost and the stream
-/// is out of step. An honest guest's exit code is then lost and the
-/// launch fails (125) instead of returning the agent's code (7).
+/// turn of the loop. It read with `read_message`, which is not
+/// cancel-safe (now a `FrameBuf` keeps partial frames): when any other
+/// branch fired (here: the agent dialling the session port, 6004) while a
+/// frame was half read, the bytes already read were lost and the stream
+/// out of step: an honest guest's exit code was lost and the launch
+/// failed (125) instead of returning the agent's code (7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_split_across_another_event_is_not_lost() {
     assert_eq!(
@@ -94,18 +95,7 @@ async fn split_frame_run(agent_dials: bool) -> i32 {
     // frame arrives in two pieces, then Exit { code: 7 }.
     let guest = tokio::spawn(async move {
         let max = Channel::Control.max_frame();
-        let mut s = connect(&ctl_addr).await.unwrap();
-        dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
-            .await
-            .unwrap();
-        let boot = GuestMessage::Boot(BootInfo {
-            software: "fake".into(),
-            init_ms: 1,
-            kernel: "6.1".into(),
-        });
-        write_message(&mut s, &boot, max).await.unwrap();
-        let cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
-        assert!(matches!(cfg, Some(HostMessage::Config(_))));
+        let mut s = guest_connects(&ctl_addr).await;
         let ev = GuestMessage::Process(ProcessEvent::Started {
             pid: 42,
             attempt: 0,
@@ -130,8 +120,7 @@ async fn split_frame_run(agent_dials: bool) -> i32 {
         s
     });
 
-    let code = supervise_with(&vmm, &control, &session, guest).await;
-    code
+    supervise_with(&vmm, &control, &session, guest).await
 }
 
 /// Connections accepted from the Unix socket `path` and still open: in
@@ -175,13 +164,7 @@ async fn flood_run(port: Port) -> i64 {
     let target = Address::Unix(target_path.clone());
     let guest = tokio::spawn(async move {
         let max = Channel::Control.max_frame();
-        let mut s = connect(&ctl_addr).await.unwrap();
-        dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
-            .await
-            .unwrap();
-        let boot = GuestMessage::Boot(BootInfo::default());
-        write_message(&mut s, &boot, max).await.unwrap();
-        let _cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+        let mut s = guest_connects(&ctl_addr).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = sockets_on(&target_path);
         let mut agent: Vec<BoxStream> = Vec::new();
@@ -232,6 +215,25 @@ async fn connections_to_the_session_port_are_capped() {
         held <= 64,
         "bottle-host held {held} descriptors for 3000 connections to the session port"
     );
+}
+
+/// The fake guest's init on the control channel: hello, `Boot`, and the
+/// host's `Config` back.
+async fn guest_connects(addr: &Address) -> BoxStream {
+    let max = Channel::Control.max_frame();
+    let mut s = connect(addr).await.unwrap();
+    dial_hello(&mut s, Role::Guest, Channel::Control, "fake-guest")
+        .await
+        .unwrap();
+    let boot = GuestMessage::Boot(BootInfo {
+        software: "fake".into(),
+        init_ms: 1,
+        kernel: "6.1".into(),
+    });
+    write_message(&mut s, &boot, max).await.unwrap();
+    let cfg: Option<HostMessage> = read_message(&mut s, max).await.unwrap();
+    assert!(matches!(cfg, Some(HostMessage::Config(_))));
+    s
 }
 
 /// Run `supervise` with the fake VM until it ends, then wait for the fake

@@ -73,6 +73,12 @@ pub(super) fn request(h: &mut HeaderMap, credentialed: bool) -> Result<Option<St
     }
 }
 
+/// Does the response name a coding decoded with a large window (brotli:
+/// up to 16 MiB, zstd: up to 8 MiB)?
+pub fn large_window(h: &HeaderMap) -> bool {
+    items(h, &CONTENT_ENCODING).is_ok_and(|c| c.iter().any(|c| c == "br" || c == "zstd"))
+}
+
 /// Why a response cannot be scanned as it comes, if it cannot.
 pub fn response(h: &HeaderMap) -> Result<(), String> {
     match items(h, &TRANSFER_ENCODING) {

@@ -49,14 +49,6 @@ enum Gate {
     },
 }
 
-fn large_window(h: &HeaderMap) -> bool {
-    h.get_all(CONTENT_ENCODING).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|c| matches!(c.trim_ascii(), b"br" | b"zstd"))
-    })
-}
-
 /// Redact `res`'s head now and its body as it streams. Returns the
 /// response and the head's hits as `RULE in PLACE`. `head_request`: the
 /// response to a HEAD, whose body is empty whatever its headers say.
@@ -72,7 +64,7 @@ pub fn response(
     let s = res.status().as_u16();
     let bodiless = head_request || s == 204 || s == 304 || (100..200).contains(&s);
     // Before decoding, which takes the Content-Encoding away.
-    let gate = if !bodiless && large_window(res.headers()) {
+    let gate = if !bodiless && super::codings::large_window(res.headers()) {
         Gate::Waiting(Box::pin(LARGE_WINDOWS.acquire()))
     } else {
         Gate::Open

@@ -160,20 +160,20 @@ impl Dlp {
     /// case does not survive the trip upstream).
     pub fn scan_name(&self, name: &str) -> Option<Hit> {
         let place = "host name";
+        if let Some(hit) = self.scan(name.as_bytes(), place) {
+            return Some(hit);
+        }
         let joined: Vec<u8> = name.bytes().filter(|b| *b != b'.').collect();
-        self.scan(name.as_bytes(), place)
-            .or_else(|| {
-                (joined.len() != name.len())
-                    .then(|| self.scan(&joined, place))
-                    .flatten()
-            })
-            .or_else(|| {
-                let owner = self.names.find(&joined)?;
-                Some(Hit {
-                    rule: format!("secret-piece:{owner}:any-case"),
-                    place: place.into(),
-                })
-            })
+        if joined.len() != name.len() {
+            if let Some(hit) = self.scan(&joined, place) {
+                return Some(hit);
+            }
+        }
+        let owner = self.names.find(&joined)?;
+        Some(Hit {
+            rule: format!("secret-piece:{owner}:any-case"),
+            place: place.into(),
+        })
     }
 
     /// Scan one complete piece of text: as it is, and with its text
