@@ -3,7 +3,8 @@
 //! HTTP/1.1 and HTTP/2) gets it redacted on the way back, and the
 //! redaction is audited by rule name, never by value. Nor does a response
 //! the proxy cannot see through (a transfer coding, many stacked codings),
-//! and a compressed body cannot make the proxy hold a huge window.
+//! and a compressed body cannot make the proxy hold a huge window. A
+//! credential is never injected into a plain-HTTP request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -151,6 +152,34 @@ async fn ranges_go_upstream_only_on_routes_without_a_credential() {
         )
         .await;
     assert_eq!(r.header("x-seen-range").as_deref(), Some("bytes=0-10"));
+    env.proxy.stop().await;
+}
+
+/// A route's credential goes upstream only over TLS: a plain-HTTP request
+/// on such a route (a proxy request, or plain HTTP inside a CONNECT
+/// tunnel) is refused before anything is dialled, so the credential never
+/// crosses the network in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_credential_is_never_injected_over_plain_http() {
+    let env = setup(true).await;
+    let url = format!("http://api.test:{}/v1/plain", env.tls_port);
+    for tunnel in [false, true] {
+        let mut args = vec!["-H", "x-api-key: placeholder"];
+        if tunnel {
+            args.push("--proxytunnel");
+        }
+        let r = env.curl(&url, &args).await;
+        assert_eq!(r.code, 403, "tunnel {tunnel}: {r:?}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("inject-needs-tls"), "tunnel {tunnel}: {body}");
+        assert!(!body.contains(API_KEY));
+    }
+    let lines = env.audit_lines();
+    let refused = lines
+        .iter()
+        .filter(|l| l["path"] == "/v1/plain" && l["rule"] == "inject-needs-tls")
+        .count();
+    assert_eq!(refused, 2, "{lines:#?}");
     env.proxy.stop().await;
 }
 

@@ -154,6 +154,16 @@ if MODE == "main":
         req = f"GET http://{SITE}:{PORT}/plain-mismatch HTTP/1.1\r\nHost: evil.example.com\r\n\r\n"
         return expect_403(proxy_raw(req.encode()), "plain mismatch")
 
+    @probe("proxy_plain_http_injecting_route")
+    def _():
+        # The route injects the token: over plain HTTP it would cross the
+        # network in clear, so the proxy refuses before dialling.
+        req = f"GET http://{SITE}:{PORT}/plain-inject HTTP/1.1\r\nHost: {SITE}:{PORT}\r\n\r\n"
+        got = expect_403(proxy_raw(req.encode()), "plain inject")
+        if got != "403 inject-needs-tls":
+            raise Refused(f"plain inject: {got}")
+        return got
+
     @probe("proxy_origin_form_other_host")
     def _():
         reply = proxy_raw(b"GET /origin-form HTTP/1.1\r\nHost: evil.example.com\r\n\r\n")

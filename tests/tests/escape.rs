@@ -158,6 +158,7 @@ probes!(main_run:
     probe_proxy_plain_http_denied_host,
     probe_proxy_plain_http_ip_literal,
     probe_proxy_plain_http_host_mismatch,
+    probe_proxy_plain_http_injecting_route,
     probe_proxy_origin_form_other_host,
     probe_proxy_websocket_other_host,
     probe_proxy_h2_baseline_allowed,

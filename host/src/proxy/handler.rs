@@ -143,6 +143,10 @@ impl Handler {
             Ok(r) => r,
             Err(d) => return self.refuse_unread(req, rec, d.into(), start).into(),
         };
+        if route.inject.is_some() && scheme == "http" {
+            let d = Denied::InjectNeedsTls(host.clone());
+            return self.refuse_unread(req, rec, d.into(), start).into();
+        }
         let ws = websocket::is_upgrade(&req);
         if req.method() == Method::CONNECT
             || (req.headers().contains_key("upgrade") && !ws)

@@ -48,6 +48,13 @@ pub enum Denied {
     /// Something the proxy does not carry.
     #[error("{0}")]
     Unsupported(String),
+    /// The route injects a credential and the request is plain HTTP: the
+    /// credential would cross the network in clear.
+    #[error(
+        "the route for {0} injects a credential, which is sent only over https; \
+         this request is plain http"
+    )]
+    InjectNeedsTls(String),
 }
 
 impl Denied {
@@ -62,6 +69,7 @@ impl Denied {
             Denied::Path { .. } => "path-not-allowed",
             Denied::Mismatch(_) => "host-mismatch",
             Denied::Unsupported(_) => "unsupported",
+            Denied::InjectNeedsTls(_) => "inject-needs-tls",
         }
     }
 }
