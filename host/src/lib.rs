@@ -9,10 +9,12 @@
 //! - [`image`]: OCI images unpacked safely and cached as a bottle's root.
 //! - [`vmm`]: VM backends (QEMU, libkrun) and the guest image.
 //! - [`logging`]: tracing setup shared by every subcommand.
+//! - [`audit_cap`]: how large an audit log may grow.
 //! - [`hardening`]: private state, non-dumpable while holding secrets,
 //!   scrubbed child environments.
 
 pub mod accept;
+pub mod audit_cap;
 pub mod ca;
 pub mod cli;
 pub mod dns;

@@ -1,16 +1,12 @@
 //! The `bottle-host proxy` process under faults and load: SIGTERM
-//! mid-run, its audit log on a full disk, and many concurrent HTTPS
-//! connections. The binary runs as a child; tests that need a private
-//! mount namespace (a tmpfs, a private `/etc/hosts`) need root and
-//! `unshare`, and print `skipped: why` without them.
-//!
-//! Load size: `BOTTLE_LOAD_PROXY` connections (default 200); `bench/load.sh`
-//! runs it with 1000 in release mode.
+//! mid-run and running out of descriptors (its audit log on a full disk and at its cap:
+//! `proxy_audit.rs`; many concurrent connections: `proxy_load.rs`). The
+//! binary runs as a child.
 
+mod proxy_process_util;
 mod proxy_util;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,136 +16,12 @@ use bottle_shared::channel::Channel;
 use bottle_shared::io::dial_hello;
 use bottle_shared::message::Role;
 use bottle_shared::transport::connect;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use proxy_process_util::{
+    free_port, manifest, proxy_args, request, request_now, spawn_ready, DENIED, LIMIT,
+};
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Why this machine cannot run the mount-namespace tests, if it cannot.
-fn ns_unavailable() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root (mount namespaces need it)");
-    }
-    let ok = |t: &str| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if !ok("unshare") || !ok("nsenter") {
-        return Some("`unshare`/`nsenter` not installed");
-    }
-    None
-}
-
-/// Start `cmd` (stdout and stderr echoed) and wait for `proxy: serving on`.
-async fn spawn_ready(mut cmd: Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("start bottle-host proxy");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = tokio::time::timeout(LIMIT, async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            eprintln!("[proxy] {l}");
-            if l.contains("proxy: serving on") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "bottle-host proxy did not get ready");
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = lines.next_line().await {
-            eprintln!("[proxy] {l}");
-        }
-    });
-    child
-}
-
-/// A manifest with `open.test` allowed on `port`.
-fn manifest(dir: &Path, port: u16) -> PathBuf {
-    let m = dir.join("bottle.toml");
-    std::fs::write(
-        &m,
-        format!(
-            "[agent]\ncommand = [\"true\"]\n\n[egress]\nallow_private = true\n\n\
-             [[egress.routes]]\nhost = \"open.test\"\nports = [{port}]\n"
-        ),
-    )
-    .unwrap();
-    m
-}
-
-/// `bottle-host proxy` arguments.
-fn proxy_args(listen: &str, m: &Path, dir: &Path, audit: &Path) -> Vec<String> {
-    [
-        "proxy",
-        "--listen",
-        listen,
-        "--manifest",
-        &m.display().to_string(),
-        "--state-dir",
-        &dir.join("state").display().to_string(),
-        "--audit-log",
-        &audit.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// Send one request and read its response: (status, rule header, body);
-/// a `TimedOut` error if it takes longer than [`LIMIT`].
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    req: &str,
-) -> std::io::Result<(u16, String, String)> {
-    tokio::time::timeout(LIMIT, request_now(s, req))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))?
-}
-
-async fn request_now<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    req: &str,
-) -> std::io::Result<(u16, String, String)> {
-    s.get_mut().write_all(req.as_bytes()).await?;
-    let mut status = 0;
-    let mut rule = String::new();
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if s.read_line(&mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-            status = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        } else if let Some((k, v)) = l.split_once(':') {
-            match k.to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                "x-bottle-rule" => rule = v.trim().to_string(),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await?;
-    Ok((status, rule, String::from_utf8_lossy(&body).to_string()))
-}
-
-const DENIED: &str = "GET http://denied.test/x HTTP/1.1\r\nHost: denied.test\r\n\r\n";
+use tokio::process::Command;
 
 fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -241,93 +113,6 @@ async fn sigterm_keeps_every_decision_and_removes_the_socket() {
         "proxy sigterm: {answered} answers, {} audit lines",
         lines.len()
     );
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Run `sh -c script` in the mount namespace of `pid` (killed after [`LIMIT`]).
-async fn in_ns(pid: u32, script: &str) -> std::process::Output {
-    let out = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-m", "sh", "-c", script])
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(LIMIT, out)
-        .await
-        .unwrap_or_else(|_| panic!("{script:?} still running after {LIMIT:?}"))
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_disk_audit_log_refuses_and_says_why() {
-    if let Some(why) = ns_unavailable() {
-        println!("skipped: {why}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(dir.path(), 443);
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let audit = logs.join("audit.jsonl");
-    let port = free_port();
-    let listen = format!("tcp://127.0.0.1:{port}");
-    let args = proxy_args(&listen, &m, dir.path(), &audit).join("' '");
-    let script = format!(
-        "mount -t tmpfs -o size=64k tmpfs '{}' && exec '{}' '{args}'",
-        logs.display(),
-        env!("CARGO_BIN_EXE_bottle-host"),
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
-    let child = spawn_ready(cmd).await;
-    let pid = child.id().unwrap();
-    let mut s = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-
-    let (status, rule, _) = request(&mut s, DENIED).await.unwrap();
-    assert_eq!((status, rule.as_str()), (403, "host-not-allowed"));
-
-    let out = in_ns(pid, &format!("cat /dev/zero > '{}/fill'", logs.display())).await;
-    assert!(!out.status.success(), "the tmpfs did not fill up");
-    let mut first_fail = None;
-    for i in 0..200 {
-        let (status, rule, body) = request(&mut s, DENIED).await.unwrap();
-        match first_fail {
-            None if status == 503 => {
-                assert_eq!(rule, "audit-log-unwritable");
-                assert!(body.contains("No space left on device"), "{body}");
-                first_fail = Some(i);
-            }
-            None => assert_eq!(status, 403),
-            Some(_) => assert_eq!((status, rule.as_str()), (503, "audit-log-unwritable")),
-        }
-        if first_fail.is_some_and(|f| i > f + 10) {
-            break;
-        }
-    }
-    assert!(
-        first_fail.is_some_and(|f| f < 100),
-        "no 503: {first_fail:?}"
-    );
-    let out = in_ns(pid, &format!("rm '{}/fill'", logs.display())).await;
-    assert!(out.status.success(), "{out:?}");
-    let (status, rule, _) = request(&mut s, DENIED).await.unwrap();
-    assert_eq!(
-        (status, rule.as_str()),
-        (403, "host-not-allowed"),
-        "recovered"
-    );
-    let out = in_ns(pid, &format!("cat '{}'", audit.display())).await;
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
-        serde_json::from_str::<serde_json::Value>(l)
-            .unwrap_or_else(|e| panic!("torn line {l:?}: {e}"));
-    }
-    drop(child);
 }
 
 /// `bottle-host proxy` under a descriptor limit a few dozen connections

@@ -7,7 +7,8 @@
 //! an `O_APPEND` file lines never interleave or split.
 //!
 //! Without a file, each decision is logged through `tracing` only. With a
-//! file, a write that fails (full disk, I/O error) fails closed: what was
+//! file, a write that fails (full disk, I/O error, or the log at its cap,
+//! [`crate::audit_cap`]) fails closed: what was
 //! written of it is cut off (no torn line), the lines are kept for the
 //! next attempt, [`Audit::failing`] is set, and [`Audit::record`] returns
 //! `false` (after retrying the kept lines) so the handler answers SERVFAIL
@@ -65,6 +66,8 @@ struct Sink {
 #[derive(Debug)]
 struct SinkState {
     file: File,
+    /// Largest the file may grow to ([`crate::audit_cap`]).
+    cap: u64,
     buf: String,
     /// The time stamp's whole-second part, formatted once per second.
     stamp: Stamp,
@@ -84,7 +87,14 @@ impl SinkState {
             return !failing.load(Ordering::Relaxed);
         }
         let before = self.file.metadata().map(|m| m.len()).ok();
-        match self.file.write_all(self.buf.as_bytes()) {
+        let at_cap = before.is_some_and(|len| len.saturating_add(self.buf.len() as u64) > self.cap);
+        let res = if at_cap {
+            // Refused whole, as on a full disk: the lines stay buffered.
+            Err(crate::audit_cap::full(self.cap))
+        } else {
+            self.file.write_all(self.buf.as_bytes())
+        };
+        match res {
             Ok(()) => {
                 self.buf.clear();
                 if failing.swap(false, Ordering::Relaxed) {
@@ -130,9 +140,19 @@ impl Audit {
         Audit { sink: None }
     }
 
-    /// Append to `path` (created if missing). Starts the flusher thread,
-    /// which ends shortly after the `Audit` is dropped.
+    /// Append to `path` (created if missing), capped at
+    /// `BOTTLE_AUDIT_MAX_BYTES` ([`crate::audit_cap`]). Starts the flusher
+    /// thread, which ends shortly after the `Audit` is dropped.
     pub fn to_file(path: &Path) -> Result<Audit, AuditError> {
+        let cap = crate::audit_cap::from_env().map_err(|e| AuditError {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+        Audit::to_file_capped(path, cap)
+    }
+
+    /// [`Audit::to_file`] with the cap given.
+    pub fn to_file_capped(path: &Path, cap: u64) -> Result<Audit, AuditError> {
         let err = |source| AuditError {
             path: path.display().to_string(),
             source,
@@ -142,6 +162,7 @@ impl Audit {
         let sink = Arc::new(Sink {
             state: Mutex::new(SinkState {
                 file,
+                cap,
                 buf: String::with_capacity(FLUSH_BYTES + 1024),
                 stamp: Stamp::default(),
             }),

@@ -2,6 +2,7 @@
 //! rebinding floor, the handler's answers, the cache, and the server over a
 //! Unix socket against a real local upstream.
 
+mod audit_cap;
 mod audit_line;
 mod cache;
 mod denylog;
