@@ -26,16 +26,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn ps(state: Option<&Path>, json: bool) -> Result<i32> {
     let state = super::state_dir(state)?;
     let rt = runtime()?;
-    let infos: Vec<Info> = rt.block_on(async {
-        let mut v = Vec::new();
-        for name in lifecycle::list(&state).await {
-            // A bottle that ends meanwhile is simply not listed.
-            if let Ok(i) = lifecycle::request(&state, &name, &Request::Ps).await {
-                v.push(i);
-            }
-        }
-        v
-    });
+    let infos: Vec<Info> = rt.block_on(lifecycle::ps_all(&state));
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;

@@ -376,6 +376,26 @@ pub async fn request(state: &Path, name: &str, req: &Request) -> Result<Info> {
     }
 }
 
+/// `ps`: every running bottle's [`Info`], in name order. The bottles are
+/// asked all at once, so one slow to answer (each has its own deadline)
+/// does not hold up the others; one that ends meanwhile, or does not
+/// answer, is left out.
+pub async fn ps_all(state: &Path) -> Vec<Info> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (n, name) in list(state).await.into_iter().enumerate() {
+        let state = state.to_path_buf();
+        asks.spawn(async move { (n, request(&state, &name, &Request::Ps).await) });
+    }
+    let mut got = Vec::new();
+    while let Some(done) = asks.join_next().await {
+        if let Ok((n, Ok(info))) = done {
+            got.push((n, info));
+        }
+    }
+    got.sort_by_key(|(n, _)| *n);
+    got.into_iter().map(|(_, info)| info).collect()
+}
+
 /// Names of the running bottles under `state` (stale sockets removed).
 pub async fn list(state: &Path) -> Vec<String> {
     let mut names = Vec::new();

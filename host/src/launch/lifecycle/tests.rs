@@ -210,3 +210,56 @@ async fn two_launches_racing_for_a_stale_name_do_not_both_win() {
         assert!(!both, "round {round}: both launches claimed the name \"x\"");
     }
 }
+
+/// `ps` asks every bottle at once: bottles that never answer cost one
+/// deadline between them, not one each, and the ones that answer are
+/// listed in name order. (Paused clock: the deadlines pass at once, and
+/// the time they took is read off the clock.)
+#[tokio::test(start_paused = true)]
+async fn ps_asks_every_bottle_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    names_dir(state).unwrap();
+    // Three that take the connection and never answer.
+    let hung: Vec<_> = ["a-hung", "c-hung", "d-hung"]
+        .iter()
+        .map(|n| std::os::unix::net::UnixListener::bind(socket_path(state, n)).unwrap())
+        .collect();
+    let mut loops = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["b-ok", "e-ok"] {
+        let l = claim(state, name).await.unwrap();
+        let info = Arc::new(Mutex::new(Info {
+            name: name.into(),
+            agent_state: "running".into(),
+            ..Default::default()
+        }));
+        let (tx, mut rx) = mpsc::channel(4);
+        servers.push(serve(l, info, tx));
+        loops.push(tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                if let Command::Status(tx) = c {
+                    let _ = tx.send("{}".into());
+                }
+            }
+        }));
+    }
+    let start = tokio::time::Instant::now();
+    let infos = ps_all(state).await;
+    let took = start.elapsed();
+    let names: Vec<_> = infos.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["b-ok", "e-ok"]);
+    let one = REQUEST_TIMEOUT + STATUS_TIMEOUT;
+    assert!(
+        took >= one,
+        "{took:?}: the hung bottles were not waited for"
+    );
+    assert!(
+        took < one * 2,
+        "{took:?}: the bottles were asked one at a time"
+    );
+    drop(hung);
+    for l in loops {
+        l.abort();
+    }
+}
