@@ -69,6 +69,9 @@ fn serve(
     let addr = Address::parse(listen).with_context(|| format!("--listen {listen}"))?;
     super::check_listen(&addr, allow_non_loopback)?;
     let m = manifest::load(manifest)?;
+    for w in m.allowlist_warnings() {
+        tracing::warn!("dns: {w}");
+    }
     let upstreams = match upstream {
         Some(u) => vec![parse_upstream(u)?],
         None => m.dns.upstreams.clone(),

@@ -125,6 +125,27 @@ impl HostPattern {
         }
     }
 
+    /// Is this a wildcard over a whole top-level domain (`*.com`,
+    /// `*.corp`) or a registry's second level (`*.co.uk`, `*.com.au`)?
+    /// Such a pattern lets the agent reach (and resolve names under) any
+    /// site anyone can register there, its own included: nearly no
+    /// allowlist. A heuristic without the public suffix list: one label,
+    /// or two where the first is a common registry label and the second a
+    /// two-letter country code.
+    pub fn is_broad(&self) -> bool {
+        let HostPattern::Suffix(s) = self else {
+            return false;
+        };
+        match s.split_once('.') {
+            None => true,
+            Some((second, cc)) => {
+                cc.len() == 2
+                    && !cc.contains('.')
+                    && ["co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"].contains(&second)
+            }
+        }
+    }
+
     /// The name or suffix, without `*.`.
     pub fn base(&self) -> &str {
         match self {
@@ -153,6 +174,24 @@ impl fmt::Display for HostPattern {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn broad_wildcards() {
+        use super::HostPattern;
+        for broad in ["*.com", "*.corp", "*.co.uk", "*.com.au", "*.ac.jp"] {
+            assert!(HostPattern::parse(broad).unwrap().is_broad(), "{broad}");
+        }
+        for narrow in [
+            "com",
+            "*.example.com",
+            "*.pypi.org",
+            "*.co.example",
+            "*.github.io",
+            "localhost",
+        ] {
+            assert!(!HostPattern::parse(narrow).unwrap().is_broad(), "{narrow}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -234,6 +234,24 @@ pub const FORBIDDEN_RECORD_TYPES: [RecordType; 3] =
     [RecordType::ANY, RecordType::AXFR, RecordType::IXFR];
 
 impl Manifest {
+    /// Warnings about the allowlist: routes and `[dns] extra_names` that
+    /// are wildcards over a whole top-level domain
+    /// ([`HostPattern::is_broad`]). Logged at start, not refused (`*.corp`
+    /// can be a deliberate private domain).
+    pub fn allowlist_warnings(&self) -> Vec<String> {
+        self.dns_allowlist()
+            .iter()
+            .filter(|p| p.is_broad())
+            .map(|p| {
+                format!(
+                    "allowlist entry {p} covers a whole top-level domain: the agent can reach, \
+                     and resolve names under, any site registered there (its own included); \
+                     name the hosts it needs instead"
+                )
+            })
+            .collect()
+    }
+
     /// The DNS allowlist: every route's host plus `[dns] extra_names`,
     /// without duplicates.
     pub fn dns_allowlist(&self) -> Vec<HostPattern> {

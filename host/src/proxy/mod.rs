@@ -195,6 +195,9 @@ pub async fn start(cfg: ProxyConfig, listen: impl Into<Listen>) -> Result<Runnin
         }
         Listen::Egress(_) => None,
     };
+    for w in cfg.manifest.allowlist_warnings() {
+        tracing::warn!("proxy: {w}");
+    }
     if cfg.manifest.egress.allow_private {
         tracing::warn!(
             "proxy: egress.allow_private = true: upstreams on loopback and private \
