@@ -34,6 +34,11 @@ if MODE == "main":
     def _():
         return must_403("GET", "/leak", {"X-Leak": SECRET})
 
+    @probe("secrets_header_name")
+    def _():
+        # A header's name reaches the upstream too (lowercased).
+        return must_403("GET", "/leak", {"X-" + SECRET.encode().hex(): "1"})
+
     @probe("secrets_cookie")
     def _():
         return must_403("GET", "/leak", {"Cookie": f"session=abc; leak={SECRET}"})

@@ -166,6 +166,7 @@ probes!(main_run:
     probe_secrets_url_path,
     probe_secrets_query,
     probe_secrets_header,
+    probe_secrets_header_name,
     probe_secrets_cookie,
     probe_secrets_basic_auth,
     probe_secrets_json_body,

@@ -179,7 +179,18 @@ impl Handler {
                     })
             });
         }
+        if hit.is_none() {
+            let names = req.headers().keys().map(|n| n.as_str());
+            hit = shared.dlp.scan_head_names(req.method().as_str(), names);
+        }
         if let Some(h) = hit {
+            // The audit log names the rule, never the value: a hit in the
+            // target or the method leaves that field empty.
+            match h.place.as_str() {
+                "url" => rec.path = String::new(),
+                "method" => rec.method = String::new(),
+                _ => {}
+            }
             let r = Refusal {
                 status: 403,
                 reason: format!("request {} matches DLP rule {}", h.place, h.rule),

@@ -176,6 +176,44 @@ impl Dlp {
         })
     }
 
+    /// The names in a request head the guest may choose freely: an
+    /// extension method (standard ones are skipped) and the header names,
+    /// joined by newlines. As [`Self::scan`], and a piece of a secret in any
+    /// letter case too (a header name reaches the upstream lowercased).
+    pub fn scan_head_names<'a>(
+        &self,
+        method: &str,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Option<Hit> {
+        let standard = matches!(
+            method,
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+        );
+        if !standard {
+            if let Some(hit) = self.scan_any_case(method.as_bytes(), "method") {
+                return Some(hit);
+            }
+        }
+        let mut joined = Vec::with_capacity(256);
+        for n in names {
+            joined.extend_from_slice(n.as_bytes());
+            joined.push(b'\n');
+        }
+        self.scan_any_case(&joined, "header name")
+    }
+
+    /// [`Self::scan`], then pieces of a secret in any letter case.
+    fn scan_any_case(&self, hay: &[u8], place: &str) -> Option<Hit> {
+        if let Some(hit) = self.scan(hay, place) {
+            return Some(hit);
+        }
+        let owner = self.names.find(hay)?;
+        Some(Hit {
+            rule: format!("secret-piece:{owner}:any-case"),
+            place: place.into(),
+        })
+    }
+
     /// Scan one complete piece of text: as it is, and with its text
     /// escapes decoded when it has some that could make a match.
     pub fn scan(&self, hay: &[u8], place: &str) -> Option<Hit> {
