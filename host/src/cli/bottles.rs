@@ -68,7 +68,8 @@ fn counters(i: &Info) -> (String, String) {
     let dns = ["queries_udp", "queries_tcp"]
         .iter()
         .filter_map(|k| g["dns"][k].as_u64())
-        .sum::<u64>();
+        // The guest's numbers: added without overflowing.
+        .fold(0u64, u64::saturating_add);
     let proxy = g["egress"]["connections"].as_u64();
     (
         dns.to_string(),
@@ -281,6 +282,20 @@ fn audit_row(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The counters are the guest's to set: huge ones do not overflow
+    /// (a panic in debug builds).
+    #[test]
+    fn guest_counters_do_not_overflow() {
+        let info = Info {
+            guest: Some(serde_json::json!({
+                "dns": {"queries_udp": u64::MAX, "queries_tcp": 1},
+                "egress": {"connections": 7}
+            })),
+            ..Info::default()
+        };
+        assert_eq!(counters(&info), (u64::MAX.to_string(), "7".to_string()));
+    }
 
     #[test]
     fn audit_rows_name_the_kind() {

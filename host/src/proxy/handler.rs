@@ -464,6 +464,7 @@ impl HttpHandler for Handler {
     ) -> bool {
         // Before the tunnel's first request: not yet shared, not copied.
         if let Some(t) = self.tunnel.as_mut().map(Arc::make_mut) {
+            t.tls = true;
             t.sni = Some(match hello.server_name() {
                 Some(name) => policy::check_name(name).map_err(|_| name.to_string()),
                 None => Err(String::new()),

@@ -72,6 +72,7 @@ impl Handler {
             host,
             port,
             sni: None,
+            tls: false,
         }));
         *req.uri_mut() = Uri::from_static(SENTINEL_AUTHORITY);
         req.into()

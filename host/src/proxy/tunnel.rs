@@ -22,6 +22,9 @@ pub(super) struct Tunnel {
     pub(super) port: u16,
     /// The TLS SNI, normalised; `None` until the client hello is seen.
     pub(super) sni: Option<Result<String, String>>,
+    /// A TLS client hello was seen: every request in the tunnel is https,
+    /// whatever scheme it names (an HTTP/2 `:scheme` is the client's).
+    pub(super) tls: bool,
 }
 
 /// Work out the destination of a non-CONNECT request:
@@ -49,11 +52,7 @@ pub(super) fn destination(
         p == Some(port) && (h == host || policy::check_name(h).ok().as_deref() == Some(host))
     };
     if let Some(t) = tunnel {
-        let scheme = if uri.scheme_str() == Some("http") {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if t.tls { "https" } else { "http" };
         if scheme == "https" {
             match &t.sni {
                 Some(Ok(sni)) if *sni == t.host => {}

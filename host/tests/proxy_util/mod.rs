@@ -103,6 +103,16 @@ impl Env {
         connect: &str,
         sni: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        self.tunnel_alpn(connect, sni, &[]).await
+    }
+
+    /// [`Env::tunnel`], offering `alpn` in the client hello.
+    pub async fn tunnel_alpn(
+        &self,
+        connect: &str,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let mut s = TcpStream::connect(self.proxy.addr.expect("a TCP proxy"))
             .await
             .unwrap();
@@ -118,13 +128,14 @@ impl Env {
         for c in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
         let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
         Ok(connector.connect(name, s).await.unwrap())
