@@ -19,6 +19,16 @@ const SOFTWARE: &str = concat!("bottle-host/", env!("CARGO_PKG_VERSION"));
 /// Room made in the receive buffer for each read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Messages waiting for the guest to read them, at most. A guest that
+/// stops reading its control channel (root can stop PID 1) fills the
+/// socket; the writes then wait in their own task, never in the
+/// supervision loop, and what does not fit here is refused at once.
+const WRITE_QUEUE: usize = 16;
+
+/// Of [`WRITE_QUEUE`], the room a status ask leaves free, so `Shutdown`
+/// and `Exec` still fit behind a burst of `ps`.
+const KEEP_FREE: usize = 4;
+
 /// The control channel failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -32,6 +42,10 @@ pub enum ControlError {
     /// Framing.
     #[error("control channel: {0}")]
     Frame(#[from] FrameError),
+    /// The guest has not read what was already sent (the queue is full),
+    /// or the writer stopped (the channel failed).
+    #[error("control channel: the guest is not reading it")]
+    Stalled,
     /// The guest spoke out of turn.
     #[error("control channel: expected {expected}, got {got}")]
     Protocol {
@@ -136,9 +150,27 @@ impl Session {
     }
 
     /// Split into an event reader and a shutdown sender, so events can be
-    /// read in one task while the other asks for a shutdown.
+    /// read in one task while the other asks for a shutdown. The writes
+    /// go out from a task of their own ([`WRITE_QUEUE`]); it ends when
+    /// the [`Shutdown`] is dropped and its queue is written, or the
+    /// channel fails.
     pub fn split(self) -> (Events, Shutdown) {
-        (Events { rd: self.rd }, Shutdown { wr: self.wr })
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        drop(tokio::spawn(write_queued(self.wr, rx)));
+        (Events { rd: self.rd }, Shutdown { tx })
+    }
+}
+
+/// Write the queued messages to the guest, in order.
+async fn write_queued(
+    mut wr: WriteHalf<BoxStream>,
+    mut rx: tokio::sync::mpsc::Receiver<HostMessage>,
+) {
+    while let Some(msg) = rx.recv().await {
+        if let Err(e) = write_message(&mut wr, &msg, Channel::Control.max_frame()).await {
+            tracing::debug!("control channel: write failed: {e}");
+            return;
+        }
     }
 }
 
@@ -156,40 +188,39 @@ impl Events {
     }
 }
 
-/// The writing half of a [`Session`].
+/// The writing half of a [`Session`]: messages queued for its writer
+/// task. Nothing here waits for the guest: a message that does not fit
+/// is refused ([`ControlError::Stalled`]), and the caller's own deadline
+/// (a stop's grace period, a status ask's) covers what the guest never
+/// got.
 pub struct Shutdown {
-    wr: WriteHalf<BoxStream>,
+    tx: tokio::sync::mpsc::Sender<HostMessage>,
 }
 
 impl Shutdown {
     /// Ask the guest to stop its agent (SIGTERM, SIGKILL after `grace_ms`)
     /// and power off.
-    pub async fn send(&mut self, grace_ms: u64) -> Result<(), ControlError> {
-        let msg = HostMessage::Shutdown { grace_ms };
-        write_message(&mut self.wr, &msg, Channel::Control.max_frame()).await?;
-        Ok(())
+    pub fn send(&mut self, grace_ms: u64) -> Result<(), ControlError> {
+        self.queue(HostMessage::Shutdown { grace_ms })
     }
 
     /// Ask the guest to run a process beside the agent (`exec`).
-    pub async fn exec(
-        &mut self,
-        spec: bottle_shared::message::ExecSpec,
-    ) -> Result<(), ControlError> {
-        let msg = HostMessage::Exec(Box::new(spec));
-        write_message(&mut self.wr, &msg, Channel::Control.max_frame()).await?;
-        Ok(())
+    pub fn exec(&mut self, spec: bottle_shared::message::ExecSpec) -> Result<(), ControlError> {
+        self.queue(HostMessage::Exec(Box::new(spec)))
     }
 
     /// Ask for the guest's status; it comes back as a
-    /// [`GuestMessage::Status`] event.
-    pub async fn ask_status(&mut self) -> Result<(), ControlError> {
-        write_message(
-            &mut self.wr,
-            &HostMessage::Status,
-            Channel::Control.max_frame(),
-        )
-        .await?;
-        Ok(())
+    /// [`GuestMessage::Status`] event. Leaves [`KEEP_FREE`] of the queue
+    /// for the other messages.
+    pub fn ask_status(&mut self) -> Result<(), ControlError> {
+        if self.tx.capacity() <= KEEP_FREE {
+            return Err(ControlError::Stalled);
+        }
+        self.queue(HostMessage::Status)
+    }
+
+    fn queue(&self, msg: HostMessage) -> Result<(), ControlError> {
+        self.tx.try_send(msg).map_err(|_| ControlError::Stalled)
     }
 }
 
@@ -239,7 +270,7 @@ mod tests {
             Some(GuestMessage::Exit { code: 3 })
         );
         let (mut ev, mut sd) = sess.split();
-        sd.send(5).await.unwrap();
+        sd.send(5).unwrap();
         guest.await.unwrap();
         assert_eq!(ev.next().await.unwrap(), None);
     }

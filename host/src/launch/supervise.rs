@@ -189,19 +189,19 @@ pub(super) async fn supervise(
                     // Those who gave up waiting (a silent guest) go.
                     status_waiters.retain(|w| !w.is_closed());
                     status_waiters.push(tx);
-                    let _ = shutdown.ask_status().await;
+                    let _ = shutdown.ask_status();
                 }
                 Some(lifecycle::Command::Stop(g)) if !shutdown_sent => {
                     notice("bottle: stop requested; stopping the agent");
                     set(&|i| i.agent_state = "stopping".into());
                     shutdown_sent = true;
                     let g = g.max(Duration::from_millis(100));
-                    let _ = shutdown.send(g.as_millis() as u64).await;
+                    let _ = shutdown.send(g.as_millis() as u64);
                     deadline = Some(tokio::time::Instant::now() + g + POWEROFF_TIMEOUT);
                 }
                 Some(lifecycle::Command::Exec(spec, reply)) => {
                     let spec = execs.expect(spec, reply);
-                    let _ = shutdown.exec(spec).await;
+                    let _ = shutdown.exec(spec);
                 }
                 Some(lifecycle::Command::Kill) => {
                     vm.kill();
@@ -211,7 +211,7 @@ pub(super) async fn supervise(
             },
             _ = stop.notified(), if !shutdown_sent => {
                 shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
+                let _ = shutdown.send(grace.as_millis() as u64);
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
             }
             extra = crate::accept::next(control, "control channel") => {
@@ -230,13 +230,13 @@ pub(super) async fn supervise(
             _ = tokio::signal::ctrl_c(), if !shutdown_sent => {
                 notice("bottle: interrupted; stopping the agent (again to kill the VM)");
                 shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
+                let _ = shutdown.send(grace.as_millis() as u64);
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
             }
             _ = term.recv(), if !shutdown_sent => {
                 notice("bottle: terminated; stopping the agent");
                 shutdown_sent = true;
-                let _ = shutdown.send(grace.as_millis() as u64).await;
+                let _ = shutdown.send(grace.as_millis() as u64);
                 deadline = Some(tokio::time::Instant::now() + grace + POWEROFF_TIMEOUT);
             }
             _ = tokio::signal::ctrl_c(), if shutdown_sent => {

@@ -1,6 +1,7 @@
 //! The supervision loop against a fake VM and a fake guest: a control
-//! frame split around another event, and connections beyond the
-//! guest's own refused without holding descriptors.
+//! frame split around another event, connections beyond the guest's own
+//! refused without holding descriptors, and a guest that stops reading
+//! its control channel not stalling the loop.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +25,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 struct FakeVmm {
     off: tokio::sync::watch::Receiver<bool>,
+    /// When set, `kill` powers the fake VM off.
+    kill: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 }
 struct FakeVm {
     off: tokio::sync::watch::Receiver<bool>,
+    kill: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 }
 
 impl Vmm for FakeVmm {
@@ -38,7 +42,8 @@ impl Vmm for FakeVmm {
     }
     fn start(&self, _: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
         let off = self.off.clone();
-        Box::pin(async move { Ok(Box::new(FakeVm { off }) as Box<dyn RunningVm>) })
+        let kill = self.kill.clone();
+        Box::pin(async move { Ok(Box::new(FakeVm { off, kill }) as Box<dyn RunningVm>) })
     }
 }
 
@@ -50,7 +55,11 @@ impl RunningVm for FakeVm {
             Ok(VmExit::Killed)
         })
     }
-    fn kill(&mut self) {}
+    fn kill(&mut self) {
+        if let Some(k) = &self.kill {
+            let _ = k.send(true);
+        }
+    }
     fn pids(&self) -> Vec<u32> {
         Vec::new()
     }
@@ -89,7 +98,7 @@ async fn split_frame_run(agent_dials: bool) -> i32 {
     let control = Listener::bind_owner_only(&ctl_addr).await.unwrap();
     let session = Listener::bind_owner_only(&ses_addr).await.unwrap();
     let (off_tx, off) = tokio::sync::watch::channel(false);
-    let vmm = FakeVmm { off };
+    let vmm = FakeVmm { off, kill: None };
 
     // The guest's init: hello, Boot, Config; then a Process event whose
     // frame arrives in two pieces, then Exit { code: 7 }.
@@ -154,7 +163,7 @@ async fn flood_run(port: Port) -> i64 {
     let control = Listener::bind_owner_only(&ctl_addr).await.unwrap();
     let session = Listener::bind_owner_only(&ses_addr).await.unwrap();
     let (off_tx, off) = tokio::sync::watch::channel(false);
-    let vmm = FakeVmm { off };
+    let vmm = FakeVmm { off, kill: None };
     let host_fds = Arc::new(Mutex::new(0i64));
     let seen = host_fds.clone();
     let target_path = match port {
@@ -275,4 +284,72 @@ async fn supervise_with<T>(
         .expect("guest hung");
     drop(guest.unwrap());
     code
+}
+
+/// A guest that stops reading its control channel (root can stop PID 1)
+/// while the owner keeps asking (`ps`, `exec`, `stop`): the host's writes
+/// to it fill the socket. The loop must never wait on them, so `kill`
+/// (and the stop deadline, signals, the VM's exit) are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_stops_reading_does_not_stall_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl_addr = Address::Unix(dir.path().join("vsock_6001"));
+    let ses_addr = Address::Unix(dir.path().join("vsock_6004"));
+    let control = Listener::bind_owner_only(&ctl_addr).await.unwrap();
+    let session = Listener::bind_owner_only(&ses_addr).await.unwrap();
+    let (off_tx, off) = tokio::sync::watch::channel(false);
+    let vmm = FakeVmm {
+        off,
+        kill: Some(Arc::new(off_tx)),
+    };
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let guest = tokio::spawn(async move {
+        // Boots, then never reads again (but keeps the channel open).
+        let s = guest_connects(&ctl_addr).await;
+        let _ = held_rx.await;
+        drop(s);
+    });
+    let (cmd_tx, cmds) = tokio::sync::mpsc::channel(8);
+    let asker = tokio::spawn(async move {
+        for _ in 0..5000 {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            if cmd_tx.send(lifecycle::Command::Status(tx)).await.is_err() {
+                return;
+            }
+        }
+        let _ = cmd_tx
+            .send(lifecycle::Command::Stop(Duration::from_secs(1)))
+            .await;
+        let _ = cmd_tx.send(lifecycle::Command::Kill).await;
+    });
+    let io = Io {
+        wiring: Default::default(),
+        console: ConsoleOut {
+            log: None,
+            show: false,
+        },
+        session: &session,
+        agent_log: None,
+        cmds,
+        info: Arc::new(Mutex::new(lifecycle::Info::default())),
+    };
+    let ended = tokio::time::timeout(
+        Duration::from_secs(20),
+        supervise(
+            &vmm,
+            &VmSpec::default(),
+            &control,
+            &GuestConfig::default(),
+            io,
+            Instant::now(),
+        ),
+    )
+    .await;
+    let _ = held_tx.send(());
+    assert!(
+        ended.is_ok(),
+        "the loop stalled on a guest that stopped reading"
+    );
+    tokio::time::timeout(LIMIT, asker).await.unwrap().unwrap();
+    tokio::time::timeout(LIMIT, guest).await.unwrap().unwrap();
 }
