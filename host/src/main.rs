@@ -15,14 +15,17 @@ fn main() {
     };
     bottle_host::logging::init(cli.log_format, default);
     bottle_host::accept::raise_descriptor_limit();
-    match bottle_host::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
+    let code = match bottle_host::cli::run(cli) {
+        Ok(code) => code,
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {
                 eprintln!("bottle-host: {e:#}");
             }
-            std::process::exit(2);
+            2
         }
-    }
+    };
+    // A background launch's log: what is still in its pipe written out.
+    bottle_host::launch::caplog::finish();
+    std::process::exit(code);
 }

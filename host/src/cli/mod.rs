@@ -66,6 +66,10 @@ pub enum Command {
         /// and return; see ps, logs, stop.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Set by `--detach` for the launch it starts: standard error is
+        /// the launch log, kept to its cap (launch/caplog.rs).
+        #[arg(long, hide = true)]
+        capped_log: bool,
     },
     /// List the running bottles (name, backend, agent state, restarts,
     /// uptime, the guest's DNS and proxy counters).
@@ -303,6 +307,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             console,
             name,
             detach,
+            capped_log,
         } => {
             let args = crate::launch::LaunchArgs {
                 manifest,
@@ -317,6 +322,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             if detach {
                 crate::launch::detach::run(args)
             } else {
+                if capped_log {
+                    anyhow::Context::context(
+                        crate::launch::caplog::cap_stderr(),
+                        "the launch log",
+                    )?;
+                }
                 crate::launch::run(args)
             }
         }

@@ -52,7 +52,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         .arg("--state-dir")
         .arg(&state)
         .arg("--name")
-        .arg(&name);
+        .arg(&name)
+        .arg("--capped-log");
     if let Some(u) = &args.upstream_ca {
         cmd.arg("--upstream-ca").arg(u);
     }

@@ -22,6 +22,7 @@
 //! - [`rundir`]: the run directory.
 //! - `supervise`: the loop from boot to the agent's exit.
 
+pub mod caplog;
 pub mod config;
 pub mod console;
 pub mod control;
@@ -142,7 +143,12 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
         guest_cfg.agent.env.push(("TERM".into(), term));
     }
-    let console_log = logs.join("console.log");
+    // `[vm] console_log` moves the file; it is written here, capped, either
+    // way (launch/console.rs).
+    let console_log =
+        m.vm.console_log
+            .clone()
+            .unwrap_or_else(|| logs.join("console.log"));
 
     let run = rundir::RunDir::create(&state).context("run directory")?;
     let spec = VmSpec {
@@ -219,7 +225,7 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
     eprintln!("bottle: run dir     {}", run.path().display());
     eprintln!(
         "bottle: console     {}{}",
-        m.vm.console_log.as_ref().unwrap_or(&console_log).display(),
+        console_log.display(),
         if args.console { " (and on stderr)" } else { "" }
     );
 

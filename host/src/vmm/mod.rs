@@ -43,7 +43,9 @@ pub struct VmSpec {
     pub vsock_base: PathBuf,
     /// Host ports the guest connects to (control, DNS, egress).
     pub guest_ports: Vec<u32>,
-    /// Console to this file instead of the launcher's pipe.
+    /// libkrun: console to this file instead of the launcher's output.
+    /// QEMU ignores it and always hands the console to the caller
+    /// (`RunningVm::console`), which keeps it within a cap.
     pub console_log: Option<PathBuf>,
     /// Path of bottle-guest inside the guest.
     pub guest_exec: String,

@@ -297,15 +297,11 @@ pub fn qemu_args(
         a.push("-device".into());
         a.push(format!("virtio-blk-pci,drive=disk{i}").into());
     }
+    // Always to the caller (`console()`), never straight to a file: the
+    // root agent can write the console without end, and `launch` keeps
+    // it within its cap wherever `console_log` puts it (launch/console.rs).
     a.push("-serial".into());
-    match &spec.console_log {
-        Some(p) => {
-            let mut s = OsString::from("file:");
-            s.push(p);
-            a.push(s);
-        }
-        None => a.push("stdio".into()),
-    }
+    a.push("stdio".into());
     a.push("-kernel".into());
     a.push(spec.kernel.clone().into_os_string());
     a.push("-initrd".into());
@@ -384,18 +380,10 @@ impl Vmm for Qemu {
                     );
                 }
             }
-            if let Some(console) = &spec.console_log {
-                // QEMU keeps the mode of an existing file: make it 0600 first.
-                crate::hardening::create_private(console)?;
-            }
             let qlog = with_suffix(&spec.vsock_base, ".qemu.log");
             let mut qemu = command(&self.qemu);
             qemu.args(&args).stderr(log_file(&qlog)?);
-            qemu.stdout(if spec.console_log.is_some() {
-                Stdio::null()
-            } else {
-                Stdio::piped()
-            });
+            qemu.stdout(Stdio::piped());
             let qemu = qemu.spawn().map_err(|source| VmmError::Spawn {
                 program: QEMU.into(),
                 source,

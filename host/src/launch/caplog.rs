@@ -1,0 +1,128 @@
+//! The background launch's own output, `<state>/names/<NAME>.launch.log`,
+//! capped at [`LIMIT`] like the agent's log and `console.log`.
+//!
+//! What the launch writes to standard error includes what the guest can
+//! provoke (its setup failures, refused sessions, the proxy's warnings
+//! about the agent's requests, the console with `--console`), and the
+//! file outlives the launch on the owner's disk. So the detached launch
+//! routes its descriptor 2 (inherited by QEMU, virtiofsd and the vsock
+//! daemon too) through a pipe to a thread that appends to the log up to
+//! the limit, then writes a notice and reads on without keeping anything,
+//! so no writer ever blocks.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most bytes kept, as for `agent.log` and `console.log`.
+pub const LIMIT: u64 = 64 << 20;
+
+/// The copying thread, once started.
+static COPIER: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+/// Route descriptor 2 through the capped copier (to where it pointed).
+pub fn cap_stderr() -> io::Result<()> {
+    // SAFETY: dup(2) has no memory-safety preconditions; the descriptor
+    // it returns is new and owned here.
+    let orig = unsafe { libc::dup(2) };
+    if orig < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `orig` was just returned by dup and is owned by nothing else.
+    let log = File::from(unsafe { OwnedFd::from_raw_fd(orig) });
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made by pipe2 and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: `wr` is open; dup2 onto 2 replaces standard error (without
+    // close-on-exec, so child processes inherit the pipe, not the file).
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&wr), 2) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(wr);
+    let handle = std::thread::Builder::new()
+        .name("launch-log".into())
+        .spawn(move || {
+            copy_capped(File::from(rd), log, LIMIT);
+        })?;
+    *COPIER.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    Ok(())
+}
+
+/// Before the process exits: close our end of the pipe and let the
+/// copier write out what it has (at most 2 s: a child process may still
+/// hold the pipe). Nothing when [`cap_stderr`] was not called.
+pub fn finish() {
+    let Some(handle) = COPIER.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: both descriptors are open; dup2 closes the pipe's end at 2.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2) };
+    }
+    let t0 = Instant::now();
+    while !handle.is_finished() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
+}
+
+/// Copy `from` to `to` until end of input, keeping at most `limit` bytes;
+/// past it a notice, then the rest is read and dropped. The bytes kept.
+pub fn copy_capped(mut from: impl Read, mut to: impl Write, limit: u64) -> u64 {
+    let mut kept = 0u64;
+    let mut full = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return kept,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return kept,
+        };
+        if full {
+            continue;
+        }
+        if kept + n as u64 > limit {
+            full = true;
+            let _ = writeln!(
+                to,
+                "\n[bot-bottle: the launch log is full ({} MiB); the rest is not kept]",
+                limit >> 20
+            );
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            full = true;
+            continue;
+        }
+        kept += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the limit nothing more is kept, one notice says so, and the
+    /// input is still read to its end (a writer never blocks).
+    #[test]
+    fn copies_up_to_the_limit_then_drains() {
+        let input = vec![b'x'; 10 * 1024 * 1024];
+        let mut out = Vec::new();
+        let kept = copy_capped(&input[..], &mut out, 1 << 20);
+        assert!(kept <= 1 << 20, "{kept}");
+        assert!(kept >= (1 << 20) - 64 * 1024, "{kept}");
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("the launch log is full").count(), 1);
+        assert!(out.len() < (1 << 20) + 200);
+    }
+}
