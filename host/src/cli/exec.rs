@@ -19,6 +19,14 @@ use crate::launch::terminal;
 /// bottle stopped under it).
 pub const NO_EXIT_CODE: i32 = 125;
 
+/// After the escape sequence, how long the guest has to report the
+/// hung-up process's exit.
+const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Our exit code when the guest did not report one after the escape
+/// sequence: a hang-up, 128 + SIGHUP, as the guest's own report would be.
+const HUNG_UP: i32 = 129;
+
 /// Run the command; the return value is its exit code.
 pub fn run(
     state: Option<&Path>,
@@ -77,7 +85,21 @@ pub fn run(
             None
         };
         let stop = Arc::new(tokio::sync::Notify::new());
-        let code = session::spawn(s, wiring, stop, None).await.ok().flatten();
+        let pump = session::spawn(s, wiring, stop.clone(), None);
+        tokio::pin!(pump);
+        let code = tokio::select! {
+            c = &mut pump => c.ok().flatten(),
+            // The escape sequence: the process is hung up; its exit code
+            // comes back if the guest answers in time, else we leave as
+            // a hang-up (128 + SIGHUP).
+            () = stop.notified() => match tokio::time::timeout(HANGUP_WAIT, &mut pump).await {
+                Ok(c) => c.ok().flatten(),
+                Err(_) => {
+                    eprintln!("bottle-host: exec: the guest did not answer the hang-up; leaving");
+                    Some(HUNG_UP)
+                }
+            },
+        };
         anyhow::Ok(code)
     })?;
     rt.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -34,6 +34,7 @@ pub mod root;
 pub mod rundir;
 pub mod services;
 pub mod session;
+mod session_input;
 mod supervise;
 pub mod terminal;
 

@@ -5,7 +5,8 @@
 //! Memory is bounded on both directions: output is written to our stdout
 //! before the next frame is read (a slow reader of `launch`'s output
 //! slows the agent, never grows a buffer), and input is read from our
-//! stdin in 256 KiB chunks through a queue of four.
+//! stdin in 256 KiB chunks through a queue of four (what is done with it:
+//! `session_input.rs`).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,15 +14,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bottle_shared::channel::Channel;
-use bottle_shared::io::{accept_hello, linger_close, read_message, write_message};
-use bottle_shared::message::{ExecSpec, SessionInput, SessionOutput, SESSION_CHUNK};
+use bottle_shared::io::{accept_hello, linger_close, read_message};
+use bottle_shared::message::{ExecSpec, SessionOutput, SESSION_CHUNK};
 use bottle_shared::transport::BoxStream;
 use bottle_shared::Role;
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::terminal::{self, Escape, Typed};
+use super::terminal;
 
 const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 
@@ -129,7 +130,8 @@ pub fn spawn(
     log: Option<std::fs::File>,
 ) -> JoinHandle<Option<i32>> {
     let (rd, wr) = tokio::io::split(s);
-    let input = tokio::spawn(input(wr, wiring, stop));
+    let chunks = wiring.stdin.then(stdin_chunks);
+    let input = tokio::spawn(super::session_input::run(wr, wiring, stop, chunks));
     tokio::spawn(async move {
         let code = output(rd, log).await;
         input.abort();
@@ -252,64 +254,4 @@ fn stdin_chunks() -> mpsc::Receiver<Vec<u8>> {
         .map(|_| ())
         .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot read standard input"));
     rx
-}
-
-async fn input(mut wr: WriteHalf<BoxStream>, wiring: Wiring, stop: Arc<Notify>) {
-    let max = Channel::Session.max_frame();
-    let mut chunks = if wiring.stdin {
-        Some(stdin_chunks())
-    } else {
-        None
-    };
-    let mut winch = if wiring.tty {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok()
-    } else {
-        None
-    };
-    let mut escape = Escape::default();
-    loop {
-        let msg = tokio::select! {
-            c = async { chunks.as_mut()?.recv().await }, if chunks.is_some() => match c {
-                Some(b) if wiring.raw => match escape.feed(&b) {
-                    Typed::Send(b) => SessionInput::Stdin(b),
-                    Typed::Stop(b) => {
-                        let _ = write_message(&mut wr, &SessionInput::Stdin(b), max).await;
-                        if wiring.hangup_on_escape {
-                            // The guest hangs the process up; its exit
-                            // code still comes back.
-                            terminal::notice("bottle: escape sequence; hanging up");
-                            let _ = write_message(&mut wr, &SessionInput::Hangup, max).await;
-                            return;
-                        }
-                        terminal::notice("bottle: escape sequence; stopping the bottle");
-                        stop.notify_one();
-                        chunks = None;
-                        continue;
-                    }
-                },
-                Some(b) => SessionInput::Stdin(b),
-                None => {
-                    chunks = None;
-                    SessionInput::StdinEof
-                }
-            },
-            w = async { winch.as_mut()?.recv().await }, if winch.is_some() => match (w, terminal::size()) {
-                (Some(()), Some((rows, cols))) => SessionInput::Resize { rows, cols },
-                (Some(()), None) => continue,
-                (None, _) => {
-                    winch = None;
-                    continue;
-                }
-            },
-            else => std::future::pending().await,
-        };
-        if let SessionInput::Stdin(b) = &msg {
-            if b.is_empty() {
-                continue;
-            }
-        }
-        if write_message(&mut wr, &msg, max).await.is_err() {
-            return;
-        }
-    }
 }
