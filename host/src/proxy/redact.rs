@@ -197,6 +197,13 @@ impl StreamRedactor {
         (self.carry.split_to(emit).freeze(), hits)
     }
 
+    /// Take the last chunk: everything, redacted (as [`Self::push`] then
+    /// [`Self::finish`], in one piece).
+    pub fn push_last(&mut self, chunk: &[u8]) -> (Bytes, Vec<String>) {
+        self.carry.extend_from_slice(chunk);
+        self.finish()
+    }
+
     /// Bytes taken but not yet given back.
     pub fn held(&self) -> usize {
         self.carry.len()

@@ -160,3 +160,59 @@ async fn a_head_response_keeps_its_encoding_headers_and_is_not_decoded() {
     let (out, _) = collect(res.into_body()).await;
     assert!(out.is_empty());
 }
+
+/// A body that knows its one chunk is its last (as hyper's does once its
+/// Content-Length is reached) but whose stream would close only later
+/// (there: when the upstream connection's task gets to it): a further
+/// poll stays pending.
+struct KnownLength(Option<Bytes>);
+
+impl http_body::Body for KnownLength {
+    type Data = Bytes;
+    type Error = hudsucker::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Item>> {
+        match self.0.take() {
+            Some(c) => Poll::Ready(Some(Ok(Frame::data(c)))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+fn known_length(chunk: Option<&str>) -> Response<Body> {
+    let body = KnownLength(chunk.map(|c| Bytes::from(c.to_string())));
+    Response::new(Body::from(http_body_util::BodyExt::boxed(body)))
+}
+
+/// A small body goes out, redacted, as soon as its last chunk is in: the
+/// held-back bytes do not wait for the stream to close (which made every
+/// small response wait for another task). An empty body is over at once.
+#[tokio::test]
+async fn a_body_that_knows_its_end_is_not_held_back() {
+    let (f, seen) = recorder();
+    let (res, _) = response(known_length(Some(SECRET)), &redactor(), f, false).unwrap();
+    let mut body = res.into_body();
+    assert!(!http_body::Body::is_end_stream(&body));
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("the last chunk was held back")
+        .unwrap()
+        .unwrap();
+    let data = frame.into_data().unwrap();
+    assert_eq!(data.len(), SECRET.len());
+    assert!(!data.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+    assert!(http_body::Body::is_end_stream(&body));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["secret:api:raw in body".to_string()]
+    );
+
+    let (f, seen) = recorder();
+    let (res, _) = response(known_length(None), &redactor(), f, false).unwrap();
+    assert!(http_body::Body::is_end_stream(res.body()));
+    assert!(seen.lock().unwrap().is_empty());
+}
