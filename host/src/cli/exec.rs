@@ -20,8 +20,11 @@ use crate::launch::terminal;
 pub const NO_EXIT_CODE: i32 = 125;
 
 /// After the escape sequence, how long the guest has to report the
-/// hung-up process's exit.
-const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// hung-up process's exit: the input side may take 2 s to finish a
+/// pending write and 2 s more to flush before the hang-up goes out
+/// (`ESCAPE_FLUSH`), the guest kills what SIGHUP left 2 s later, and
+/// 2 s are margin.
+const HANGUP_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Our exit code when the guest did not report one after the escape
 /// sequence: a hang-up, 128 + SIGHUP, as the guest's own report would be.

@@ -6,9 +6,11 @@
 //! In raw mode the terminal is read on while a write to the guest is
 //! pending, so a guest that does not read its input (a stuck agent, or
 //! one that means to) cannot keep the escape sequence from being seen.
-//! What is typed meanwhile waits here in order: it is the owner's own
-//! typing or paste. Piped input is not read ahead: a large file waits
-//! for the guest (back-pressure), as before.
+//! What is typed meanwhile waits here in order, up to [`MAX_AHEAD`]
+//! bytes; beyond that it is dropped (as a terminal's own input buffer
+//! drops what overflows it), since the guest can make the terminal type
+//! (its answers to queries such as `ESC [ 6 n`). Piped input is not read
+//! ahead: a large file waits for the guest (back-pressure), as before.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,11 +29,19 @@ use super::terminal::{self, Escape, Typed};
 /// typed before it, the hang-up) may take to reach the guest.
 pub const ESCAPE_FLUSH: Duration = Duration::from_secs(2);
 
+/// In raw mode, how much of what is typed while the guest reads nothing
+/// is kept for it, bytes.
+pub const MAX_AHEAD: usize = 1 << 20;
+
 /// What was read, turned into messages for the guest, in order.
 #[derive(Default)]
 struct Typing {
     escape: Escape,
     queue: VecDeque<SessionInput>,
+    /// Bytes of standard input in `queue`.
+    queued: usize,
+    /// Typed input was dropped (at [`MAX_AHEAD`]) and the owner told.
+    dropped: bool,
     /// The escape sequence was typed: nothing after it is read.
     escaped: bool,
 }
@@ -53,9 +63,31 @@ impl Typing {
     }
 
     fn push(&mut self, b: Vec<u8>) {
-        if !b.is_empty() {
-            self.queue.push_back(SessionInput::Stdin(b));
+        if b.is_empty() {
+            return;
         }
+        // Only what is read ahead counts: the first chunk waits for no one.
+        if !self.queue.is_empty() && self.queued + b.len() > MAX_AHEAD {
+            if !self.dropped {
+                self.dropped = true;
+                terminal::notice("bottle: the bottle is not reading its input; typing dropped");
+            }
+            return;
+        }
+        self.queued += b.len();
+        self.queue.push_back(SessionInput::Stdin(b));
+    }
+
+    /// The next message for the guest.
+    fn pop(&mut self) -> Option<SessionInput> {
+        let m = self.queue.pop_front()?;
+        if let SessionInput::Stdin(b) = &m {
+            self.queued -= b.len();
+        }
+        if self.queue.is_empty() {
+            self.dropped = false; // a later overflow is told again
+        }
+        Some(m)
     }
 }
 
@@ -108,7 +140,7 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     };
     let mut t = Typing::default();
     while !t.escaped {
-        let msg = match t.queue.pop_front() {
+        let msg = match t.pop() {
             Some(m) => m,
             None => tokio::select! {
                 c = next_chunk(&mut chunks), if chunks.is_some() => {
@@ -151,7 +183,7 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     // The escape sequence: what was typed before it, then (exec) the
     // hang-up, if the guest takes them in time.
     let flush = async {
-        while let Some(m) = t.queue.pop_front() {
+        while let Some(m) = t.pop() {
             write_message(&mut wr, &m, max).await?;
         }
         if wiring.hangup_on_escape {

@@ -111,3 +111,28 @@ async fn piped_input_has_no_escape_and_ends() {
     assert_eq!(second, Some(SessionInput::StdinEof));
     task.abort();
 }
+
+/// What is read ahead for a guest that reads nothing stays under
+/// `MAX_AHEAD` (the guest can make the terminal type: its answers to
+/// `ESC [ 6 n`), the first of it is kept in order, and the escape
+/// sequence is still seen after the overflow.
+#[test]
+fn what_is_read_ahead_is_capped_and_the_escape_still_seen() {
+    let mut t = super::Typing::default();
+    let chunk = 64 * 1024;
+    for i in 0..(3 * super::MAX_AHEAD / chunk) {
+        t.take(Some(vec![i as u8; chunk]), true);
+    }
+    assert!(t.queued <= super::MAX_AHEAD, "{} bytes queued", t.queued);
+    assert_eq!(t.queued, t.queue.len() * chunk);
+    assert!(t.dropped);
+    t.take(Some(b"\x1dq".to_vec()), true);
+    assert!(t.escaped);
+    let mut n = 0;
+    while let Some(m) = t.pop() {
+        assert_eq!(m, SessionInput::Stdin(vec![n as u8; chunk]));
+        n += 1;
+    }
+    assert_eq!(t.queued, 0);
+    assert_eq!(n, super::MAX_AHEAD / chunk);
+}
