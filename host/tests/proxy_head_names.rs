@@ -70,3 +70,32 @@ async fn a_secret_in_a_header_name_or_the_method_is_refused() {
     assert_eq!(refused.iter().filter(|l| l["path"] == "").count(), 1);
     env.proxy.stop().await;
 }
+
+/// A secret in the method or path of a request refused by its route
+/// (which checks method and path before the DLP runs, and whose reason
+/// quotes them): its audit line leaves the field out too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_refusal_leaves_a_secret_out_of_the_audit_line() {
+    let env = setup(true).await;
+    let hex = HEXLOWER.encode(LEAK.as_bytes());
+    let method = HEXUPPER.encode(LEAK.as_bytes());
+    let r = env
+        .curl(&env.https("api.test", "/v1/x"), &["-X", &method])
+        .await;
+    assert_eq!(r.code, 403, "{r:?}");
+    let r = env
+        .curl(&env.https("api.test", &format!("/other/{hex}")), &[])
+        .await;
+    assert_eq!(r.code, 403, "{r:?}");
+    let lines = env.audit_lines();
+    let text = serde_json::to_string(&lines).unwrap().to_ascii_lowercase();
+    assert!(!text.contains(&hex), "{text}");
+    let refused: Vec<_> = lines.iter().filter(|l| l["verdict"] == "deny").collect();
+    assert_eq!(refused.len(), 2, "{lines:#?}");
+    assert!(refused
+        .iter()
+        .all(|l| !l["rule"].as_str().unwrap().starts_with("secret")));
+    assert_eq!(refused[0]["method"], "", "{lines:#?}");
+    assert_eq!(refused[1]["path"], "", "{lines:#?}");
+    env.proxy.stop().await;
+}

@@ -26,6 +26,8 @@ pub use super::tunnel::SENTINEL_AUTHORITY;
 
 #[path = "handler_connect.rs"]
 mod connect;
+#[path = "handler_refuse.rs"]
+mod refuse;
 
 /// What every handler clone shares.
 #[derive(Debug)]
@@ -73,41 +75,6 @@ impl Handler {
             tunnel: None,
             pending: None,
         }
-    }
-
-    /// Write an audit line for a refusal and build the reply (503 if the
-    /// line cannot be written).
-    fn refuse(&self, rec: Record, r: Refusal, start: Instant) -> Response<Body> {
-        tracing::info!(host = %rec.host, rule = %r.rule, "proxy: refused: {}", r.reason);
-        let rec = Record {
-            verdict: "deny",
-            rule: Some(r.rule.clone()),
-            status: r.status,
-            duration_ms: start.elapsed().as_millis() as u64,
-            ..rec
-        };
-        match self.shared.audit.write(&rec) {
-            Ok(()) => reply(r.status, &r.rule, &r.reason),
-            Err(e) => audit_failed(&e),
-        }
-    }
-
-    /// [`Handler::refuse`] for a request whose body is still unread: it is
-    /// read and thrown away (within [`super::body::DRAIN`]) while the reply
-    /// goes out, so the client reads the refusal instead of a reset and
-    /// the connection stays usable (a refused `git push` then says 403).
-    fn refuse_unread(
-        &self,
-        req: Request<Body>,
-        rec: Record,
-        r: Refusal,
-        start: Instant,
-    ) -> Response<Body> {
-        let body = req.into_body();
-        if !http_body::Body::is_end_stream(&body) {
-            super::body::drain(body);
-        }
-        self.refuse(rec, r, start)
     }
 
     /// Everything but CONNECT.
