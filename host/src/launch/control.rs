@@ -29,6 +29,10 @@ const WRITE_QUEUE: usize = 16;
 /// and `Exec` still fit behind a burst of `ps`.
 const KEEP_FREE: usize = 4;
 
+/// Of [`WRITE_QUEUE`], the room an `Exec` leaves free, so `Shutdown`
+/// still fits behind a burst of `exec` (and of `ps`).
+const SHUTDOWN_ROOM: usize = 1;
+
 /// The control channel failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -204,8 +208,12 @@ impl Shutdown {
         self.queue(HostMessage::Shutdown { grace_ms })
     }
 
-    /// Ask the guest to run a process beside the agent (`exec`).
+    /// Ask the guest to run a process beside the agent (`exec`). Leaves
+    /// [`SHUTDOWN_ROOM`] of the queue for a stop.
     pub fn exec(&mut self, spec: bottle_shared::message::ExecSpec) -> Result<(), ControlError> {
+        if self.tx.capacity() <= SHUTDOWN_ROOM {
+            return Err(ControlError::Stalled);
+        }
         self.queue(HostMessage::Exec(Box::new(spec)))
     }
 
@@ -227,6 +235,25 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A burst of `exec` and status asks leaves room for a stop.
+    #[test]
+    fn a_stop_fits_behind_a_burst_of_exec_and_status() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        let mut s = Shutdown { tx };
+        let mut asked = 0;
+        while s.ask_status().is_ok() {
+            asked += 1;
+        }
+        assert_eq!(asked, WRITE_QUEUE - KEEP_FREE);
+        let mut execs = 0;
+        while s.exec(bottle_shared::message::ExecSpec::default()).is_ok() {
+            execs += 1;
+        }
+        assert_eq!(execs, KEEP_FREE - SHUTDOWN_ROOM);
+        s.send(1_000).expect("the stop did not fit");
+        assert!(matches!(s.send(1_000), Err(ControlError::Stalled)));
+    }
     use bottle_shared::io::dial_hello;
     use bottle_shared::transport::connect;
     use bottle_shared::Address;
