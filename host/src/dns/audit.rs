@@ -16,7 +16,9 @@
 //! upstream are written through at once (the handler flushes after each
 //! cache miss), so none is given out unaudited; denials and cache hits
 //! answered from the buffer when a write fails (at most [`FLUSH_INTERVAL`]
-//! or [`FLUSH_BYTES`] of them) are retried, not dropped.
+//! or [`FLUSH_BYTES`] of them) are retried, not dropped. At the cap, a
+//! decision whose line would not fit is refused before it is given out,
+//! so every line buffered fits and is written.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -68,6 +70,8 @@ struct SinkState {
     file: File,
     /// Largest the file may grow to ([`crate::audit_cap`]).
     cap: u64,
+    /// The file's length (ours alone to grow).
+    len: u64,
     buf: String,
     /// The time stamp's whole-second part, formatted once per second.
     stamp: Stamp,
@@ -96,6 +100,7 @@ impl SinkState {
         };
         match res {
             Ok(()) => {
+                self.len = before.map_or(self.len, |b| b.saturating_add(self.buf.len() as u64));
                 self.buf.clear();
                 if failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("dns audit log: writable again, resolving");
@@ -159,10 +164,12 @@ impl Audit {
         };
         // 0600: the decisions are the bottle owner's alone.
         let file = crate::hardening::open_private_append(path).map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
         let sink = Arc::new(Sink {
             state: Mutex::new(SinkState {
                 file,
                 cap,
+                len,
                 buf: String::with_capacity(FLUSH_BYTES + 1024),
                 stamp: Stamp::default(),
             }),
@@ -215,7 +222,21 @@ impl Audit {
             return false;
         }
         let st = &mut *st;
+        let start = st.buf.len();
         write_line(&mut st.buf, &mut st.stamp, now, rec);
+        if st.len.saturating_add(st.buf.len() as u64) > st.cap {
+            // Past the cap: this decision is not given out (its line goes),
+            // and the lines before it, answers already given, all fit.
+            st.buf.truncate(start);
+            let wrote = st.write_out(&sink.failing);
+            if !sink.failing.swap(true, Ordering::Relaxed) && wrote {
+                tracing::error!(
+                    "dns audit log: {}; answering SERVFAIL (nothing is resolved)",
+                    crate::audit_cap::full(st.cap)
+                );
+            }
+            return false;
+        }
         if recovering || st.buf.len() >= FLUSH_BYTES {
             return st.write_out(&sink.failing);
         }

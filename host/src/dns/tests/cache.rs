@@ -6,16 +6,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode as R;
 use hickory_proto::rr::{Name, RecordType as T};
 
-use super::support::{addrs, handler, manifest, parse, query, FakeUpstream};
+use super::support::{addrs, handler, manifest, parse, query, rt, FakeUpstream};
 use crate::dns::cache::{clamp_ttl, Cache, CachedAnswer};
 use crate::dns::wire;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn clamp_table() {

@@ -8,14 +8,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode as R};
 use hickory_proto::rr::{Name, RecordType as T};
 use proptest::prelude::*;
 
-use super::support::{addrs, answer_ips, handler, manifest, parse, query, FakeUpstream};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use super::support::{addrs, answer_ips, handler, manifest, parse, query, rt, FakeUpstream};
 
 #[test]
 fn local_verdicts_table() {

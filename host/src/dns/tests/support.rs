@@ -141,3 +141,11 @@ pub fn answer_ips(m: &Message) -> Vec<IpAddr> {
         .filter_map(|r| r.data().ip_addr())
         .collect()
 }
+
+/// A current-thread runtime for tests that drive the handler by hand.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
