@@ -5,10 +5,11 @@
 //! provoke (its setup failures, refused sessions, the proxy's warnings
 //! about the agent's requests, the console with `--console`), and the
 //! file outlives the launch on the owner's disk. So the detached launch
-//! routes its descriptor 2 (inherited by QEMU, virtiofsd and the vsock
-//! daemon too) through a pipe to a thread that appends to the log up to
-//! the limit, then writes a notice and reads on without keeping anything,
-//! so no writer ever blocks.
+//! routes its descriptor 2 through a pipe to a thread that appends to the
+//! log up to the limit, then writes a notice and reads on without keeping
+//! anything, so no writer ever blocks. (QEMU, virtiofsd and the vsock
+//! daemon write their own standard error to their own files in the run
+//! directory, removed when the launch ends: `vmm/qemu.rs`.)
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,7 +42,7 @@ pub fn cap_stderr() -> io::Result<()> {
     // SAFETY: both descriptors were just made by pipe2 and are owned here.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: `wr` is open; dup2 onto 2 replaces standard error (without
-    // close-on-exec, so child processes inherit the pipe, not the file).
+    // close-on-exec, so a child given no other stderr inherits the pipe).
     if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&wr), 2) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -144,8 +144,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
         guest_cfg.agent.env.push(("TERM".into(), term));
     }
-    // `[vm] console_log` moves the file; it is written here, capped, either
-    // way (launch/console.rs).
+    // `[vm] console_log` moves the file; under QEMU it is written here,
+    // capped, either way (launch/console.rs); libkrun writes it itself.
     let console_log =
         m.vm.console_log
             .clone()
