@@ -125,25 +125,19 @@ impl HostPattern {
         }
     }
 
-    /// Is this a wildcard over a whole top-level domain (`*.com`,
-    /// `*.corp`) or a registry's second level (`*.co.uk`, `*.com.au`)?
-    /// Such a pattern lets the agent reach (and resolve names under) any
-    /// site anyone can register there, its own included: nearly no
-    /// allowlist. A heuristic without the public suffix list: one label,
-    /// or two where the first is a common registry label and the second a
-    /// two-letter country code.
+    /// Is this a wildcard over a whole public suffix: a top-level domain
+    /// (`*.com`, `*.corp`), a registry's second level (`*.co.uk`), or a
+    /// provider's shared domain where anyone gets a name (`*.github.io`,
+    /// `*.workers.dev`)? Such a pattern lets the agent reach (and resolve
+    /// names under) any site anyone can set up there, its own included:
+    /// nearly no allowlist. Decided by the public suffix list (the `psl`
+    /// crate, its private section included); a top-level name the list
+    /// does not know (`corp`) counts as one.
     pub fn is_broad(&self) -> bool {
         let HostPattern::Suffix(s) = self else {
             return false;
         };
-        match s.split_once('.') {
-            None => true,
-            Some((second, cc)) => {
-                cc.len() == 2
-                    && !cc.contains('.')
-                    && ["co", "com", "net", "org", "gov", "ac", "edu", "ne", "or"].contains(&second)
-            }
-        }
+        psl::suffix(s.as_bytes()).is_some_and(|suffix| suffix.as_bytes() == s.as_bytes())
     }
 
     /// The name or suffix, without `*.`.
@@ -177,15 +171,27 @@ mod tests {
     #[test]
     fn broad_wildcards() {
         use super::HostPattern;
-        for broad in ["*.com", "*.corp", "*.co.uk", "*.com.au", "*.ac.jp"] {
+        for broad in [
+            "*.com",
+            "*.corp",
+            "*.co.uk",
+            "*.com.au",
+            "*.ac.jp",
+            "*.github.io",
+            "*.herokuapp.com",
+            "*.workers.dev",
+            "*.blogspot.com",
+        ] {
             assert!(HostPattern::parse(broad).unwrap().is_broad(), "{broad}");
         }
         for narrow in [
             "com",
+            "github.io",
             "*.example.com",
             "*.pypi.org",
             "*.co.example",
-            "*.github.io",
+            "*.octocat.github.io",
+            "*.github.com",
             "localhost",
         ] {
             assert!(!HostPattern::parse(narrow).unwrap().is_broad(), "{narrow}");

@@ -235,7 +235,7 @@ pub const FORBIDDEN_RECORD_TYPES: [RecordType; 3] =
 
 impl Manifest {
     /// Warnings about the allowlist: routes and `[dns] extra_names` that
-    /// are wildcards over a whole top-level domain
+    /// are wildcards over a whole public suffix
     /// ([`HostPattern::is_broad`]). Logged at start, not refused (`*.corp`
     /// can be a deliberate private domain).
     pub fn allowlist_warnings(&self) -> Vec<String> {
@@ -244,9 +244,9 @@ impl Manifest {
             .filter(|p| p.is_broad())
             .map(|p| {
                 format!(
-                    "allowlist entry {p} covers a whole top-level domain: the agent can reach, \
-                     and resolve names under, any site registered there (its own included); \
-                     name the hosts it needs instead"
+                    "allowlist entry {p} covers a whole public suffix (a top-level domain or \
+                     a shared hosting domain): the agent can reach, and resolve names under, \
+                     any site set up there (its own included); name the hosts it needs instead"
                 )
             })
             .collect()
