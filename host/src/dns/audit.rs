@@ -90,8 +90,9 @@ impl SinkState {
         if self.buf.is_empty() {
             return !failing.load(Ordering::Relaxed);
         }
-        let before = self.file.metadata().map(|m| m.len()).ok();
-        let at_cap = before.is_some_and(|len| len.saturating_add(self.buf.len() as u64) > self.cap);
+        // `record` keeps buffered lines under the cap; this holds the
+        // line should anything else ever buffer.
+        let at_cap = self.len.saturating_add(self.buf.len() as u64) > self.cap;
         let res = if at_cap {
             // Refused whole, as on a full disk: the lines stay buffered.
             Err(crate::audit_cap::full(self.cap))
@@ -100,7 +101,7 @@ impl SinkState {
         };
         match res {
             Ok(()) => {
-                self.len = before.map_or(self.len, |b| b.saturating_add(self.buf.len() as u64));
+                self.len += self.buf.len() as u64;
                 self.buf.clear();
                 if failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("dns audit log: writable again, resolving");
@@ -110,9 +111,7 @@ impl SinkState {
             Err(e) => {
                 // A full disk can take part of the buffer: cut it off, so
                 // the log never holds a torn line; the lines stay buffered.
-                if let Some(len) = before {
-                    let _ = self.file.set_len(len);
-                }
+                let _ = self.file.set_len(self.len);
                 if !failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         "dns audit log: write failed: {e}; answering SERVFAIL \

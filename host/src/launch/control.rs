@@ -236,6 +236,10 @@ impl Shutdown {
 mod tests {
     use super::*;
 
+    use bottle_shared::io::dial_hello;
+    use bottle_shared::transport::connect;
+    use bottle_shared::Address;
+
     /// A burst of `exec` and status asks leaves room for a stop.
     #[test]
     fn a_stop_fits_behind_a_burst_of_exec_and_status() {
@@ -254,9 +258,6 @@ mod tests {
         s.send(1_000).expect("the stop did not fit");
         assert!(matches!(s.send(1_000), Err(ControlError::Stalled)));
     }
-    use bottle_shared::io::dial_hello;
-    use bottle_shared::transport::connect;
-    use bottle_shared::Address;
 
     #[tokio::test]
     async fn full_session_with_a_fake_guest() {
