@@ -14,6 +14,7 @@ use std::process::ExitStatus;
 
 use serde::{Deserialize, Serialize};
 
+pub mod daemon_log;
 pub mod image;
 pub mod krun;
 pub mod qemu;

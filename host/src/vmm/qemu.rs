@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use super::daemon_log::DaemonLog;
 use super::{BoxFuture, RunningVm, VmExit, VmSpec, Vmm, VmmError};
 use crate::manifest::Accel;
 
@@ -328,10 +329,6 @@ fn command(program: &Path) -> Command {
     super::supervised(Command::new(program))
 }
 
-fn log_file(path: &Path) -> std::io::Result<Stdio> {
-    Ok(crate::hardening::create_private(path)?.into())
-}
-
 impl Vmm for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
@@ -349,7 +346,7 @@ impl Vmm for Qemu {
         Box::pin(async move {
             let args = qemu_args(&spec, self.accel, self.bios.as_deref(), self.tcg_tb_mib)?;
             let dlog = with_suffix(&spec.vsock_base, ".daemon.log");
-            let daemon = spawn_daemon(
+            let (daemon, daemon_log) = spawn_daemon(
                 command(&self.daemon).args(daemon_args(&spec)),
                 VSOCK_DAEMON,
                 &vhost_socket(&spec),
@@ -357,6 +354,7 @@ impl Vmm for Qemu {
             )
             .await?;
             let mut fs = Vec::new();
+            let mut logs = vec![daemon_log];
             if !spec.shares.is_empty() {
                 let program = self.fs_daemon.as_ref().ok_or_else(|| VmmError::Missing {
                     program: super::virtiofs::FS_DAEMON.into(),
@@ -369,61 +367,70 @@ impl Vmm for Qemu {
                     let sock = super::virtiofs::socket(&spec.vsock_base, i);
                     let log = with_suffix(&spec.vsock_base, &format!(".fs{i}.log"));
                     let args = super::virtiofs::daemon_args(share, &sock, as_root);
-                    fs.push(
-                        spawn_daemon(
-                            command(program).args(args),
-                            super::virtiofs::FS_DAEMON,
-                            &sock,
-                            &log,
-                        )
-                        .await?,
-                    );
+                    let (child, log) = spawn_daemon(
+                        command(program).args(args),
+                        super::virtiofs::FS_DAEMON,
+                        &sock,
+                        &log,
+                    )
+                    .await?;
+                    fs.push(child);
+                    logs.push(log);
                 }
             }
             let qlog = with_suffix(&spec.vsock_base, ".qemu.log");
-            let mut qemu = command(&self.qemu);
-            qemu.args(&args).stderr(log_file(&qlog)?);
-            qemu.stdout(Stdio::piped());
-            let qemu = qemu.spawn().map_err(|source| VmmError::Spawn {
+            let (qemu_log, out) = DaemonLog::create(&qlog)?;
+            let mut qemu_cmd = command(&self.qemu);
+            qemu_cmd.args(&args).stderr(out.stderr);
+            qemu_cmd.stdout(Stdio::piped());
+            let qemu = qemu_cmd.spawn().map_err(|source| VmmError::Spawn {
                 program: QEMU.into(),
                 source,
             })?;
+            // As in `spawn_daemon`: the log ends when QEMU does.
+            qemu_cmd.stderr(Stdio::null());
             tracing::debug!(qemu = ?self.qemu, ?args, "qemu started");
             Ok(Box::new(QemuVm {
                 qemu,
                 daemon,
                 fs,
-                qemu_log: qlog,
+                qemu_log,
+                _logs: logs,
                 killed: false,
             }) as Box<dyn RunningVm>)
         })
     }
 }
 
-/// Start a daemon that serves a vhost-user socket and wait until the
-/// socket exists (the daemon is killed on drop if that fails).
+/// Start a daemon that serves a vhost-user socket, its output in `log`
+/// (capped), and wait until the socket exists (the daemon is killed on
+/// drop if that fails).
 async fn spawn_daemon(
     cmd: &mut Command,
     program: &str,
     sock: &Path,
     log: &Path,
-) -> Result<Child, VmmError> {
+) -> Result<(Child, DaemonLog), VmmError> {
     let _ = std::fs::remove_file(sock);
+    let (mut log, out) = DaemonLog::create(log)?;
     let mut child = cmd
-        .stdout(log_file(log)?)
-        .stderr(log_file(log)?)
+        .stdout(out.stdout)
+        .stderr(out.stderr)
         .spawn()
         .map_err(|source| VmmError::Spawn {
             program: program.into(),
             source,
         })?;
+    // The command holds its copy of the pipe until it is dropped: let go
+    // of it now, so the log ends when the daemon does.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let deadline = tokio::time::Instant::now() + DAEMON_READY;
     while !sock.exists() {
         if let Some(status) = child.try_wait()? {
             return Err(VmmError::EarlyExit {
                 program: program.into(),
                 status,
-                output: std::fs::read_to_string(log).unwrap_or_default(),
+                output: log.read().await,
             });
         }
         if tokio::time::Instant::now() > deadline {
@@ -434,7 +441,7 @@ async fn spawn_daemon(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(child)
+    Ok((child, log))
 }
 
 fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
@@ -449,15 +456,11 @@ pub struct QemuVm {
     qemu: Child,
     daemon: Child,
     fs: Vec<Child>,
-    qemu_log: PathBuf,
+    /// QEMU's standard error (its errors).
+    qemu_log: DaemonLog,
+    /// The daemons' output; the copying ends when this is dropped.
+    _logs: Vec<DaemonLog>,
     killed: bool,
-}
-
-impl QemuVm {
-    /// What QEMU wrote to standard error (its errors), for reports.
-    pub fn qemu_log(&self) -> String {
-        std::fs::read_to_string(&self.qemu_log).unwrap_or_default()
-    }
 }
 
 impl RunningVm for QemuVm {
@@ -474,7 +477,7 @@ impl RunningVm for QemuVm {
                 Ok(VmExit::Killed)
             } else {
                 if !status.success() {
-                    let log = self.qemu_log();
+                    let log = self.qemu_log.read().await;
                     if !log.trim().is_empty() {
                         tracing::error!("qemu: {}", log.trim());
                     }

@@ -228,3 +228,38 @@ fn disks_are_read_only_virtio_blk_in_order() {
         "{devices:?}"
     );
 }
+
+/// A daemon that writes without end and then exits before its socket
+/// appears: the error carries the start of its output, capped, and comes
+/// at once (the log's pipe ends with the daemon, nothing else holds it).
+#[tokio::test]
+async fn a_daemon_that_floods_its_log_and_exits_is_reported_capped_and_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("vsock.daemon.log");
+    let mut cmd = command(Path::new("sh"));
+    cmd.arg("-c")
+        .arg("echo starting; head -c 4000000 /dev/zero | tr '\\0' e >&2; exit 1");
+    let start = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        spawn_daemon(
+            &mut cmd,
+            "fake-daemon",
+            &dir.path().join("never.sock"),
+            &log,
+        ),
+    )
+    .await
+    .expect("spawn_daemon returned")
+    .unwrap_err();
+    let elapsed = start.elapsed();
+    let VmmError::EarlyExit { output, .. } = err else {
+        panic!("{err:?}");
+    };
+    assert!(output.starts_with("starting\neee"), "{:?}", &output[..20]);
+    assert!(output.ends_with("the rest is not kept]\n"));
+    let limit = super::super::daemon_log::DAEMON_LOG_LIMIT as usize;
+    assert!(output.len() > limit && output.len() < limit + 200);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), output);
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}

@@ -1,0 +1,178 @@
+//! The error logs of QEMU and the daemons beside it (`RUN/vsock.*.log`),
+//! capped: each child writes to a pipe, and a task copies what comes into
+//! the log file until [`DAEMON_LOG_LIMIT`], then says so once and reads on
+//! without keeping anything, so the child never blocks on a full pipe.
+//! What a guest can make QEMU, virtiofsd or the vsock daemon complain
+//! about (a packet for an unknown CID, say) must not fill the owner's
+//! disk.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+
+/// Most bytes kept in each daemon's log.
+pub const DAEMON_LOG_LIMIT: u64 = 1 << 20;
+
+/// How long a report waits for the last of a child's output to be copied
+/// after the child is gone (its pipe then ends at once, unless a process
+/// it left behind still holds it).
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// A child's capped log: the file and the task filling it.
+#[derive(Debug)]
+pub struct DaemonLog {
+    path: PathBuf,
+    copier: Option<JoinHandle<()>>,
+}
+
+/// Where a child writes: its standard output and standard error, the
+/// same pipe.
+pub struct Outputs {
+    /// For [`tokio::process::Command::stdout`].
+    pub stdout: Stdio,
+    /// For [`tokio::process::Command::stderr`].
+    pub stderr: Stdio,
+}
+
+impl DaemonLog {
+    /// Create `path` (private, emptied) and the pipe a child writes to.
+    pub fn create(path: &Path) -> io::Result<(DaemonLog, Outputs)> {
+        DaemonLog::with_limit(path, DAEMON_LOG_LIMIT)
+    }
+
+    fn with_limit(path: &Path, limit: u64) -> io::Result<(DaemonLog, Outputs)> {
+        let file = crate::hardening::create_private(path)?;
+        // Both ends close on exec; the child gets the write end as its 1
+        // and 2 only.
+        let (rd, wr) = std::io::pipe()?;
+        let wr2 = wr.try_clone()?;
+        let rx = pipe::Receiver::from_owned_fd(rd.into())?;
+        let what = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let copier = tokio::spawn(copy(rx, tokio::fs::File::from_std(file), limit, what));
+        Ok((
+            DaemonLog {
+                path: path.to_path_buf(),
+                copier: Some(copier),
+            },
+            Outputs {
+                stdout: wr.into(),
+                stderr: wr2.into(),
+            },
+        ))
+    }
+
+    /// What the child wrote (up to the limit), once it has all been
+    /// copied or [`SETTLE`] has passed; call after the child is gone.
+    pub async fn read(&mut self) -> String {
+        if let Some(mut c) = self.copier.take() {
+            if tokio::time::timeout(SETTLE, &mut c).await.is_err() {
+                // A process the child left behind holds the pipe.
+                c.abort();
+            }
+        }
+        tokio::fs::read_to_string(&self.path)
+            .await
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonLog {
+    fn drop(&mut self) {
+        if let Some(c) = &self.copier {
+            c.abort();
+        }
+    }
+}
+
+async fn copy(mut rx: pipe::Receiver, mut file: tokio::fs::File, limit: u64, what: String) {
+    let mut buf = vec![0u8; 16 << 10];
+    let mut kept = 0u64;
+    let mut full = false;
+    loop {
+        let n = match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if full {
+            continue;
+        }
+        let room = usize::try_from(limit - kept).unwrap_or(usize::MAX);
+        let take = n.min(room);
+        if file.write_all(&buf[..take]).await.is_err() {
+            full = true;
+            continue;
+        }
+        kept += take as u64;
+        if take < n {
+            let notice =
+                format!("\n[bot-bottle: {what} is full ({limit} bytes); the rest is not kept]\n");
+            let _ = file.write_all(notice.as_bytes()).await;
+            full = true;
+        }
+    }
+    let _ = file.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spew(bytes: u64) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "echo first; head -c {bytes} /dev/zero | tr '\\0' x >&2; echo last; exit 3"
+        ));
+        cmd
+    }
+
+    async fn run(limit: u64, bytes: u64) -> (String, Option<i32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock.fs0.log");
+        let (mut log, out) = DaemonLog::with_limit(&path, limit).unwrap();
+        let mut child = spew(bytes)
+            .stdout(out.stdout)
+            .stderr(out.stderr)
+            .spawn()
+            .unwrap();
+        // Well past the pipe's 64 KiB: a child stuck on a full pipe
+        // would never exit.
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("the child finished")
+            .unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(10), log.read())
+            .await
+            .expect("the log settled");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        (text, status.code())
+    }
+
+    #[tokio::test]
+    async fn a_child_that_writes_without_end_fills_its_log_only_to_the_limit() {
+        let (text, code) = run(4096, 3 << 20).await;
+        assert_eq!(code, Some(3));
+        assert!(text.starts_with("first\nxxx"), "{:?}", &text[..20]);
+        let notice = "\n[bot-bottle: vsock.fs0.log is full (4096 bytes); the rest is not kept]\n";
+        assert!(text.ends_with(notice), "{:?}", &text[text.len() - 100..]);
+        assert_eq!(text.len(), 4096 + notice.len());
+        assert!(!text.contains("last"));
+    }
+
+    #[tokio::test]
+    async fn a_log_under_the_limit_is_kept_whole() {
+        let (text, code) = run(DAEMON_LOG_LIMIT, 1000).await;
+        assert_eq!(code, Some(3));
+        assert_eq!(text, format!("first\n{}last\n", "x".repeat(1000)));
+    }
+}
