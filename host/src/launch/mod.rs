@@ -145,7 +145,8 @@ pub fn run(args: LaunchArgs) -> Result<i32> {
         guest_cfg.agent.env.push(("TERM".into(), term));
     }
     // `[vm] console_log` moves the file; under QEMU it is written here,
-    // capped, either way (launch/console.rs); libkrun writes it itself.
+    // capped, either way (launch/console.rs); under libkrun, through a
+    // capped pipe (vmm/daemon_log.rs).
     let console_log =
         m.vm.console_log
             .clone()

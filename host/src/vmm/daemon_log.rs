@@ -5,8 +5,14 @@
 //! What a guest can make QEMU, virtiofsd or the vsock daemon complain
 //! about (a packet for an unknown CID, say) must not fill the owner's
 //! disk.
+//!
+//! libkrun writes `[vm] console_log` itself: it is given the path
+//! [`CONSOLE_FD_PATH`], the write end of such a pipe passed to its child
+//! as descriptor 3 ([`DaemonLog::pass_as_fd3`]), so the console a guest
+//! writes is capped there too, at [`CONSOLE_LOG_LIMIT`].
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,6 +23,13 @@ use tokio::task::JoinHandle;
 
 /// Most bytes kept in each daemon's log.
 pub const DAEMON_LOG_LIMIT: u64 = 1 << 20;
+
+/// Most bytes kept of a console log (as `agent.log` and QEMU's console,
+/// `launch::session::LOG_LIMIT`).
+pub const CONSOLE_LOG_LIMIT: u64 = 64 << 20;
+
+/// What a child given [`DaemonLog::pass_as_fd3`] opens to write its log.
+pub const CONSOLE_FD_PATH: &str = "/dev/fd/3";
 
 /// How long a report waits for the last of a child's output to be copied
 /// after the child is gone (its pipe then ends at once, unless a process
@@ -46,27 +59,66 @@ impl DaemonLog {
     }
 
     fn with_limit(path: &Path, limit: u64) -> io::Result<(DaemonLog, Outputs)> {
-        let file = crate::hardening::create_private(path)?;
-        // Both ends close on exec; the child gets the write end as its 1
-        // and 2 only.
-        let (rd, wr) = std::io::pipe()?;
+        // The child gets the write end as its 1 and 2 only.
+        let (log, wr) = DaemonLog::pipe(path, limit)?;
         let wr2 = wr.try_clone()?;
+        Ok((
+            log,
+            Outputs {
+                stdout: wr.into(),
+                stderr: wr2.into(),
+            },
+        ))
+    }
+
+    /// Create `path` (private, emptied) and give `cmd`'s child the write
+    /// end of its pipe as descriptor 3, to open as [`CONSOLE_FD_PATH`].
+    /// The parent's copy of it closes when `cmd` is dropped.
+    pub fn pass_as_fd3(
+        cmd: &mut tokio::process::Command,
+        path: &Path,
+        limit: u64,
+    ) -> io::Result<DaemonLog> {
+        let (log, wr) = DaemonLog::pipe(path, limit)?;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only dup2(2) and fcntl(2), both async-signal-safe, on a
+        // descriptor number; it neither allocates nor touches the
+        // parent's memory (`wr` is only kept open by it, in the parent).
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = wr.as_raw_fd();
+                // dup2 clears close-on-exec on the copy; a descriptor
+                // that already is 3 needs it cleared by hand.
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(log)
+    }
+
+    /// The log file, its pipe's copier, and the pipe's write end (close
+    /// on exec, as every descriptor of ours).
+    fn pipe(path: &Path, limit: u64) -> io::Result<(DaemonLog, std::io::PipeWriter)> {
+        let file = crate::hardening::create_private(path)?;
+        let (rd, wr) = std::io::pipe()?;
         let rx = pipe::Receiver::from_owned_fd(rd.into())?;
         let what = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let copier = tokio::spawn(copy(rx, tokio::fs::File::from_std(file), limit, what));
-        Ok((
-            DaemonLog {
-                path: path.to_path_buf(),
-                copier: Some(copier),
-            },
-            Outputs {
-                stdout: wr.into(),
-                stderr: wr2.into(),
-            },
-        ))
+        let log = DaemonLog {
+            path: path.to_path_buf(),
+            copier: Some(copier),
+        };
+        Ok((log, wr))
     }
 
     /// What the child wrote (up to the limit), once it has all been
@@ -112,8 +164,12 @@ async fn copy(mut rx: pipe::Receiver, mut file: tokio::fs::File, limit: u64, wha
         }
         kept += take as u64;
         if take < n {
-            let notice =
-                format!("\n[bot-bottle: {what} is full ({limit} bytes); the rest is not kept]\n");
+            let size = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{limit} bytes")
+            };
+            let notice = format!("\n[bot-bottle: {what} is full ({size}); the rest is not kept]\n");
             let _ = file.write_all(notice.as_bytes()).await;
             full = true;
         }
@@ -167,6 +223,35 @@ mod tests {
         assert!(text.ends_with(notice), "{:?}", &text[text.len() - 100..]);
         assert_eq!(text.len(), 4096 + notice.len());
         assert!(!text.contains("last"));
+    }
+
+    /// libkrun's console: the child opens `/dev/fd/3` by name and writes
+    /// without end; the log stops at its limit and ends with the child.
+    #[tokio::test]
+    async fn a_console_passed_as_fd3_is_capped_and_ends_with_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "echo boot > {CONSOLE_FD_PATH}; \
+             head -c 3000000 /dev/zero | tr '\\0' c >> {CONSOLE_FD_PATH}; exit 4"
+        ));
+        let mut log = DaemonLog::pass_as_fd3(&mut cmd, &path, 1 << 20).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("the child finished")
+            .unwrap();
+        assert_eq!(status.code(), Some(4));
+        let start = std::time::Instant::now();
+        let text = log.read().await;
+        // The pipe ended with the child: no wait for the settling time.
+        assert!(start.elapsed() < Duration::from_secs(1));
+        let notice = "\n[bot-bottle: console.log is full (1 MiB); the rest is not kept]\n";
+        assert!(text.starts_with("boot\nccc"), "{:?}", &text[..20]);
+        assert!(text.ends_with(notice));
+        assert_eq!(text.len(), (1 << 20) + notice.len());
     }
 
     #[tokio::test]

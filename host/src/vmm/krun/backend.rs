@@ -3,6 +3,7 @@
 //! supervisor watches that child like any VMM process.
 
 use super::{child_command, plan, spec_path, write_spec, KrunLib};
+use crate::vmm::daemon_log::{DaemonLog, CONSOLE_FD_PATH, CONSOLE_LOG_LIMIT};
 use crate::vmm::{supervised, BoxFuture, Console, RunningVm, VmExit, VmSpec, Vmm, VmmError};
 
 /// The libkrun backend, with the library it found.
@@ -31,13 +32,25 @@ impl Vmm for Krun {
     }
 
     fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
-        let spec = spec.clone();
+        let mut spec = spec.clone();
         Box::pin(async move {
             plan(&spec).map_err(|e| VmmError::Spec(e.to_string()))?;
+            // libkrun writes the console log itself, without limit: it
+            // writes to a pipe instead, copied into the file up to
+            // CONSOLE_LOG_LIMIT (`daemon_log`).
+            let console_log = spec.console_log.take();
+            if console_log.is_some() {
+                spec.console_log = Some(CONSOLE_FD_PATH.into());
+            }
             let path = spec_path(&spec);
             write_spec(&spec, &path).map_err(|e| VmmError::Spec(format!("{e:#}")))?;
             let exe = std::env::current_exe()?;
-            let cmd = tokio::process::Command::from(child_command(&exe, &path));
+            let mut cmd = tokio::process::Command::from(child_command(&exe, &path));
+            let console = match &console_log {
+                Some(log) => Some(DaemonLog::pass_as_fd3(&mut cmd, log, CONSOLE_LOG_LIMIT)?),
+                None => None,
+            };
+            // The command, and with it our copy of the pipe, goes here.
             let child = supervised(cmd).spawn().map_err(|source| VmmError::Spawn {
                 program: format!("{} {}", exe.display(), super::CHILD_SUBCOMMAND),
                 source,
@@ -45,6 +58,7 @@ impl Vmm for Krun {
             Ok(Box::new(KrunVm {
                 child,
                 killed: false,
+                _console: console,
             }) as Box<dyn RunningVm>)
         })
     }
@@ -55,6 +69,8 @@ impl Vmm for Krun {
 struct KrunVm {
     child: tokio::process::Child,
     killed: bool,
+    /// `[vm] console_log`, filled while this lives.
+    _console: Option<DaemonLog>,
 }
 
 impl RunningVm for KrunVm {
