@@ -121,18 +121,25 @@ impl DaemonLog {
         Ok((log, wr))
     }
 
-    /// What the child wrote (up to the limit), once it has all been
-    /// copied or [`SETTLE`] has passed; call after the child is gone.
-    pub async fn read(&mut self) -> String {
-        if let Some(mut c) = self.copier.take() {
-            if tokio::time::timeout(SETTLE, &mut c).await.is_err() {
-                // A process the child left behind holds the pipe.
-                c.abort();
-            }
+    /// Wait until what the child wrote is all copied, or [`SETTLE`] has
+    /// passed; call after the child is gone. Cancelled, it waits again
+    /// next time.
+    pub async fn settle(&mut self) {
+        let Some(c) = &mut self.copier else { return };
+        if tokio::time::timeout(SETTLE, &mut *c).await.is_err() {
+            // A process the child left behind holds the pipe.
+            c.abort();
         }
-        tokio::fs::read_to_string(&self.path)
-            .await
-            .unwrap_or_default()
+        self.copier = None;
+    }
+
+    /// What the child wrote (up to the limit), once [`Self::settle`]d;
+    /// bytes that are not UTF-8 (a character the cap cut, say) shown as
+    /// U+FFFD.
+    pub async fn read(&mut self) -> String {
+        self.settle().await;
+        let bytes = tokio::fs::read(&self.path).await.unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
@@ -252,6 +259,26 @@ mod tests {
         assert!(text.starts_with("boot\nccc"), "{:?}", &text[..20]);
         assert!(text.ends_with(notice));
         assert_eq!(text.len(), (1 << 20) + notice.len());
+    }
+
+    /// The cap can cut a character in two; the report keeps the rest.
+    #[tokio::test]
+    async fn a_log_that_is_not_utf8_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock.qemu.log");
+        let (mut log, out) = DaemonLog::with_limit(&path, 2).unwrap();
+        let mut cmd = tokio::process::Command::new("printf");
+        cmd.arg("a\\303\\251b")
+            .stdout(out.stdout)
+            .stderr(out.stderr);
+        let st = cmd.spawn().unwrap().wait().await.unwrap();
+        drop(cmd);
+        assert!(st.success());
+        let text = log.read().await;
+        assert!(
+            text.starts_with("a\u{fffd}\n[bot-bottle: vsock.qemu.log is full"),
+            "{text:?}"
+        );
     }
 
     #[tokio::test]

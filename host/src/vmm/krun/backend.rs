@@ -32,36 +32,41 @@ impl Vmm for Krun {
     }
 
     fn start(&self, spec: &VmSpec) -> BoxFuture<'_, Result<Box<dyn RunningVm>, VmmError>> {
-        let mut spec = spec.clone();
+        let spec = spec.clone();
         Box::pin(async move {
-            plan(&spec).map_err(|e| VmmError::Spec(e.to_string()))?;
-            // libkrun writes the console log itself, without limit: it
-            // writes to a pipe instead, copied into the file up to
-            // CONSOLE_LOG_LIMIT (`daemon_log`).
-            let console_log = spec.console_log.take();
-            if console_log.is_some() {
-                spec.console_log = Some(CONSOLE_FD_PATH.into());
-            }
-            let path = spec_path(&spec);
-            write_spec(&spec, &path).map_err(|e| VmmError::Spec(format!("{e:#}")))?;
             let exe = std::env::current_exe()?;
-            let mut cmd = tokio::process::Command::from(child_command(&exe, &path));
-            let console = match &console_log {
-                Some(log) => Some(DaemonLog::pass_as_fd3(&mut cmd, log, CONSOLE_LOG_LIMIT)?),
-                None => None,
-            };
-            // The command, and with it our copy of the pipe, goes here.
-            let child = supervised(cmd).spawn().map_err(|source| VmmError::Spawn {
-                program: format!("{} {}", exe.display(), super::CHILD_SUBCOMMAND),
-                source,
-            })?;
-            Ok(Box::new(KrunVm {
-                child,
-                killed: false,
-                _console: console,
-            }) as Box<dyn RunningVm>)
+            Ok(Box::new(start_child(spec, &exe)?) as Box<dyn RunningVm>)
         })
     }
+}
+
+/// Plan, write the spec and start `exe __krun-child` on it.
+fn start_child(mut spec: VmSpec, exe: &std::path::Path) -> Result<KrunVm, VmmError> {
+    plan(&spec).map_err(|e| VmmError::Spec(e.to_string()))?;
+    // libkrun writes the console log itself, without limit: it writes to
+    // a pipe instead, copied into the file up to CONSOLE_LOG_LIMIT
+    // (`daemon_log`).
+    let console_log = spec.console_log.take();
+    if console_log.is_some() {
+        spec.console_log = Some(CONSOLE_FD_PATH.into());
+    }
+    let path = spec_path(&spec);
+    write_spec(&spec, &path).map_err(|e| VmmError::Spec(format!("{e:#}")))?;
+    let mut cmd = tokio::process::Command::from(child_command(exe, &path));
+    let console = match &console_log {
+        Some(log) => Some(DaemonLog::pass_as_fd3(&mut cmd, log, CONSOLE_LOG_LIMIT)?),
+        None => None,
+    };
+    // The command, and with it our copy of the pipe, goes here.
+    let child = supervised(cmd).spawn().map_err(|source| VmmError::Spawn {
+        program: format!("{} {}", exe.display(), super::CHILD_SUBCOMMAND),
+        source,
+    })?;
+    Ok(KrunVm {
+        child,
+        killed: false,
+        console,
+    })
 }
 
 /// A running libkrun child.
@@ -70,13 +75,18 @@ struct KrunVm {
     child: tokio::process::Child,
     killed: bool,
     /// `[vm] console_log`, filled while this lives.
-    _console: Option<DaemonLog>,
+    console: Option<DaemonLog>,
 }
 
 impl RunningVm for KrunVm {
     fn wait(&mut self) -> BoxFuture<'_, std::io::Result<VmExit>> {
         Box::pin(async move {
             let st = self.child.wait().await?;
+            // The console's last lines (a guest panic, say) are still in
+            // the pipe: copied before the VM is reported gone and dropped.
+            if let Some(c) = &mut self.console {
+                c.settle().await;
+            }
             Ok(if self.killed {
                 VmExit::Killed
             } else {
@@ -100,3 +110,7 @@ impl RunningVm for KrunVm {
         None
     }
 }
+
+#[cfg(test)]
+#[path = "backend_tests.rs"]
+mod tests;

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use anyhow::Context;
 
@@ -16,7 +16,7 @@ use super::{detect, execute, plan, KrunLib, VmSpec};
 /// The hidden subcommand the child runs.
 pub const CHILD_SUBCOMMAND: &str = "__krun-child";
 
-/// Where [`spawn`] writes the spec: `<vsock_base>.krun.json`, beside the
+/// Where the supervisor (`backend.rs`) writes the spec: `<vsock_base>.krun.json`, beside the
 /// vsock sockets (a directory the supervisor owns).
 pub fn spec_path(spec: &VmSpec) -> PathBuf {
     let mut p = spec.vsock_base.as_os_str().to_owned();
@@ -44,23 +44,6 @@ pub fn child_command(exe: &Path, spec_path: &Path) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD_SUBCOMMAND).arg("--spec").arg(spec_path);
     cmd
-}
-
-/// Plan first (so a bad spec fails here, not in the child), write the spec
-/// and start the current executable as the libkrun child.
-pub fn spawn(spec: &VmSpec) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("finding the bottle-host executable")?;
-    spawn_with(&exe, spec)
-}
-
-/// [`spawn`] with an explicit executable.
-pub fn spawn_with(exe: &Path, spec: &VmSpec) -> anyhow::Result<Child> {
-    plan(spec)?;
-    let path = spec_path(spec);
-    write_spec(spec, &path)?;
-    child_command(exe, &path)
-        .spawn()
-        .with_context(|| format!("starting {} {CHILD_SUBCOMMAND}", exe.display()))
 }
 
 /// Read and delete the spec file the supervisor wrote.

@@ -5,7 +5,7 @@
 //! - [`detect`] (`load.rs`): `dlopen` libkrun at run time and resolve it.
 //! - [`execute`] (`exec.rs`): replay a plan through the loaded library.
 //! - [`Krun`] (`backend.rs`): the [`crate::vmm::Vmm`] implementation.
-//! - [`spawn`] / [`child_main`] (`child.rs`): run it all in a child process,
+//! - [`Krun`] (`backend.rs`) / [`child_main`] (`child.rs`): run it all in a child process,
 //!   since `krun_start_enter` takes its process over.
 
 mod backend;
@@ -23,8 +23,7 @@ mod tests_plan;
 pub use super::VmSpec;
 pub use backend::Krun;
 pub use child::{
-    child_command, child_main, child_main_with, read_spec, spawn, spawn_with, spec_path,
-    write_spec, CHILD_SUBCOMMAND,
+    child_command, child_main, child_main_with, read_spec, spec_path, write_spec, CHILD_SUBCOMMAND,
 };
 pub use error::KrunError;
 pub use exec::execute;
