@@ -263,3 +263,71 @@ async fn a_daemon_that_floods_its_log_and_exits_is_reported_capped_and_at_once()
     assert_eq!(std::fs::read_to_string(&log).unwrap(), output);
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
 }
+
+/// QEMU's standard error reaches `RUN/vsock.qemu.log` through the capped
+/// pipe, whole up to the cap, by the time `wait` reports QEMU gone. QEMU
+/// and the vsock daemon are stand-ins (shell scripts).
+#[tokio::test]
+async fn qemu_errors_reach_its_log_capped_by_the_time_it_is_reported_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    // The daemon's --socket is its fourth argument.
+    let daemon = script("vsock-daemon", ": > \"$4\"; exec sleep 30");
+    let qemu = script(
+        "qemu",
+        "echo 'qemu: cannot start' >&2; head -c 3000000 /dev/zero | tr '\\0' q >&2; exit 1",
+    );
+    let q = Qemu {
+        qemu,
+        daemon,
+        fs_daemon: None,
+        accel: Accelerator::Tcg,
+        kvm_note: None,
+        bios: None,
+        tcg_tb_mib: TCG_TB_MIB,
+    };
+    let mut s = spec();
+    s.vsock_base = dir.path().join("vsock");
+    // A test thread forking while a script was open for writing makes
+    // exec fail with ETXTBSY for a moment.
+    let mut vm = None;
+    for _ in 0..50 {
+        match q.start(&s).await {
+            Ok(v) => {
+                vm = Some(v);
+                break;
+            }
+            Err(VmmError::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut vm = vm.expect("the stand-ins started");
+    let exit = tokio::time::timeout(Duration::from_secs(20), vm.wait())
+        .await
+        .expect("wait returned")
+        .unwrap();
+    assert!(
+        matches!(&exit, VmExit::Exited(st) if st.code() == Some(1)),
+        "{exit:?}"
+    );
+    drop(vm);
+    let log = std::fs::read_to_string(dir.path().join("vsock.qemu.log")).unwrap();
+    assert!(
+        log.starts_with("qemu: cannot start\nqqq"),
+        "{:?}",
+        &log[..30]
+    );
+    let notice = "\n[bot-bottle: vsock.qemu.log is full (1 MiB); the rest is not kept]\n";
+    assert!(log.ends_with(notice));
+    assert_eq!(
+        log.len() as u64,
+        super::super::daemon_log::DAEMON_LOG_LIMIT + notice.len() as u64
+    );
+}
