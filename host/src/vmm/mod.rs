@@ -20,6 +20,27 @@ pub mod krun;
 pub mod qemu;
 pub mod virtiofs;
 
+/// Starting a stand-in program a test has just written.
+#[cfg(test)]
+pub(crate) async fn start_written<T, F, Fut>(mut start: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, VmmError>>,
+{
+    // A test thread forking while the program was open for writing makes
+    // exec fail with ETXTBSY for a moment.
+    for _ in 0..50 {
+        match start().await {
+            Ok(v) => return v,
+            Err(VmmError::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the stand-in stayed busy (ETXTBSY)")
+}
+
 /// A boxed, sendable future (the traits are used as objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -29,22 +29,7 @@ async fn the_console_reaches_its_log_through_the_pipe_to_its_last_line() {
     let mut spec = sample();
     spec.vsock_base = dir.path().join("vsock");
     spec.console_log = Some(log.clone());
-    // A test thread forking while the script was open for writing makes
-    // exec fail with ETXTBSY for a moment.
-    let mut vm = None;
-    for _ in 0..50 {
-        match start_child(spec.clone(), &exe) {
-            Ok(v) => {
-                vm = Some(v);
-                break;
-            }
-            Err(VmmError::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let mut vm = vm.expect("the stand-in started");
+    let mut vm = crate::vmm::start_written(|| async { start_child(spec.clone(), &exe) }).await;
     let exit = tokio::time::timeout(Duration::from_secs(20), vm.wait())
         .await
         .expect("the stand-in finished")

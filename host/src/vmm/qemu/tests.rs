@@ -293,22 +293,7 @@ async fn qemu_errors_reach_its_log_capped_by_the_time_it_is_reported_gone() {
     };
     let mut s = spec();
     s.vsock_base = dir.path().join("vsock");
-    // A test thread forking while a script was open for writing makes
-    // exec fail with ETXTBSY for a moment.
-    let mut vm = None;
-    for _ in 0..50 {
-        match q.start(&s).await {
-            Ok(v) => {
-                vm = Some(v);
-                break;
-            }
-            Err(VmmError::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let mut vm = vm.expect("the stand-ins started");
+    let mut vm = super::super::start_written(|| q.start(&s)).await;
     let exit = tokio::time::timeout(Duration::from_secs(20), vm.wait())
         .await
         .expect("wait returned")
