@@ -9,6 +9,7 @@
 //! - [`image`]: OCI images unpacked safely and cached as a bottle's root.
 //! - [`vmm`]: VM backends (QEMU, libkrun) and the guest image.
 //! - [`logging`]: tracing setup shared by every subcommand.
+//! - [`log_cap`]: how a log the guest can write to is capped.
 //! - [`audit_cap`]: how large an audit log may grow.
 //! - [`hardening`]: private state, non-dumpable while holding secrets,
 //!   scrubbed child environments.
@@ -21,6 +22,7 @@ pub mod dns;
 pub mod hardening;
 pub mod image;
 pub mod launch;
+pub mod log_cap;
 pub mod logging;
 pub mod manifest;
 pub mod proxy;

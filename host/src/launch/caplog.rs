@@ -7,9 +7,9 @@
 //! file outlives the launch on the owner's disk. So the detached launch
 //! routes its descriptor 2 through a pipe to a thread that appends to the
 //! log up to the limit, then writes a notice and reads on without keeping
-//! anything, so no writer ever blocks. (QEMU, virtiofsd and the vsock
-//! daemon write their own standard error to their own files in the run
-//! directory, removed when the launch ends: `vmm/qemu.rs`.)
+//! anything, so no writer ever blocks (`crate::log_cap`). (QEMU, virtiofsd
+//! and the vsock daemon write their own output to their own logs in the
+//! run directory, capped the same way: `vmm/daemon_log.rs`.)
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Most bytes kept, as for `agent.log` and `console.log`.
-pub const LIMIT: u64 = 64 << 20;
+pub const LIMIT: u64 = crate::log_cap::LOG_LIMIT;
 
 /// The copying thread, once started.
 static COPIER: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
@@ -79,33 +79,23 @@ pub fn finish() {
 /// Copy `from` to `to` until end of input, keeping at most `limit` bytes;
 /// past it a notice, then the rest is read and dropped. The bytes kept.
 pub fn copy_capped(mut from: impl Read, mut to: impl Write, limit: u64) -> u64 {
-    let mut kept = 0u64;
-    let mut full = false;
+    let mut cap = crate::log_cap::Cap::new("the launch log", limit);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) => return kept,
+            Ok(0) => return cap.kept(),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return kept,
+            Err(_) => return cap.kept(),
         };
-        if full {
+        let admit = cap.offer(n);
+        if to.write_all(&buf[..admit.take]).is_err() {
+            cap.stop();
             continue;
         }
-        if kept + n as u64 > limit {
-            full = true;
-            let _ = writeln!(
-                to,
-                "\n[bot-bottle: the launch log is full ({} MiB); the rest is not kept]",
-                limit >> 20
-            );
-            continue;
+        if let Some(notice) = admit.notice {
+            let _ = to.write_all(notice.as_bytes());
         }
-        if to.write_all(&buf[..n]).is_err() {
-            full = true;
-            continue;
-        }
-        kept += n as u64;
     }
 }
 

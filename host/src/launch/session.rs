@@ -140,15 +140,14 @@ pub fn spawn(
 }
 
 /// Most bytes of agent output kept in a bottle's `agent.log`.
-pub const LOG_LIMIT: u64 = 64 << 20;
+pub const LOG_LIMIT: u64 = crate::log_cap::LOG_LIMIT;
 
 /// Append to a log (the agent's `agent.log`, the console's
 /// `console.log`) until [`LOG_LIMIT`], then say so once and keep nothing
 /// more: what the guest writes must not fill the host's disk.
 pub(super) struct CappedLog {
     file: Option<tokio::fs::File>,
-    written: u64,
-    what: &'static str,
+    cap: crate::log_cap::Cap,
 }
 
 impl CappedLog {
@@ -156,27 +155,21 @@ impl CappedLog {
     pub(super) fn new(file: Option<std::fs::File>, what: &'static str) -> CappedLog {
         CappedLog {
             file: file.map(tokio::fs::File::from_std),
-            written: 0,
-            what,
+            cap: crate::log_cap::Cap::new(what, LOG_LIMIT),
         }
     }
 
     /// Append `b`, unless the limit is reached.
     pub(super) async fn put(&mut self, b: &[u8]) {
         let Some(f) = &mut self.file else { return };
-        if self.written + b.len() as u64 > LOG_LIMIT {
-            let notice = format!(
-                "\n[bot-bottle: {} is full ({} MiB); the rest is not kept]\n",
-                self.what,
-                LOG_LIMIT >> 20
-            );
-            let _ = f.write_all(notice.as_bytes()).await;
-            let _ = f.flush().await;
+        let admit = self.cap.offer(b.len());
+        if f.write_all(&b[..admit.take]).await.is_err() {
             self.file = None;
             return;
         }
-        self.written += b.len() as u64;
-        if f.write_all(b).await.is_err() {
+        if let Some(notice) = admit.notice {
+            let _ = f.write_all(notice.as_bytes()).await;
+            let _ = f.flush().await;
             self.file = None;
         }
     }

@@ -9,7 +9,7 @@
 //! libkrun writes `[vm] console_log` itself: it is given the path
 //! [`CONSOLE_FD_PATH`], the write end of such a pipe passed to its child
 //! as descriptor 3 ([`DaemonLog::pass_as_fd3`]), so the console a guest
-//! writes is capped there too, at [`CONSOLE_LOG_LIMIT`].
+//! writes is capped there too, at [`LOG_LIMIT`].
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -21,12 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
+use crate::log_cap::Cap;
+#[cfg(doc)]
+use crate::log_cap::LOG_LIMIT;
+
 /// Most bytes kept in each daemon's log.
 pub const DAEMON_LOG_LIMIT: u64 = 1 << 20;
-
-/// Most bytes kept of a console log (as `agent.log` and QEMU's console,
-/// `launch::session::LOG_LIMIT`).
-pub const CONSOLE_LOG_LIMIT: u64 = 64 << 20;
 
 /// What a child given [`DaemonLog::pass_as_fd3`] opens to write its log.
 pub const CONSOLE_FD_PATH: &str = "/dev/fd/3";
@@ -113,7 +113,8 @@ impl DaemonLog {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let copier = tokio::spawn(copy(rx, tokio::fs::File::from_std(file), limit, what));
+        let cap = Cap::new(what, limit);
+        let copier = tokio::spawn(copy(rx, tokio::fs::File::from_std(file), cap));
         let log = DaemonLog {
             path: path.to_path_buf(),
             copier: Some(copier),
@@ -121,7 +122,7 @@ impl DaemonLog {
         Ok((log, wr))
     }
 
-    /// Wait until what the child wrote is all copied, or [`SETTLE`] has
+    /// Wait until what the child wrote is all copied, or `SETTLE` (2 s) has
     /// passed; call after the child is gone. Cancelled, it waits again
     /// next time.
     pub async fn settle(&mut self) {
@@ -151,34 +152,20 @@ impl Drop for DaemonLog {
     }
 }
 
-async fn copy(mut rx: pipe::Receiver, mut file: tokio::fs::File, limit: u64, what: String) {
+async fn copy(mut rx: pipe::Receiver, mut file: tokio::fs::File, mut cap: Cap) {
     let mut buf = vec![0u8; 16 << 10];
-    let mut kept = 0u64;
-    let mut full = false;
     loop {
         let n = match rx.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if full {
+        let admit = cap.offer(n);
+        if admit.take > 0 && file.write_all(&buf[..admit.take]).await.is_err() {
+            cap.stop();
             continue;
         }
-        let room = usize::try_from(limit - kept).unwrap_or(usize::MAX);
-        let take = n.min(room);
-        if file.write_all(&buf[..take]).await.is_err() {
-            full = true;
-            continue;
-        }
-        kept += take as u64;
-        if take < n {
-            let size = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
-                format!("{} MiB", limit >> 20)
-            } else {
-                format!("{limit} bytes")
-            };
-            let notice = format!("\n[bot-bottle: {what} is full ({size}); the rest is not kept]\n");
+        if let Some(notice) = admit.notice {
             let _ = file.write_all(notice.as_bytes()).await;
-            full = true;
         }
     }
     let _ = file.flush().await;

@@ -3,7 +3,8 @@
 //! supervisor watches that child like any VMM process.
 
 use super::{child_command, plan, spec_path, write_spec, KrunLib};
-use crate::vmm::daemon_log::{DaemonLog, CONSOLE_FD_PATH, CONSOLE_LOG_LIMIT};
+use crate::log_cap::LOG_LIMIT;
+use crate::vmm::daemon_log::{DaemonLog, CONSOLE_FD_PATH};
 use crate::vmm::{supervised, BoxFuture, Console, RunningVm, VmExit, VmSpec, Vmm, VmmError};
 
 /// The libkrun backend, with the library it found.
@@ -44,7 +45,7 @@ impl Vmm for Krun {
 fn start_child(mut spec: VmSpec, exe: &std::path::Path) -> Result<KrunVm, VmmError> {
     plan(&spec).map_err(|e| VmmError::Spec(e.to_string()))?;
     // libkrun writes the console log itself, without limit: it writes to
-    // a pipe instead, copied into the file up to CONSOLE_LOG_LIMIT
+    // a pipe instead, copied into the file up to LOG_LIMIT
     // (`daemon_log`).
     let console_log = spec.console_log.take();
     if console_log.is_some() {
@@ -54,7 +55,7 @@ fn start_child(mut spec: VmSpec, exe: &std::path::Path) -> Result<KrunVm, VmmErr
     write_spec(&spec, &path).map_err(|e| VmmError::Spec(format!("{e:#}")))?;
     let mut cmd = tokio::process::Command::from(child_command(exe, &path));
     let console = match &console_log {
-        Some(log) => Some(DaemonLog::pass_as_fd3(&mut cmd, log, CONSOLE_LOG_LIMIT)?),
+        Some(log) => Some(DaemonLog::pass_as_fd3(&mut cmd, log, LOG_LIMIT)?),
         None => None,
     };
     // The command, and with it our copy of the pipe, goes here.

@@ -16,8 +16,9 @@ use super::{detect, execute, plan, KrunLib, VmSpec};
 /// The hidden subcommand the child runs.
 pub const CHILD_SUBCOMMAND: &str = "__krun-child";
 
-/// Where the supervisor (`backend.rs`) writes the spec: `<vsock_base>.krun.json`, beside the
-/// vsock sockets (a directory the supervisor owns).
+/// Where the supervisor (`backend.rs`) writes the spec:
+/// `<vsock_base>.krun.json`, beside the vsock sockets (a directory the
+/// supervisor owns).
 pub fn spec_path(spec: &VmSpec) -> PathBuf {
     let mut p = spec.vsock_base.as_os_str().to_owned();
     p.push(".krun.json");

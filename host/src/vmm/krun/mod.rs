@@ -4,8 +4,8 @@
 //! - [`plan`] (`plan.rs`): a spec turned into the exact libkrun calls; pure.
 //! - [`detect`] (`load.rs`): `dlopen` libkrun at run time and resolve it.
 //! - [`execute`] (`exec.rs`): replay a plan through the loaded library.
-//! - [`Krun`] (`backend.rs`): the [`crate::vmm::Vmm`] implementation.
-//! - [`Krun`] (`backend.rs`) / [`child_main`] (`child.rs`): run it all in a child process,
+//! - [`Krun`] (`backend.rs`): the [`crate::vmm::Vmm`] implementation,
+//!   which runs it all in a child process ([`child_main`], `child.rs`),
 //!   since `krun_start_enter` takes its process over.
 
 mod backend;
