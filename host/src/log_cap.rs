@@ -67,7 +67,8 @@ impl Cap {
         self.full = true;
     }
 
-    /// Bytes kept.
+    /// Bytes admitted so far: all written, unless a write failed (after
+    /// which [`Cap::stop`] admits nothing more).
     pub fn kept(&self) -> u64 {
         self.kept
     }

@@ -15,7 +15,9 @@ fn main() {
     };
     bottle_host::logging::init(cli.log_format, default);
     bottle_host::accept::raise_descriptor_limit();
-    let code = match bottle_host::cli::run(cli) {
+    // A background launch's log gets what is still in its pipe, even
+    // after a panic (`caplog::run_main`).
+    let code = bottle_host::launch::caplog::run_main(|| match bottle_host::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
             #[allow(clippy::print_stderr)]
@@ -24,8 +26,6 @@ fn main() {
             }
             2
         }
-    };
-    // A background launch's log: what is still in its pipe written out.
-    bottle_host::launch::caplog::finish();
+    });
     std::process::exit(code);
 }

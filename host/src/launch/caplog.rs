@@ -76,8 +76,21 @@ pub fn finish() {
     }
 }
 
+/// Run `main` and return its exit code, with [`finish`] called either
+/// way. A panic that escapes `main` has already been reported on
+/// standard error by the hook, into the pipe when [`cap_stderr`] was
+/// called; left uncaught it would end the process before the copier took
+/// the report from the pipe, so the launch log would not say why the
+/// bottle stopped. It returns 101, an uncaught panic's exit status.
+pub fn run_main(main: impl FnOnce() -> i32) -> i32 {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(main)).unwrap_or(101);
+    finish();
+    code
+}
+
 /// Copy `from` to `to` until end of input, keeping at most `limit` bytes;
-/// past it a notice, then the rest is read and dropped. The bytes kept.
+/// past it a notice, then the rest is read and dropped. The bytes kept
+/// ([`crate::log_cap::Cap::kept`]).
 pub fn copy_capped(mut from: impl Read, mut to: impl Write, limit: u64) -> u64 {
     let mut cap = crate::log_cap::Cap::new("the launch log", limit);
     let mut buf = vec![0u8; 64 * 1024];
@@ -103,17 +116,72 @@ pub fn copy_capped(mut from: impl Read, mut to: impl Write, limit: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// Set in the child process of
+    /// [`a_panic_in_main_reaches_the_log_before_the_process_exits`]: the
+    /// log file it points its standard error at.
+    const CHILD_LOG: &str = "BOTTLE_CAPLOG_TEST_LOG";
+
+    /// As `main` does: standard error to a log through the copier, then a
+    /// panic on the main thread, then `exit` at once with what
+    /// [`run_main`] returned. The report must be in the log.
+    #[test]
+    fn a_panic_in_main_reaches_the_log_before_the_process_exits() {
+        if let Some(path) = std::env::var_os(CHILD_LOG) {
+            let log = File::create(path).expect("log");
+            // SAFETY: both descriptors are open; this child process is
+            // this test's alone, and only it writes to its standard error.
+            assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 2) } == 2);
+            cap_stderr().expect("cap_stderr");
+            let code = run_main(|| panic!("boom on the main thread"));
+            // 42: what the parent looks for; a panic that escaped
+            // `run_main` would end the harness with 101 instead.
+            std::process::exit(if code == 101 { 42 } else { 1 });
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("launch.log");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "launch::caplog::tests::a_panic_in_main_reaches_the_log_before_the_process_exits",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_LOG, &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("the child did not exit within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(status.code(), Some(42), "{status}; log: {text}");
+        assert!(text.contains("boom on the main thread"), "log: {text:?}");
+    }
+
     /// Past the limit nothing more is kept, one notice says so, and the
     /// input is still read to its end (a writer never blocks).
     #[test]
     fn copies_up_to_the_limit_then_drains() {
         let input = vec![b'x'; 10 * 1024 * 1024];
         let mut out = Vec::new();
-        let kept = copy_capped(&input[..], &mut out, 1 << 20);
-        assert!(kept <= 1 << 20, "{kept}");
-        assert!(kept >= (1 << 20) - 64 * 1024, "{kept}");
-        let text = String::from_utf8_lossy(&out);
-        assert_eq!(text.matches("the launch log is full").count(), 1);
-        assert!(out.len() < (1 << 20) + 200);
+        // Not a whole number of the copier's 64 KiB reads: the log fills
+        // to the limit exactly, cutting the read that crosses it.
+        let limit = (1 << 20) + 1000;
+        let kept = copy_capped(&input[..], &mut out, limit);
+        assert_eq!(kept, limit);
+        let notice =
+            "\n[bot-bottle: the launch log is full (1049576 bytes); the rest is not kept]\n";
+        assert_eq!(out.len() as u64, limit + notice.len() as u64);
+        assert!(out[..limit as usize].iter().all(|&b| b == b'x'));
+        assert_eq!(&out[limit as usize..], notice.as_bytes());
     }
 }

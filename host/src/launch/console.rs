@@ -113,3 +113,30 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod capped_log_tests {
+    use crate::launch::session::{CappedLog, LOG_LIMIT};
+
+    /// Chunks that are no whole fraction of the limit: the log ends at the
+    /// limit exactly (the crossing chunk cut), then one notice, and
+    /// nothing after it however much more comes.
+    #[tokio::test]
+    async fn a_capped_log_fills_to_its_limit_exactly_then_one_notice() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("agent.log");
+        let file = crate::hardening::create_private(&path).unwrap();
+        let mut log = CappedLog::new(Some(file), "agent.log");
+        let chunk = vec![b'y'; 1_000_003];
+        for _ in 0..(LOG_LIMIT / chunk.len() as u64 + 3) {
+            log.put(&chunk).await;
+        }
+        log.put(b"").await;
+        log.flush().await;
+        let text = std::fs::read(&path).unwrap();
+        let notice = "\n[bot-bottle: agent.log is full (64 MiB); the rest is not kept]\n";
+        assert_eq!(text.len() as u64, LOG_LIMIT + notice.len() as u64);
+        assert!(text[..LOG_LIMIT as usize].iter().all(|&b| b == b'y'));
+        assert_eq!(&text[LOG_LIMIT as usize..], notice.as_bytes());
+    }
+}
