@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::session::CappedLog;
+use super::session::LOG_LIMIT;
+use crate::log_cap::CappedLog;
 use crate::vmm::Console;
 
 /// Bytes of console output kept for reports.
@@ -47,7 +48,7 @@ pub fn forward(
     show: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut log = CappedLog::new(log, "console.log");
+        let mut log = CappedLog::new(log, "console.log", LOG_LIMIT);
         let mut err = tokio::io::stderr();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -111,32 +112,5 @@ mod tests {
             String::from_utf8_lossy(&end).contains("console.log is full (64 MiB)"),
             "no notice at the end of console.log"
         );
-    }
-}
-
-#[cfg(test)]
-mod capped_log_tests {
-    use crate::launch::session::{CappedLog, LOG_LIMIT};
-
-    /// Chunks that are no whole fraction of the limit: the log ends at the
-    /// limit exactly (the crossing chunk cut), then one notice, and
-    /// nothing after it however much more comes.
-    #[tokio::test]
-    async fn a_capped_log_fills_to_its_limit_exactly_then_one_notice() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("agent.log");
-        let file = crate::hardening::create_private(&path).unwrap();
-        let mut log = CappedLog::new(Some(file), "agent.log");
-        let chunk = vec![b'y'; 1_000_003];
-        for _ in 0..(LOG_LIMIT / chunk.len() as u64 + 3) {
-            log.put(&chunk).await;
-        }
-        log.put(b"").await;
-        log.flush().await;
-        let text = std::fs::read(&path).unwrap();
-        let notice = "\n[bot-bottle: agent.log is full (64 MiB); the rest is not kept]\n";
-        assert_eq!(text.len() as u64, LOG_LIMIT + notice.len() as u64);
-        assert!(text[..LOG_LIMIT as usize].iter().all(|&b| b == b'y'));
-        assert_eq!(&text[LOG_LIMIT as usize..], notice.as_bytes());
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::terminal;
+use crate::log_cap::CappedLog;
 
 const SOFTWARE: &str = concat!("bottle-host ", env!("CARGO_PKG_VERSION"));
 
@@ -142,46 +143,6 @@ pub fn spawn(
 /// Most bytes of agent output kept in a bottle's `agent.log`.
 pub const LOG_LIMIT: u64 = crate::log_cap::LOG_LIMIT;
 
-/// Append to a log (the agent's `agent.log`, the console's
-/// `console.log`) until [`LOG_LIMIT`], then say so once and keep nothing
-/// more: what the guest writes must not fill the host's disk.
-pub(super) struct CappedLog {
-    file: Option<tokio::fs::File>,
-    cap: crate::log_cap::Cap,
-}
-
-impl CappedLog {
-    /// Append to `file` (none: keep nothing); `what` names it in the notice.
-    pub(super) fn new(file: Option<std::fs::File>, what: &'static str) -> CappedLog {
-        CappedLog {
-            file: file.map(tokio::fs::File::from_std),
-            cap: crate::log_cap::Cap::new(what, LOG_LIMIT),
-        }
-    }
-
-    /// Append `b`, unless the limit is reached.
-    pub(super) async fn put(&mut self, b: &[u8]) {
-        let Some(f) = &mut self.file else { return };
-        let admit = self.cap.offer(b.len());
-        if f.write_all(&b[..admit.take]).await.is_err() {
-            self.file = None;
-            return;
-        }
-        if let Some(notice) = admit.notice {
-            let _ = f.write_all(notice.as_bytes()).await;
-            let _ = f.flush().await;
-            self.file = None;
-        }
-    }
-
-    /// Write out what is buffered.
-    pub(super) async fn flush(&mut self) {
-        if let Some(f) = &mut self.file {
-            let _ = f.flush().await;
-        }
-    }
-}
-
 /// Copy the session's output to ours until `Done`; an exec'd process's
 /// exit code, if one came.
 async fn output(mut rd: ReadHalf<BoxStream>, log: Option<std::fs::File>) -> Option<i32> {
@@ -189,7 +150,7 @@ async fn output(mut rd: ReadHalf<BoxStream>, log: Option<std::fs::File>) -> Opti
     let max = Channel::Session.max_frame();
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
-    let mut log = CappedLog::new(log, "agent.log");
+    let mut log = CappedLog::new(log, "agent.log", LOG_LIMIT);
     loop {
         match read_message::<_, SessionOutput>(&mut rd, max).await {
             Ok(Some(SessionOutput::Stdout(b))) => {

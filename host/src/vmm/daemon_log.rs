@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
-use crate::log_cap::Cap;
+use crate::log_cap::CappedLog;
 #[cfg(doc)]
 use crate::log_cap::LOG_LIMIT;
 
@@ -113,8 +113,7 @@ impl DaemonLog {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cap = Cap::new(what, limit);
-        let copier = tokio::spawn(copy(rx, tokio::fs::File::from_std(file), cap));
+        let copier = tokio::spawn(copy(rx, CappedLog::new(Some(file), what, limit)));
         let log = DaemonLog {
             path: path.to_path_buf(),
             copier: Some(copier),
@@ -152,23 +151,15 @@ impl Drop for DaemonLog {
     }
 }
 
-async fn copy(mut rx: pipe::Receiver, mut file: tokio::fs::File, mut cap: Cap) {
+async fn copy(mut rx: pipe::Receiver, mut log: CappedLog) {
     let mut buf = vec![0u8; 16 << 10];
     loop {
-        let n = match rx.read(&mut buf).await {
+        match rx.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let admit = cap.offer(n);
-        if admit.take > 0 && file.write_all(&buf[..admit.take]).await.is_err() {
-            cap.stop();
-            continue;
-        }
-        if let Some(notice) = admit.notice {
-            let _ = file.write_all(notice.as_bytes()).await;
+            Ok(n) => log.put(&buf[..n]).await,
         }
     }
-    let _ = file.flush().await;
+    log.flush().await;
 }
 
 #[cfg(test)]
